@@ -1,0 +1,1 @@
+"""The SLMDeployment v1alpha1 API."""
