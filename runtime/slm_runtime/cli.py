@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from slm_runtime import __version__
+from slm_runtime.fetch import cli as fetch_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Subcommand registrations (one line each):
+    fetch_cli.register(subparsers)
     return parser
 
 

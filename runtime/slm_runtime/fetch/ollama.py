@@ -1,0 +1,149 @@
+"""ollama://[namespace/]name[:tag] sources: the Ollama registry protocol (OCI distribution v2).
+
+1. ``GET {registry}/v2/{namespace}/{name}/manifests/{tag}`` returns a manifest whose layers are blobs
+   named by sha256 digest, each with a media type ``application/vnd.ollama.image.<kind>``.
+2. The ``model`` layer (the GGUF file) is downloaded from ``/v2/{namespace}/{name}/blobs/{digest}``
+   (the registry redirects to a CDN) and verified against its digest.
+3. The small ``template``, ``system``, ``params`` and ``license`` layers are fetched, verified and kept as
+   the model's metadata (what ``ollama run`` would apply as defaults); the manifest is saved beside the model.
+   ``params`` keeps Ollama's own names (``temperature``, ``num_ctx``, ``stop`` ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slm_runtime.source import ModelSource
+
+from .context import FetchContext
+from .download import Downloaded, DownloadJob, download
+from .errors import DigestMismatchError, PullError
+from .http import request
+from .result import ModelMetadata
+
+__all__ = ["MANIFEST_ACCEPT", "Layer", "Manifest", "fetch_ollama", "metadata_from_layers"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_PREFIX = "application/vnd.ollama.image."
+_METADATA_KINDS = ("template", "system", "params", "license")
+_METADATA_LIMIT = 4 << 20  # metadata layers are text; refuse anything bigger
+
+
+class Layer(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    media_type: str = Field(alias="mediaType")
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+    @property
+    def kind(self) -> str:
+        """'model', 'template', 'system', 'params', 'license', 'projector' ... ('' for foreign types)."""
+        return self.media_type.removeprefix(MEDIA_PREFIX) if self.media_type.startswith(MEDIA_PREFIX) else ""
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.removeprefix("sha256:")
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    schema_version: int = Field(alias="schemaVersion")
+    layers: list[Layer]
+
+    def model_layer(self, source: str) -> Layer:
+        models = [layer for layer in self.layers if layer.kind == "model"]
+        if len(models) != 1:
+            raise PullError(f"{source}: the manifest has {len(models)} model layers; expected exactly one")
+        return models[0]
+
+
+def metadata_from_layers(texts: dict[str, list[str]]) -> ModelMetadata:
+    """Metadata from the decoded text of each kind of layer (pure); several license layers are joined."""
+    params: dict[str, Any] = {}
+    for text in texts.get("params", []):
+        loaded = json.loads(text)
+        if isinstance(loaded, dict):
+            params.update(loaded)
+    licenses = texts.get("license", [])
+    return ModelMetadata(
+        template=_last(texts, "template"),
+        system=_last(texts, "system"),
+        parameters=params,
+        license="\n\n".join(licenses) if licenses else None,
+    )
+
+
+def _last(texts: dict[str, list[str]], kind: str) -> str | None:
+    values = texts.get(kind)
+    return values[-1] if values else None
+
+
+def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[Downloaded, ModelMetadata]:
+    base = f"{ctx.settings.ollama_registry.rstrip('/')}/v2/{source.namespace}/{source.name}"
+    response = request(
+        ctx.client,
+        "GET",
+        f"{base}/manifests/{source.tag}",
+        source=source.raw,
+        policy=ctx.policy,
+        headers={"Accept": MANIFEST_ACCEPT},
+    )
+    try:
+        manifest = Manifest.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise PullError(f"{source.raw}: the registry sent a manifest this puller cannot read: {exc}") from exc
+    model = manifest.model_layer(source.raw)
+    if ctx.expected_sha256 and ctx.expected_sha256 != model.sha256:
+        raise DigestMismatchError(source.raw, ctx.expected_sha256, model.sha256)
+    skipped = sorted(
+        {layer.kind or layer.media_type for layer in manifest.layers} - {"model", *_METADATA_KINDS}
+    )
+    if skipped:
+        log.warning("%s: layers not used by slm-runtime were skipped: %s", source.raw, ", ".join(skipped))
+    texts: dict[str, list[str]] = {}
+    for layer in manifest.layers:
+        if layer.kind in _METADATA_KINDS:
+            texts.setdefault(layer.kind, []).append(
+                _small_blob(f"{base}/blobs/{layer.digest}", layer, source, ctx)
+            )
+    try:
+        metadata = metadata_from_layers(texts)
+    except json.JSONDecodeError as exc:
+        raise PullError(f"{source.raw}: the params layer is not JSON: {exc}") from exc
+    job = DownloadJob(
+        url=f"{base}/blobs/{model.digest}", target=target, source=source.raw, expected_sha256=model.sha256
+    )
+    downloaded = download(
+        ctx.client, job, policy=ctx.policy, progress=ctx.progress(f"{source.name}:{source.tag}")
+    )
+    _write_manifest(target.with_name("manifest.json"), response.content)
+    return downloaded, metadata
+
+
+def _small_blob(url: str, layer: Layer, source: ModelSource, ctx: FetchContext) -> str:
+    if layer.size > _METADATA_LIMIT:
+        raise PullError(
+            f"{source.raw}: the {layer.kind} layer is {layer.size} bytes; metadata layers must be small"
+        )
+    body = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy).content
+    actual = hashlib.sha256(body).hexdigest()
+    if actual != layer.sha256:
+        raise DigestMismatchError(f"{source.raw} ({layer.kind} layer)", layer.sha256, actual)
+    return body.decode("utf-8")
+
+
+def _write_manifest(path: Path, content: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
