@@ -1,0 +1,68 @@
+"""`python -m cluster up|down|status|kubeconfig` (with PYTHONPATH=tests): the developer entry point behind
+`make cluster-up` / `make cluster-down`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cluster.controlplane import ControlPlane, ControlPlaneError
+from cluster.paths import REPO_ROOT
+
+DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "cluster" / "dev"
+
+
+def _progress(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "logs"])
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where PKI, etcd data, logs and the kubeconfig live (one directory per cluster)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness on `up`")
+    parser.add_argument("--purge", action="store_true", help="on `down`, also delete the state directory")
+    args = parser.parse_args(argv)
+    plane = ControlPlane(args.state_dir, progress=_progress)
+
+    if args.command == "up":
+        try:
+            plane.start(timeout=args.timeout)
+        except ControlPlaneError as error:
+            print(error, file=sys.stderr)
+            return 1
+        print(plane.kubeconfig.read_text(encoding="utf-8"))
+        _progress(f"kubeconfig: {plane.kubeconfig}")
+        _progress(f"use it:     export KUBECONFIG={plane.kubeconfig}")
+        _progress(f"tests:      SLM_TEST_KUBECONFIG={plane.kubeconfig} make test")
+        return 0
+    if args.command == "down":
+        if args.purge:
+            plane.destroy()
+            _progress(f"stopped; deleted {plane.state_dir}")
+        else:
+            plane.stop()
+            _progress(f"stopped; logs kept in {plane.state_dir / 'logs'}")
+        return 0
+    if args.command == "kubeconfig":
+        print(plane.kubeconfig)
+        return 0 if plane.kubeconfig.is_file() else 1
+    if args.command == "logs":
+        for name, text in plane.log_tails(lines=40).items():
+            print(f"----- {name} -----\n{text}")
+        return 0
+    running = plane.running()
+    print(f"{'running' if running else 'stopped'}: {plane.state_dir}")
+    for name, process in plane.processes.items():
+        print(f"  {name:<24} {'pid ' + str(process.pid()) if process.pid() else 'not running'}")
+    return 0 if running else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Run a real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok, whose simulated nodes come from :mod:`cluster.nodes`.
+
+Everything lives in one state directory (PKI, etcd data, kubeconfigs, logs, pid files, chosen ports), so any
+number of control planes coexist on free ports, and ``ControlPlane(state_dir).stop()`` from another process
+stops exactly the processes that ``start()`` left running.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cluster import kube
+from cluster.nodes import TEST_NODES
+from cluster.paths import BUILD_SCRIPT, Binaries, binaries
+from cluster.pki import PKI, CertKey, generate_pki
+from cluster.processes import Process, free_ports, tail
+
+__all__ = ["COMPONENTS", "ControlPlane", "ControlPlaneError", "Ports"]
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CIDR = "10.0.0.0/24"
+POD_CIDR = "10.244.0.0/16"
+# Sub-directories of the state directory that start() recreates from scratch.
+_GENERATED = ("pki", "etcd", "kubeconfigs", "run", "logs", "kube-controller-manager", "kube-scheduler")
+
+Progress = Callable[[str], None]
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not start; the message carries the relevant component logs."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The TCP ports one control plane listens on (all on 127.0.0.1)."""
+
+    etcd: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(*free_ports(6))
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class ControlPlane:
+    """One control plane rooted at `state_dir`."""
+
+    def __init__(self, state_dir: Path, bins: Binaries | None = None, progress: Progress = _quiet) -> None:
+        self.state_dir = state_dir.resolve()
+        self.bins = bins or binaries()
+        self.progress = progress
+        self.processes = {name: Process(name, self.state_dir) for name in COMPONENTS}
+
+    # ---- what a caller needs -------------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (credentials embedded, so it can be copied anywhere)."""
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def info_file(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    @property
+    def ports(self) -> Ports:
+        data = json.loads(self.info_file.read_text(encoding="utf-8"))
+        return Ports(**data["ports"])
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path, progress: Progress = _quiet) -> ControlPlane | None:
+        """The control plane that wrote `kubeconfig`, or None when it belongs to some other cluster."""
+        state_dir = kubeconfig.resolve().parent
+        if not (state_dir / "cluster.json").is_file():
+            return None
+        return cls(state_dir, progress=progress)
+
+    def running(self) -> bool:
+        """Every component process is alive."""
+        return self.info_file.is_file() and all(p.running() for p in self.processes.values())
+
+    def log_files(self) -> dict[str, Path]:
+        return {name: process.log_file for name, process in self.processes.items()}
+
+    def log_tails(self, lines: int = 30) -> dict[str, str]:
+        """The last lines of each component's log."""
+        return {name: tail(path, lines) for name, path in self.log_files().items()}
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 300.0) -> None:
+        """Start every component (reusing a running control plane in the same state directory) and wait
+        until the API answers, the controllers and scheduler are healthy and every kwok node is Ready."""
+        if self.running():
+            self.progress(f"control plane already running in {self.state_dir}")
+            return
+        missing = self.bins.missing()
+        if missing:
+            raise ControlPlaneError(
+                "control-plane binaries are missing: "
+                + ", ".join(str(path) for path in missing)
+                + f"\nbuild them with `make cluster-bins` (runs {BUILD_SCRIPT.name}, 10-30 minutes cold)"
+            )
+        self.stop()  # leftovers of a crashed run in this state directory
+        started = time.monotonic()
+        deadline = started + timeout
+        try:
+            self._prepare()
+            pki = generate_pki(self.state_dir / "pki")
+            self._write_kubeconfigs(pki)
+            self._start_etcd(deadline)
+            self._start_apiserver(pki, deadline)
+            self._start_controllers(pki, deadline)
+            self._start_kwok(deadline)
+            self._wait_for_cluster(deadline)
+        except Exception as error:
+            logs = "\n".join(
+                f"----- {name} ({path}) -----\n{tail(path, 25)}" for name, path in self.log_files().items()
+            )
+            self.stop()
+            raise ControlPlaneError(f"control plane failed to start: {error}\n{logs}") from error
+        self.progress(f"control plane ready in {time.monotonic() - started:.1f}s: {self.server}")
+
+    def stop(self) -> None:
+        """Stop every component, newest first. Data and logs stay in the state directory."""
+        for name in reversed(COMPONENTS):
+            process = self.processes[name]
+            if process.running():
+                self.progress(f"stopping {name}")
+            process.stop()
+
+    def destroy(self) -> None:
+        """Stop and delete the whole state directory."""
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # ---- steps ---------------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        for stale in _GENERATED:
+            shutil.rmtree(self.state_dir / stale, ignore_errors=True)
+        self.kubeconfig.unlink(missing_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ports = Ports.pick()
+        info = {"ports": asdict(ports), "binaries": {k: str(v) for k, v in asdict(self.bins).items()}}
+        self.info_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+    def _write_kubeconfigs(self, pki: PKI) -> None:
+        kube.write_kubeconfig(self.kubeconfig, self.server, pki.ca.cert, pki.admin, "slm-test", embed=True)
+        users: dict[str, CertKey] = {
+            "kube-controller-manager": pki.controller_manager,
+            "kube-scheduler": pki.scheduler,
+            "kwok": pki.kwok,
+        }
+        for name, pair in users.items():
+            kube.write_kubeconfig(self._component_kubeconfig(name), self.server, pki.ca.cert, pair, name)
+
+    def _component_kubeconfig(self, name: str) -> Path:
+        return self.state_dir / "kubeconfigs" / f"{name}.kubeconfig"
+
+    def _start_etcd(self, deadline: float) -> None:
+        port, peer = self.ports.etcd, self.ports.etcd_peer
+        self.progress(f"starting etcd on 127.0.0.1:{port}")
+        self.processes["etcd"].start(
+            [
+                str(self.bins.etcd),
+                "--name=slm-test",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{port}",
+                f"--advertise-client-urls=http://127.0.0.1:{port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=slm-test=http://127.0.0.1:{peer}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ]
+        )
+        self._wait_http("etcd", f"http://127.0.0.1:{port}/health", deadline, expect='"health":"true"')
+
+    def _start_apiserver(self, pki: PKI, deadline: float) -> None:
+        self.progress(f"starting kube-apiserver on {self.server}")
+        self.processes["kube-apiserver"].start(
+            [
+                str(self.bins.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.ports.etcd}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports.apiserver}",
+                f"--cert-dir={self.state_dir / 'pki'}",
+                f"--tls-cert-file={pki.apiserver.cert}",
+                f"--tls-private-key-file={pki.apiserver.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction,PodSecurity",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.service_account_pub}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=1",
+            ]
+        )
+        self._wait_http("kube-apiserver", f"{self.server}/readyz", deadline, context=self._admin_tls(pki))
+
+    def _start_controllers(self, pki: PKI, deadline: float) -> None:
+        common = [
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        kcm = self._component_kubeconfig("kube-controller-manager")
+        self.progress("starting kube-controller-manager and kube-scheduler")
+        self.processes["kube-controller-manager"].start(
+            [
+                str(self.bins.kube_controller_manager),
+                f"--kubeconfig={kcm}",
+                f"--authentication-kubeconfig={kcm}",
+                f"--authorization-kubeconfig={kcm}",
+                f"--secure-port={self.ports.controller_manager}",
+                f"--cert-dir={self.state_dir / 'kube-controller-manager'}",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                *common,
+            ]
+        )
+        scheduler = self._component_kubeconfig("kube-scheduler")
+        self.processes["kube-scheduler"].start(
+            [
+                str(self.bins.kube_scheduler),
+                f"--kubeconfig={scheduler}",
+                f"--authentication-kubeconfig={scheduler}",
+                f"--authorization-kubeconfig={scheduler}",
+                f"--secure-port={self.ports.scheduler}",
+                f"--cert-dir={self.state_dir / 'kube-scheduler'}",
+                *common,
+            ]
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for name, port in (
+            ("kube-controller-manager", self.ports.controller_manager),
+            ("kube-scheduler", self.ports.scheduler),
+        ):
+            self._wait_http(name, f"https://127.0.0.1:{port}/healthz", deadline, context=insecure)
+
+    def _start_kwok(self, deadline: float) -> None:
+        with kube.api_client(self.kubeconfig) as api:
+            for node in TEST_NODES:
+                kube.create_node(api, node)
+        stages = self.bins.kwok_stages
+        stage_files = sorted(
+            path
+            for folder in ("node/fast", "node/heartbeat-with-lease", "pod/fast")
+            for path in (stages / folder).glob("*.yaml")
+            if path.name != "kustomization.yaml"
+        )
+        self.progress(f"starting kwok with {len(TEST_NODES)} simulated nodes")
+        self.processes["kwok"].start(
+            [
+                str(self.bins.kwok),
+                f"--kubeconfig={self._component_kubeconfig('kwok')}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=10.244.255.254",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{self.ports.kwok}",
+                *(f"--config={path}" for path in stage_files),
+            ]
+        )
+        self._wait_http("kwok", f"http://127.0.0.1:{self.ports.kwok}/healthz", deadline)
+
+    def _wait_for_cluster(self, deadline: float) -> None:
+        self.progress("waiting for nodes to be Ready and the default service account")
+        with kube.api_client(self.kubeconfig) as api:
+            self._poll("kwok nodes Ready", deadline, lambda: kube.unready_nodes(api, TEST_NODES))
+            self._poll("default service account", deadline, lambda: kube.missing_service_account(api))
+
+    # ---- polling -------------------------------------------------------------------------------------
+
+    def _admin_tls(self, pki: PKI) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(pki.ca.cert))
+        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+        return context
+
+    def _ensure_alive(self, component: str) -> None:
+        process = self.processes[component]
+        if not process.running():
+            raise ControlPlaneError(f"{component} exited; see {process.log_file}")
+
+    def _wait_http(
+        self,
+        component: str,
+        url: str,
+        deadline: float,
+        context: ssl.SSLContext | None = None,
+        expect: str | None = None,
+    ) -> None:
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self._ensure_alive(component)
+            try:
+                with urllib.request.urlopen(url, timeout=3, context=context) as response:
+                    body = response.read().decode("utf-8", errors="replace")
+                if expect is None or expect in body:
+                    return
+                last = body[:200]
+            except (urllib.error.URLError, OSError) as error:
+                last = str(error)
+            time.sleep(0.25)
+        raise ControlPlaneError(f"{component} not healthy at {url}: {last}")
+
+    def _poll(self, what: str, deadline: float, pending: Callable[[], list[str]]) -> None:
+        waiting: list[str] = []
+        while time.monotonic() < deadline:
+            for component in COMPONENTS:
+                self._ensure_alive(component)
+            try:
+                waiting = pending()
+            except kube.ApiException as error:
+                waiting = [f"API error {error.status}: {error.reason}"]
+            if not waiting:
+                return
+            time.sleep(0.5)
+        raise ControlPlaneError(f"timed out waiting for {what}: {', '.join(waiting)}")

@@ -1,0 +1,146 @@
+"""A throwaway PKI for the test control plane, made with the openssl command line.
+
+One CA signs the apiserver serving certificate and one client certificate per component; a separate RSA key
+pair signs service-account tokens. Everything is regenerated per state directory and never leaves it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PKI", "CertKey", "generate_pki"]
+
+_DAYS = "365"
+
+
+@dataclass(frozen=True)
+class CertKey:
+    """A PEM certificate and its private key."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class PKI:
+    """Every credential the control plane needs."""
+
+    ca: CertKey
+    apiserver: CertKey
+    admin: CertKey
+    controller_manager: CertKey
+    scheduler: CertKey
+    kwok: CertKey
+    service_account_key: Path
+    service_account_pub: Path
+
+
+# Client certificates: file stem -> (common name, organisation); RBAC maps them onto built-in roles.
+_CLIENTS: dict[str, tuple[str, str | None]] = {
+    "admin": ("slm-admin", "system:masters"),
+    "controller-manager": ("system:kube-controller-manager", None),
+    "scheduler": ("system:kube-scheduler", None),
+    "kwok": ("kwok-controller", "system:masters"),
+}
+
+_SERVER_SANS = (
+    "DNS:localhost",
+    "DNS:kubernetes",
+    "DNS:kubernetes.default",
+    "DNS:kubernetes.default.svc",
+    "DNS:kubernetes.default.svc.cluster.local",
+    "IP:127.0.0.1",
+    "IP:10.0.0.1",
+)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+
+
+def _config(path: Path, common_name: str, org: str | None, extensions: list[str]) -> Path:
+    subject = [f"CN = {common_name}"] + ([f"O = {org}"] if org else [])
+    text = "\n".join(
+        ["[req]", "distinguished_name = dn", "prompt = no", "", "[dn]", *subject, "", "[ext]", *extensions, ""]
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _ca(directory: Path) -> CertKey:
+    pair = CertKey(directory / "ca.crt", directory / "ca.key")
+    config = _config(
+        directory / "ca.cnf",
+        "slm-operator-test-ca",
+        None,
+        [
+            "basicConstraints = critical,CA:TRUE",
+            "keyUsage = critical,keyCertSign,cRLSign,digitalSignature",
+            "subjectKeyIdentifier = hash",
+        ],
+    )
+    _openssl(
+        "req", "-x509", "-config", config.name, "-extensions", "ext", "-newkey", "ec",
+        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", pair.key.name,
+        "-out", pair.cert.name, "-days", _DAYS,
+        cwd=directory,
+    )  # fmt: skip
+    return pair
+
+
+def _leaf(directory: Path, ca: CertKey, stem: str, common_name: str, org: str | None, *, server: bool) -> CertKey:
+    pair = CertKey(directory / f"{stem}.crt", directory / f"{stem}.key")
+    extensions = [
+        "basicConstraints = critical,CA:FALSE",
+        "keyUsage = critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage = {'serverAuth,clientAuth' if server else 'clientAuth'}",
+        "authorityKeyIdentifier = keyid",
+    ]
+    if server:
+        extensions.append(f"subjectAltName = {','.join(_SERVER_SANS)}")
+    config = _config(directory / f"{stem}.cnf", common_name, org, extensions)
+    csr = directory / f"{stem}.csr"
+    _openssl(
+        "req", "-new", "-config", config.name, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", pair.key.name, "-out", csr.name,
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", csr.name, "-CA", ca.cert.name, "-CAkey", ca.key.name,
+        "-set_serial", f"0x{secrets.token_hex(16)}", "-days", _DAYS, "-extfile", config.name,
+        "-extensions", "ext", "-out", pair.cert.name,
+        cwd=directory,
+    )  # fmt: skip
+    csr.unlink()
+    return pair
+
+
+def generate_pki(directory: Path) -> PKI:
+    """Create a fresh CA, serving and client certificates and the service-account key pair in `directory`."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the openssl command is needed to create the test control plane's certificates")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _ca(directory)
+    clients = {stem: _leaf(directory, ca, stem, cn, org, server=False) for stem, (cn, org) in _CLIENTS.items()}
+    apiserver = _leaf(directory, ca, "apiserver", "kube-apiserver", None, server=True)
+    sa_key, sa_pub = directory / "service-account.key", directory / "service-account.pub"
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", sa_key.name, cwd=directory)
+    _openssl("pkey", "-in", sa_key.name, "-pubout", "-out", sa_pub.name, cwd=directory)
+    for key in directory.glob("*.key"):
+        key.chmod(0o600)
+    return PKI(
+        ca=ca,
+        apiserver=apiserver,
+        admin=clients["admin"],
+        controller_manager=clients["controller-manager"],
+        scheduler=clients["scheduler"],
+        kwok=clients["kwok"],
+        service_account_key=sa_key,
+        service_account_pub=sa_pub,
+    )
