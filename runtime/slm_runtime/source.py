@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "SCHEMES",
+    "ModelSource",
     "SourceError",
     "SourceScheme",
-    "ModelSource",
     "infer_format",
     "parse_source",
 ]
@@ -64,7 +64,9 @@ class ModelSource:
         return tail or self.name.rsplit("/", 1)[-1]
 
 
-_OLLAMA_NAME = re.compile(r"^(?:(?P<ns>[a-z0-9][a-z0-9._-]*)/)?(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[\w][\w.-]{0,127}))?$")
+_OLLAMA_NAME = re.compile(
+    r"^(?:(?P<ns>[a-z0-9][a-z0-9._-]*)/)?(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[\w][\w.-]{0,127}))?$"
+)
 _HF_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
