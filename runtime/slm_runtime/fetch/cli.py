@@ -39,16 +39,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         + ". Environment: HF_TOKEN, HF_ENDPOINT, SLM_OLLAMA_REGISTRY, SLM_PULL_AUTHORIZATION, SLM_PVC_ROOT.",
     )
     parser.add_argument("source", metavar="SOURCE", help="model source, e.g. ollama://qwen2.5:0.5b")
-    parser.add_argument(
-        "--dest", type=Path, default=None, help="cache folder (default: $SLM_CACHE_HOME/models)"
-    )
-    parser.add_argument(
-        "--sha256", default=None, help="expected digest (hex or sha256:hex); refuse any other"
-    )
+    parser.add_argument("--dest", type=Path, default=None, help="cache folder (default: $SLM_CACHE_HOME/models)")
+    parser.add_argument("--sha256", default=None, help="expected digest (hex or sha256:hex); refuse any other")
     parser.add_argument("--offline", action="store_true", help="never use the network; fail unless cached")
-    parser.add_argument(
-        "--verify", action="store_true", help="re-hash a cached model instead of trusting its record"
-    )
+    parser.add_argument("--verify", action="store_true", help="re-hash a cached model instead of trusting its record")
     parser.add_argument("--output", type=Path, default=None, help="also write the result JSON to this file")
     parser.add_argument(
         "--termination-log",
@@ -56,16 +50,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="write the error here on failure (/dev/termination-log)",
     )
-    parser.add_argument(
-        "--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display"
-    )
+    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
     net = parser.add_argument_group("endpoints and network (override the environment)")
-    net.add_argument(
-        "--ollama-registry", default=None, metavar="URL", help="Ollama registry or mirror base URL"
-    )
-    net.add_argument(
-        "--hf-endpoint", default=None, metavar="URL", help="Hugging Face endpoint or mirror base URL"
-    )
+    net.add_argument("--ollama-registry", default=None, metavar="URL", help="Ollama registry or mirror base URL")
+    net.add_argument("--hf-endpoint", default=None, metavar="URL", help="Hugging Face endpoint or mirror base URL")
     net.add_argument(
         "--auth-env",
         default=None,
@@ -75,12 +63,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     net.add_argument("--pvc-root", type=Path, default=None, help="where pvc:// claims are mounted")
     net.add_argument("--connect-timeout", type=float, default=None, metavar="S")
     net.add_argument("--read-timeout", type=float, default=None, metavar="S")
-    net.add_argument(
-        "--max-attempts", type=int, default=None, metavar="N", help="tries per request (default 6)"
-    )
-    net.add_argument(
-        "--lock-timeout", type=float, default=None, metavar="S", help="wait for another puller at most S"
-    )
+    net.add_argument("--max-attempts", type=int, default=None, metavar="N", help="tries per request (default 6)")
+    net.add_argument("--lock-timeout", type=float, default=None, metavar="S", help="wait for another puller at most S")
     parser.set_defaults(func=run)
     return parser
 

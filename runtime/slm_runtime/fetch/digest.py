@@ -18,9 +18,7 @@ def normalize_sha256(value: str) -> str:
     for prefix in ("sha256:", "sha256-"):
         text = text.removeprefix(prefix)
     if not _HEX64.match(text):
-        raise ValueError(
-            f"'{value}' is not a sha256 digest; give 64 hex characters, optionally after 'sha256:'"
-        )
+        raise ValueError(f"'{value}' is not a sha256 digest; give 64 hex characters, optionally after 'sha256:'")
     return text
 
 

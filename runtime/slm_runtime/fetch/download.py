@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from .digest import CHUNK_SIZE, hash_file
+from .digest import hash_file
 from .errors import DigestMismatchError, PullError, TransferError
 from .http import RETRYABLE_ERRORS, check_status, describe_error
 from .progress import NullProgress, Progress
@@ -168,9 +168,7 @@ def _transfer_with_retries(
             sleep(delay)
 
 
-def _transfer(
-    client: httpx.Client, job: DownloadJob, partial: Path, state: _State, reporter: Progress
-) -> None:
+def _transfer(client: httpx.Client, job: DownloadJob, partial: Path, state: _State, reporter: Progress) -> None:
     headers = {**job.headers, "Accept-Encoding": "identity"}
     if state.offset:
         headers["Range"] = f"bytes={state.offset}-"
@@ -202,7 +200,7 @@ def _copy_body(response: httpx.Response, partial: Path, state: _State, reporter:
     fd = os.open(partial, os.O_WRONLY | os.O_APPEND)
     try:
         reporter.update(state.offset, state.total)
-        for block in response.iter_raw(CHUNK_SIZE):
+        for block in response.iter_raw():  # as it arrives: nothing is lost when the peer drops
             view = memoryview(block)
             while view:
                 view = view[os.write(fd, view) :]

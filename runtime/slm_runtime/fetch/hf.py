@@ -50,9 +50,7 @@ def fetch_hf(source: ModelSource, target: Path, ctx: FetchContext) -> Downloaded
     expected = ctx.expected_sha256
     if expected and announced and expected != announced:
         raise DigestMismatchError(source.raw, expected, announced)
-    job = DownloadJob(
-        url=url, target=target, source=source.raw, expected_sha256=expected or announced, headers=headers
-    )
+    job = DownloadJob(url=url, target=target, source=source.raw, expected_sha256=expected or announced, headers=headers)
     return download(ctx.client, job, policy=ctx.policy, progress=ctx.progress(source.basename))
 
 

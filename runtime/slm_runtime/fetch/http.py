@@ -55,9 +55,7 @@ def make_client(settings: FetchSettings) -> httpx.Client:
 
 
 def retry_policy(settings: FetchSettings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max
-    )
+    return RetryPolicy(max_attempts=settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max)
 
 
 def check_status(response: httpx.Response, source: str) -> None:
@@ -73,8 +71,7 @@ def check_status(response: httpx.Response, source: str) -> None:
         )
     if status == 404:
         raise SourceNotFoundError(
-            f"{source}: {url} answered 404 Not Found: "
-            "check the name, tag, path or revision in spec.model.source"
+            f"{source}: {url} answered 404 Not Found: check the name, tag, path or revision in spec.model.source"
         )
     if status in RETRYABLE_STATUS:
         raise RetryableStatusError(status, url)

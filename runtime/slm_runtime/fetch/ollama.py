@@ -106,17 +106,13 @@ def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[
     model = manifest.model_layer(source.raw)
     if ctx.expected_sha256 and ctx.expected_sha256 != model.sha256:
         raise DigestMismatchError(source.raw, ctx.expected_sha256, model.sha256)
-    skipped = sorted(
-        {layer.kind or layer.media_type for layer in manifest.layers} - {"model", *_METADATA_KINDS}
-    )
+    skipped = sorted({layer.kind or layer.media_type for layer in manifest.layers} - {"model", *_METADATA_KINDS})
     if skipped:
         log.warning("%s: layers not used by slm-runtime were skipped: %s", source.raw, ", ".join(skipped))
     texts: dict[str, list[str]] = {}
     for layer in manifest.layers:
         if layer.kind in _METADATA_KINDS:
-            texts.setdefault(layer.kind, []).append(
-                _small_blob(f"{base}/blobs/{layer.digest}", layer, source, ctx)
-            )
+            texts.setdefault(layer.kind, []).append(_small_blob(f"{base}/blobs/{layer.digest}", layer, source, ctx))
     try:
         metadata = metadata_from_layers(texts)
     except json.JSONDecodeError as exc:
@@ -124,18 +120,14 @@ def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[
     job = DownloadJob(
         url=f"{base}/blobs/{model.digest}", target=target, source=source.raw, expected_sha256=model.sha256
     )
-    downloaded = download(
-        ctx.client, job, policy=ctx.policy, progress=ctx.progress(f"{source.name}:{source.tag}")
-    )
+    downloaded = download(ctx.client, job, policy=ctx.policy, progress=ctx.progress(f"{source.name}:{source.tag}"))
     _write_manifest(target.with_name("manifest.json"), response.content)
     return downloaded, metadata
 
 
 def _small_blob(url: str, layer: Layer, source: ModelSource, ctx: FetchContext) -> str:
     if layer.size > _METADATA_LIMIT:
-        raise PullError(
-            f"{source.raw}: the {layer.kind} layer is {layer.size} bytes; metadata layers must be small"
-        )
+        raise PullError(f"{source.raw}: the {layer.kind} layer is {layer.size} bytes; metadata layers must be small")
     body = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy).content
     actual = hashlib.sha256(body).hexdigest()
     if actual != layer.sha256:

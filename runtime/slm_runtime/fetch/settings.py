@@ -35,9 +35,7 @@ class FetchSettings(BaseModel):
     ollama_registry: str = Field(
         default=DEFAULT_OLLAMA_REGISTRY, description="Base URL of the Ollama registry (or a mirror of it)"
     )
-    hf_endpoint: str = Field(
-        default=DEFAULT_HF_ENDPOINT, description="Base URL of the Hugging Face Hub or a mirror"
-    )
+    hf_endpoint: str = Field(default=DEFAULT_HF_ENDPOINT, description="Base URL of the Hugging Face Hub or a mirror")
     hf_token: SecretStr | None = Field(default=None, description="Hugging Face access token (sent as Bearer)")
     http_authorization: SecretStr | None = Field(
         default=None, description="Authorization header value sent to https:// and http:// sources"
@@ -47,13 +45,9 @@ class FetchSettings(BaseModel):
         description="Where the claims of pvc:// sources are mounted (<root>/<claim>/...)",
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a TCP/TLS connection")
-    read_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds without a byte before a read times out"
-    )
+    read_timeout: float = Field(default=60.0, gt=0, description="Seconds without a byte before a read times out")
     max_attempts: int = Field(default=6, ge=1, description="Tries per request, counting the first one")
-    backoff_base: float = Field(
-        default=1.0, ge=0, description="Seconds before the first retry; doubles each time"
-    )
+    backoff_base: float = Field(default=1.0, ge=0, description="Seconds before the first retry; doubles each time")
     backoff_max: float = Field(default=30.0, ge=0, description="Longest wait between two tries, in seconds")
     lock_timeout: float | None = Field(
         default=None,

@@ -1,0 +1,98 @@
+"""hf:// pulls against a local Hub: resolve URL, 302 to a CDN on another origin, X-Linked-Etag digests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fetchtest_servers import FakeServer, model_bytes, quiet, sha
+from pydantic import SecretStr
+
+from slm_runtime.fetch import AuthenticationError, DigestMismatchError, FetchSettings, SourceNotFoundError, pull
+
+DATA = model_bytes(1024 * 1024 + 11)
+
+
+@pytest.fixture
+def hub(make_server: object, settings: FetchSettings) -> tuple[FakeServer, FakeServer, FetchSettings]:
+    hub, cdn = make_server(), make_server()  # type: ignore[operator]
+    return hub, cdn, settings.model_copy(update={"hf_endpoint": hub.url})
+
+
+def _publish(
+    hub: FakeServer, cdn: FakeServer, repo: str, revision: str, path: str, *, token: str | None = None
+) -> None:
+    """An LFS file: the resolve URL answers 302 to a signed CDN URL with the sha256 in X-Linked-Etag."""
+    digest = sha(DATA)
+    cdn.add(f"/repos/{digest}", DATA)
+    hub.add(
+        f"/{repo}/resolve/{revision}/{path}",
+        redirect=f"{cdn.url}/repos/{digest}?X-Amz-Signature=abc",
+        token=token,
+        headers={
+            "X-Linked-Etag": f'"{digest}"',
+            "X-Linked-Size": str(len(DATA)),
+            "X-Repo-Commit": "0123456789abcdef0123456789abcdef01234567",
+        },
+    )
+
+
+def test_pull_follows_redirect_and_keeps_token_on_the_hub(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    _publish(server, cdn, "org/repo", "v1.0", "gguf/model-q4.gguf", token="hf_x")
+    settings = settings.model_copy(update={"hf_token": SecretStr("hf_x")})
+    model = pull("hf://org/repo/gguf/model-q4.gguf@v1.0", dest, settings=settings, progress=quiet)
+    assert Path(model.path) == dest / "hf" / "org" / "repo" / "v1.0" / "gguf" / "model-q4.gguf"
+    assert Path(model.path).read_bytes() == DATA
+    assert model.format == "gguf"
+    assert [s.method for s in server.seen] == ["HEAD", "GET"]
+    assert all(s.headers["authorization"] == "Bearer hf_x" for s in server.seen)
+    assert cdn.seen and all("authorization" not in s.headers for s in cdn.seen)
+
+
+def test_linked_etag_verifies_without_a_pin(hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path) -> None:
+    server, cdn, settings = hub
+    _publish(server, cdn, "org/repo", "main", "model.gguf")
+    cdn.routes[f"/repos/{sha(DATA)}"].corrupt = True
+    with pytest.raises(DigestMismatchError) as caught:
+        pull("hf://org/repo/model.gguf", dest, settings=settings, progress=quiet)
+    assert caught.value.expected == sha(DATA)
+    assert not (dest / "hf" / "org" / "repo" / "main" / "model.gguf").exists()
+
+
+def test_pin_against_announced_digest_fails_before_download(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    _publish(server, cdn, "org/repo", "main", "model.gguf")
+    with pytest.raises(DigestMismatchError):
+        pull("hf://org/repo/model.gguf", dest, sha256="f" * 64, settings=settings, progress=quiet)
+    assert cdn.seen == []
+
+
+def test_missing_token_is_an_authentication_error(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    _publish(server, cdn, "org/gated", "main", "model.gguf", token="hf_x")
+    with pytest.raises(AuthenticationError, match=r"hf://org/gated/model\.gguf.*401.*HF_TOKEN"):
+        pull("hf://org/gated/model.gguf", dest, settings=settings, progress=quiet)
+
+
+def test_missing_file_is_not_found(hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path) -> None:
+    _, _, settings = hub
+    with pytest.raises(SourceNotFoundError, match=r"hf://org/repo/nope\.gguf"):
+        pull("hf://org/repo/nope.gguf", dest, settings=settings, progress=quiet)
+
+
+def test_endpoint_and_token_from_environment(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cdn, _ = hub
+    _publish(server, cdn, "org/repo", "main", "model.gguf", token="hf_env")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    model = pull("hf://org/repo/model.gguf", dest, progress=quiet)
+    assert model.digest == f"sha256:{sha(DATA)}"
