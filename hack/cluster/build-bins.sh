@@ -28,20 +28,19 @@ install_into() { # install_into <component> <version> <built file>: atomic move 
     mv -f "$dir/.$1.partial" "$dir/$1"
 }
 
-timed() { # timed <label> <command ...>
-    local start=$SECONDS
-    "$@"
-    log "$1 built in $((SECONDS - start))s"
+built() { # built <what> <start seconds>
+    log "$1 built in $((SECONDS - $2))s"
 }
 
 build_etcd() {
     present etcd "$ETCD_VERSION" && return 0
     log "building etcd $ETCD_VERSION (go.etcd.io/etcd/server/v3)"
-    local tmp
+    local tmp start=$SECONDS
     tmp="$(mktemp -d)"
     (cd "$here/modules/etcd" && go build -mod=readonly -trimpath -ldflags='-s -w' -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
     install_into etcd "$ETCD_VERSION" "$tmp/etcd"
     rm -rf "$tmp"
+    built "etcd $ETCD_VERSION" "$start"
 }
 
 build_kubernetes() {
@@ -51,7 +50,7 @@ build_kubernetes() {
     done
     ((${#missing[@]})) || return 0
     log "building ${missing[*]} $KUBERNETES_VERSION (k8s.io/kubernetes; the cold build takes 10-30 minutes)"
-    local v="$KUBERNETES_VERSION" minor tmp pkgs=()
+    local v="$KUBERNETES_VERSION" minor tmp pkgs=() start=$SECONDS
     minor="${v#v1.}"
     minor="${minor%%.*}"
     local ldflags="-s -w"
@@ -65,23 +64,27 @@ build_kubernetes() {
     (cd "$here/modules/kubernetes" && go build -mod=readonly -trimpath -ldflags="$ldflags" -o "$tmp/" "${pkgs[@]}")
     for c in "${missing[@]}"; do install_into "$c" "$v" "$tmp/$c"; done
     rm -rf "$tmp"
+    built "${missing[*]} $v" "$start"
 }
 
 build_kwok() {
     local dir="$cache/kwok-$KWOK_VERSION"
     if ! present kwok "$KWOK_VERSION"; then
         log "building kwok $KWOK_VERSION (sigs.k8s.io/kwok/cmd/kwok)"
-        local tmp
+        local tmp start=$SECONDS
         tmp="$(mktemp -d)"
         GOBIN="$tmp" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
         install_into kwok "$KWOK_VERSION" "$tmp/kwok"
         rm -rf "$tmp"
+        built "kwok $KWOK_VERSION" "$start"
     fi
     # Stage files (node/pod lifecycle simulation) ship in the module source, not in the binary.
     if [[ ! -d "$dir/stages" ]]; then
         local src
-        src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
-        [[ -d "$src" ]] || (cd "$here/modules/etcd" && go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
+        src="$(cd "$here" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/kustomize/stage"
+        [[ -d "$src" ]] || { log "kwok stage files not found at $src"; exit 1; }
+        rm -rf "$dir/.stages.partial"
         mkdir -p "$dir/.stages.partial"
         cp -R "$src/." "$dir/.stages.partial/"
         chmod -R u+w "$dir/.stages.partial"
@@ -92,12 +95,13 @@ build_kwok() {
 build_helm() {
     present helm "$HELM_VERSION" && return 0
     log "building helm $HELM_VERSION (helm.sh/helm/v3/cmd/helm)"
-    local tmp
+    local tmp start=$SECONDS
     tmp="$(mktemp -d)"
     GOBIN="$tmp" go install -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     install_into helm "$HELM_VERSION" "$tmp/helm"
     rm -rf "$tmp"
+    built "helm $HELM_VERSION" "$start"
 }
 
 command -v go >/dev/null || { log "go is not installed (need Go >= 1.25)"; exit 1; }
@@ -106,8 +110,8 @@ targets=("$@")
 start=$SECONDS
 for t in "${targets[@]}"; do
     case "$t" in
-        etcd | kubernetes | kwok | helm) timed "build_$t" ;;
+        etcd | kubernetes | kwok | helm) "build_$t" ;;
         *) log "unknown component '$t' (etcd, kubernetes, kwok, helm)"; exit 2 ;;
     esac
 done
-log "all binaries present under $cache ($((SECONDS - start))s)"
+log "binaries ready under $cache ($((SECONDS - start))s)"

@@ -8,18 +8,22 @@ Import it as ``cluster`` with the tests/ folder on ``sys.path`` (tests/integrati
 run it as ``python -m cluster up|down|status`` with ``PYTHONPATH=tests``.
 """
 
-from cluster.controlplane import ControlPlane, ControlPlaneError
+from cluster.controlplane import Cluster, ControlPlane, ControlPlaneError
 from cluster.nodes import TEST_NODES, TestNode, node_manifests
 from cluster.paths import Binaries, Versions, binaries, load_versions
+from cluster.waiting import WaitTimeoutError, wait_until
 
 __all__ = [
     "TEST_NODES",
     "Binaries",
+    "Cluster",
     "ControlPlane",
     "ControlPlaneError",
     "TestNode",
     "Versions",
+    "WaitTimeoutError",
     "binaries",
     "load_versions",
     "node_manifests",
+    "wait_until",
 ]

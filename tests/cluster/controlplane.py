@@ -24,11 +24,12 @@ from cluster.paths import BUILD_SCRIPT, Binaries, binaries
 from cluster.pki import PKI, CertKey, generate_pki
 from cluster.processes import Process, free_ports, tail
 
-__all__ = ["COMPONENTS", "ControlPlane", "ControlPlaneError", "Ports"]
+__all__ = ["COMPONENTS", "Cluster", "ControlPlane", "ControlPlaneError", "Ports"]
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
+_START_ATTEMPTS = 3  # ports are picked free but may be taken before a component binds them
 # Sub-directories of the state directory that start() recreates from scratch.
 _GENERATED = ("pki", "etcd", "kubeconfigs", "run", "logs", "kube-controller-manager", "kube-scheduler")
 
@@ -53,6 +54,15 @@ class Ports:
     @classmethod
     def pick(cls) -> Ports:
         return cls(*free_ports(6))
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What a test session talks to: a kubeconfig, and the control plane behind it when we know it."""
+
+    kubeconfig: Path
+    plane: ControlPlane | None  # None for a cluster tests/cluster did not start (then no logs to show)
+    owned: bool  # started by this session, which stops it at the end
 
 
 def _quiet(_: str) -> None:
@@ -125,22 +135,32 @@ class ControlPlane:
         self.stop()  # leftovers of a crashed run in this state directory
         started = time.monotonic()
         deadline = started + timeout
-        try:
-            self._prepare()
-            pki = generate_pki(self.state_dir / "pki")
-            self._write_kubeconfigs(pki)
-            self._start_etcd(deadline)
-            self._start_apiserver(pki, deadline)
-            self._start_controllers(pki, deadline)
-            self._start_kwok(deadline)
-            self._wait_for_cluster(deadline)
-        except Exception as error:
-            logs = "\n".join(
-                f"----- {name} ({path}) -----\n{tail(path, 25)}" for name, path in self.log_files().items()
-            )
-            self.stop()
-            raise ControlPlaneError(f"control plane failed to start: {error}\n{logs}") from error
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_once(deadline)
+                break
+            except Exception as error:
+                logs = {name: tail(path, 25) for name, path in self.log_files().items()}
+                self.stop()
+                port_taken = any("address already in use" in text for text in logs.values())
+                if port_taken and attempt < _START_ATTEMPTS and time.monotonic() < deadline:
+                    self.progress("a port was taken meanwhile; retrying on fresh ports")
+                    continue
+                report = "\n".join(f"----- {name} log -----\n{text}" for name, text in logs.items())
+                raise ControlPlaneError(
+                    f"control plane failed to start: {error}\nstate and logs: {self.state_dir}\n{report}"
+                ) from error
         self.progress(f"control plane ready in {time.monotonic() - started:.1f}s: {self.server}")
+
+    def _start_once(self, deadline: float) -> None:
+        self._prepare()
+        pki = generate_pki(self.state_dir / "pki")
+        self._write_kubeconfigs(pki)
+        self._start_etcd(deadline)
+        self._start_apiserver(pki, deadline)
+        self._start_controllers(pki, deadline)
+        self._start_kwok(deadline)
+        self._wait_for_cluster(deadline)
 
     def stop(self) -> None:
         """Stop every component, newest first. Data and logs stay in the state directory."""

@@ -21,6 +21,7 @@ __all__ = [
     "client_for",
     "create_node",
     "missing_service_account",
+    "namespace_gone",
     "unready_nodes",
     "write_kubeconfig",
 ]
@@ -107,3 +108,14 @@ def missing_service_account(api: client.ApiClient, namespace: str = "default", n
             return [f"{namespace}/{name}"]
         raise
     return []
+
+
+def namespace_gone(api: client.ApiClient, name: str) -> bool:
+    """True once the namespace is fully deleted (its finalizers ran)."""
+    try:
+        client.CoreV1Api(api).read_namespace(name)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False

@@ -1,0 +1,113 @@
+"""Fixtures for the integration tests: a real control plane (tests/cluster), an API client, and one fresh
+namespace per test.
+
+By default the session starts its own control plane on free ports under .state/cluster/pytest-<pid>/ and
+stops it at the end (the state directory is kept when a test failed). Set SLM_TEST_KUBECONFIG to the
+kubeconfig of a running one (for instance `make cluster-up`'s .state/cluster/dev/kubeconfig) to reuse it;
+a reused control plane is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the `cluster` package
+
+from cluster import Cluster, ControlPlane, ControlPlaneError, kube, wait_until
+from cluster.paths import REPO_ROOT
+from cluster.processes import tail
+
+REUSE_ENV = "SLM_TEST_KUBECONFIG"
+NAMESPACE_LABEL = "slm-operator.io/test"
+
+_PLANE = pytest.StashKey[ControlPlane | None]()
+
+
+def _progress_for(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines on the terminal even while pytest captures output (cluster start takes a while)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[cluster] {message}")
+        else:
+            print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The session's control plane: reused from SLM_TEST_KUBECONFIG, or started (and stopped) here."""
+    reuse = os.environ.get(REUSE_ENV)
+    if reuse:
+        kubeconfig = Path(reuse)
+        if not kubeconfig.is_file():
+            pytest.fail(f"{REUSE_ENV}={reuse} is not a file", pytrace=False)
+        plane = ControlPlane.from_kubeconfig(kubeconfig)
+        request.config.stash[_PLANE] = plane
+        yield Cluster(kubeconfig, plane, owned=False)
+        return
+
+    progress = _progress_for(request.config)
+    plane = ControlPlane(REPO_ROOT / ".state" / "cluster" / f"pytest-{os.getpid()}", progress=progress)
+    request.config.stash[_PLANE] = plane
+    try:
+        plane.start()
+    except ControlPlaneError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield Cluster(plane.kubeconfig, plane, owned=True)
+    finally:
+        if request.session.testsfailed:
+            plane.stop()
+            progress(f"tests failed; state and logs kept in {plane.state_dir}")
+        else:
+            plane.destroy()
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: Cluster) -> Iterator[client.ApiClient]:
+    """An admin API client for the session's control plane."""
+    with kube.api_client(control_plane.kubeconfig) as api_client:
+        yield api_client
+
+
+def _namespace_name(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:40].rstrip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (with its default service account) that is deleted, and waited for, afterwards."""
+    core = client.CoreV1Api(api)
+    name = _namespace_name(request.node.name)
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "integration"}))
+    )
+    wait_until(f"service account {name}/default", lambda: not kube.missing_service_account(api, name), 60)
+    yield name
+    core.delete_namespace(name)
+    wait_until(f"namespace {name} deleted", lambda: kube.namespace_gone(api, name), 120)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tail of every component's log to the report of a failed cluster test."""
+    report = yield
+    plane = item.config.stash.get(_PLANE, None)
+    if report.failed and plane is not None and "control_plane" in getattr(item, "fixturenames", ()):
+        for name, path in plane.log_files().items():
+            report.sections.append((f"{name} log (last 30 lines of {path})", tail(path, 30) or "(empty)"))
+    return report
