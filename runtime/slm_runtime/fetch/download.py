@@ -27,6 +27,7 @@ from .errors import DigestMismatchError, PullError, TransferError
 from .http import RETRYABLE_ERRORS, check_status, describe_error
 from .progress import NullProgress, Progress
 from .retry import RetryPolicy
+from .sink import HashingSink
 
 __all__ = ["DownloadJob", "Downloaded", "download", "fsync_dir", "partial_path"]
 
@@ -198,18 +199,22 @@ def _transfer(client: httpx.Client, job: DownloadJob, partial: Path, state: _Sta
 
 def _copy_body(response: httpx.Response, partial: Path, state: _State, reporter: Progress) -> None:
     fd = os.open(partial, os.O_WRONLY | os.O_APPEND)
+    start = state.offset
+    sink = HashingSink(fd, state.hasher)
     try:
-        reporter.update(state.offset, state.total)
+        received = start
+        reporter.update(received, state.total)
         for block in response.iter_raw():  # as it arrives: nothing is lost when the peer drops
-            view = memoryview(block)
-            while view:
-                view = view[os.write(fd, view) :]
-            state.hasher.update(block)
-            state.offset += len(block)
-            reporter.update(state.offset, state.total)
+            sink.put(block)
+            received += len(block)
+            reporter.update(received, state.total)
     finally:
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            sink.close()
+        finally:
+            state.offset = start + sink.written
+            os.fsync(fd)
+            os.close(fd)
 
 
 def _range_not_satisfiable(response: httpx.Response, job: DownloadJob, partial: Path, state: _State) -> None:
