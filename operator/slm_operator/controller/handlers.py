@@ -1,0 +1,179 @@
+"""kopf handlers: the only place where the operator meets kopf. Run with `slm operator run`.
+
+Changes to an SLMDeployment's spec are reconciled at once (create/update/resume); a timer reconciles every
+``SLM_RESYNC_SECONDS`` as well, which restores owned objects edited or deleted by hand, follows pods into
+status and drives hardware fallback. Owned objects and pods are read from kopf indexes (watch caches).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from slm_operator.api.errors import ManifestError
+from slm_operator.api.resource import GROUP, PLURAL, VERSION
+from slm_operator.controller import metrics
+from slm_operator.controller.kube import KubeClient, load_kube_config
+from slm_operator.controller.leader import LeaseElector
+from slm_operator.controller.reconcile import LiveObjects, invalid_status, reconcile
+from slm_operator.render import OWNED_KINDS
+from slm_operator.render.meta import MANAGED_BY
+from slm_operator.settings import load_settings
+
+__all__: list[str] = []
+
+log = logging.getLogger(__name__)
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+RESYNC_SECONDS = float(os.environ.get("SLM_RESYNC_SECONDS", "10"))
+_PLURALS = {
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Service": "services",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
+    "ServiceMonitor": "servicemonitors",
+}
+
+
+def _index_id(kind: str) -> str:
+    return f"owned_{kind.lower()}"
+
+
+def _key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str, str]:
+    return (namespace or "", labels.get(INSTANCE_LABEL, ""))
+
+
+def _register_index(api_version: str, kind: str) -> None:
+    group, _, version = api_version.rpartition("/")
+
+    def index(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        return {_key(namespace, labels): dict(body)}
+
+    kopf.index(group, version, _PLURALS[kind], id=_index_id(kind), labels=OWNED)(index)
+
+
+for _api_version, _kind in OWNED_KINDS:
+    if _kind != "ServiceMonitor":  # watched only where the Prometheus Operator is installed; see startup
+        _register_index(_api_version, _kind)
+
+
+@kopf.index("", "v1", "pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
+def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {_key(namespace, labels): dict(body)}
+
+
+@kopf.on.startup()
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    # Progress and diff-base in our own annotations: the CRD's structural status schema would prune kopf's
+    # default status.kopf field, and our own prefix keeps kopf's traces recognisable.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # We post our own Events on transitions; kopf's per-handler chatter would be writes in every reconcile.
+    settings.posting.level = logging.WARNING
+    # Reconnect watches regularly so a silently dropped connection cannot freeze the caches for long.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Bounded API latency: a stuck request is retried instead of hanging a worker.
+    settings.networking.request_timeout = 60
+    # Retries of failed handlers back off instead of hammering a struggling apiserver.
+    settings.execution.max_workers = int(os.environ.get("SLM_OPERATOR_WORKERS", "16"))
+    # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
+    api = load_kube_config()
+    operator_settings = load_settings()
+    namespace = os.environ.get("SLM_OPERATOR_NAMESPACE", "default")
+    elector = LeaseElector(api, namespace=namespace, name="slm-operator-leader")
+    elector.acquire_blocking()
+    memo.elector = elector
+    memo.settings = operator_settings
+    memo.kube = KubeClient(api, operator_settings.field_manager)
+    memo.service_monitor_crd = memo.kube.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
+    port = int(os.environ.get("SLM_OPERATOR_METRICS_PORT", "8080"))
+    if port:
+        memo.metrics_server = metrics.serve_metrics(port, healthy=elector.is_leader)
+    logger.info("slm-operator ready: leader %s, ServiceMonitor CRD %s", elector.identity, memo.service_monitor_crd)
+
+
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.shutdown()
+    elector = getattr(memo, "elector", None)
+    if elector is not None:
+        elector.release()
+
+
+def _live(namespace: str, name: str, indexes: Mapping[str, Any]) -> LiveObjects:
+    key = (namespace, name)
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for _, kind in OWNED_KINDS:
+        index = indexes.get(_index_id(kind))
+        if index is not None:
+            by_kind[kind] = list(index.get(key, []))
+    return LiveObjects(by_kind=by_kind, pods=list(indexes["owned_pods"].get(key, [])))
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    namespace = body.get("metadata", {}).get("namespace", "")
+    name = body.get("metadata", {}).get("name", "")
+    previous = dict(body.get("status") or {})
+    started = time.perf_counter()
+    try:
+        result = reconcile(
+            body,
+            _live(namespace, name, kwargs),
+            memo.kube,
+            memo.settings,
+            service_monitor_crd=memo.service_monitor_crd,
+        )
+    except ManifestError as exc:
+        metrics.RECONCILES.labels(result="invalid").inc()
+        status = invalid_status(exc, int(body.get("metadata", {}).get("generation") or 0), previous)
+        if status != previous:
+            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+            patch.status.update(status)
+        return
+    except Exception:
+        metrics.RECONCILES.labels(result="error").inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    metrics.RECONCILES.labels(result="changed" if result.applied or result.deleted else "unchanged").inc()
+    if result.fell_back_to:
+        metrics.FALLBACKS.labels(to=result.fell_back_to).inc()
+        kopf.warn(body, reason="HardwareFallback", message=result.status["hardware"]["reason"])
+    if previous.get("phase") != result.status["phase"]:
+        kopf.event(
+            body,
+            type="Normal",
+            reason=result.status["phase"],
+            message=f"phase {previous.get('phase')} -> {result.status['phase']}",
+        )
+    if result.status != previous:
+        patch.status.update(result.status)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_spec(**kwargs: Any) -> None:
+    """A new or changed spec (or an operator restart): reconcile now."""
+    _reconcile(**kwargs)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, sharp=False)
+def resync(**kwargs: Any) -> None:
+    """Periodic reconcile: restores drifted or deleted objects and follows pods into status."""
+    _reconcile(**kwargs)
