@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from slm_runtime import __version__
 from slm_runtime.fetch import cli as fetch_cli
+from slm_runtime.server import cli as server_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Subcommand registrations (one line each):
     fetch_cli.register(subparsers)
+    server_cli.register(subparsers)
     return parser
 
 

@@ -1,0 +1,260 @@
+"""The llama.cpp engine (llama-cpp-python) for GGUF models.
+
+One ``Llama`` context per slot, all mapping the same GGUF file (``use_mmap``: the weights are shared through the
+page cache, each slot only adds its KV cache), plus one embedding context created on first use.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.errors import EmbeddingsUnsupportedError
+from slm_runtime.settings import RuntimeSettings
+
+__all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "quantization_name"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 4096
+
+# llama.cpp's LLAMA_FTYPE_* values (general.file_type) and the names Ollama reports.
+_FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+}
+
+
+def quantization_name(file_type: str | int | None) -> str:
+    """``15`` -> ``Q4_K_M``; unknown values come back as ``ftype-N``."""
+    if file_type is None or file_type == "":
+        return "unknown"
+    try:
+        number = int(file_type)
+    except ValueError:
+        return str(file_type)
+    return _FILE_TYPES.get(number, f"ftype-{number}")
+
+
+class LlamaCppEngine:
+    """GGUF models through llama-cpp-python. Construct with :meth:`load`."""
+
+    def __init__(self, settings: RuntimeSettings, contexts: list[Any], info: ModelInfo) -> None:
+        self._settings = settings
+        self._contexts = contexts
+        self._info = info
+        self._embedder: Any | None = None
+        self._embed_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: RuntimeSettings) -> LlamaCppEngine:
+        import llama_cpp
+
+        path = settings.model.model
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist (--model)")
+        threads = settings.engine.threads or os.cpu_count() or 1
+
+        def open_context(n_ctx: int) -> Any:
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=min(settings.engine.batch_size, n_ctx),
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=settings.engine.gpu_layers,
+                use_mmap=True,
+                verbose=False,
+            )
+
+        first = open_context(settings.model.context_length or DEFAULT_CONTEXT)
+        train = int(first._model.n_ctx_train())
+        if settings.model.context_length is None and 0 < train < first.n_ctx():
+            first.close()
+            first = open_context(train)
+        contexts = [first]
+        contexts += [open_context(first.n_ctx()) for _ in range(1, settings.server.parallel)]
+        log.debug("llama.cpp: %d slot(s) of %d tokens", len(contexts), first.n_ctx())
+        info = cls._describe(first, path)
+        return cls(settings, contexts, info)
+
+    @staticmethod
+    def _describe(llm: Any, path: Path) -> ModelInfo:
+        meta: dict[str, str] = dict(llm.metadata)
+        arch = meta.get("general.architecture", "")
+        model = llm._model
+        bos_id = int(model.token_bos())
+        eos_id = int(model.token_eos())
+        bos = model.token_get_text(bos_id) if bos_id >= 0 else ""
+        eos = model.token_get_text(eos_id) if eos_id >= 0 else ""
+        params = int(model.n_params())
+        size_label = meta.get("general.size_label") or _human_count(params)
+        return ModelInfo(
+            format="gguf",
+            engine="llama-cpp",
+            family=arch,
+            parameter_size=size_label,
+            quantization=quantization_name(meta.get("general.file_type")),
+            context_length=int(llm.n_ctx()),
+            train_context_length=int(model.n_ctx_train()),
+            size_bytes=path.stat().st_size,
+            chat_template=meta.get("tokenizer.chat_template") or None,
+            bos_token=bos if meta.get("tokenizer.ggml.add_bos_token", "true") != "false" else "",
+            eos_token=eos,
+            supports_embeddings=True,
+            supports_json_schema=True,
+            extra={
+                "general.architecture": arch,
+                "general.parameter_count": params,
+                f"{arch}.context_length": int(model.n_ctx_train()),
+                f"{arch}.embedding_length": int(model.n_embd()),
+                "general.name": meta.get("general.name", ""),
+                "general.license": meta.get("general.license", ""),
+            },
+        )
+
+    # --- Engine -----------------------------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def slots(self) -> int:
+        return len(self._contexts)
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        tokens: list[int] = self._contexts[0].tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        data: bytes = self._contexts[0].detokenize(list(tokens))
+        return data.decode("utf-8", errors="replace")
+
+    def stream(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GeneratedToken]:
+        import llama_cpp
+
+        llm = self._contexts[slot]
+        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        llm.last_n_tokens_size = params.repeat_last_n if params.repeat_last_n >= 0 else llm.n_ctx()
+        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
+        vocab = llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        produced = 0
+        if params.max_tokens <= 0 or cancel.is_set():
+            return
+        if not self._settings.engine.prompt_cache:
+            # Evaluating a whole prompt and only its uncached suffix round differently; reset for determinism.
+            llm.reset()
+        generator = llm.generate(
+            list(prompt),
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+            grammar=grammar,
+        )
+        try:
+            for token in generator:
+                if cancel.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                piece = llm.detokenize([token])
+                produced += 1
+                yield GeneratedToken(int(token), decoder.decode(piece))
+                if produced >= params.max_tokens or cancel.is_set():
+                    break
+        finally:
+            generator.close()
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if not schema:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        if not self._settings.engine.embeddings:
+            raise EmbeddingsUnsupportedError("embeddings are turned off (--embeddings false)")
+        with self._embed_lock:
+            embedder = self._embedder or self._load_embedder()
+            vectors: list[list[float]] = []
+            counts: list[int] = []
+            for text in texts:
+                vector, count = embedder.embed(text, normalize=False, truncate=True, return_count=True)
+                vectors.append([float(x) for x in vector])
+                counts.append(int(count))
+            return Embeddings(vectors=vectors, token_counts=counts)
+
+    def _load_embedder(self) -> Any:
+        import llama_cpp
+
+        n_ctx = self._info.context_length
+        threads = self._settings.engine.threads or os.cpu_count() or 1
+        self._embedder = llama_cpp.Llama(
+            model_path=str(self._settings.model.model),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=self._settings.engine.gpu_layers,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            use_mmap=True,
+            verbose=False,
+        )
+        return self._embedder
+
+    def close(self) -> None:
+        for llm in self._contexts:
+            llm.close()
+        self._contexts = []
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+
+
+def _human_count(count: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}".replace(".0", "")
+    return str(count)

@@ -1,0 +1,165 @@
+"""The onnxruntime-genai engine for ONNX model folders (``genai_config.json`` plus weights and tokenizer).
+
+The model (one ONNX Runtime session) is shared; every generation gets its own ``Generator``, so slots run
+concurrently. The execution provider comes from ``--execution-provider`` (cpu, cuda, dml, qnn, openvino).
+Embeddings are not offered: onnxruntime-genai exposes no pooled hidden states. JSON-constrained output is not
+offered either (0.18's guidance support depends on how the wheel was built).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.errors import EmbeddingsUnsupportedError
+from slm_runtime.settings import RuntimeSettings
+
+__all__ = ["MIN_MAX_LENGTH", "OnnxGenaiEngine"]
+
+log = logging.getLogger(__name__)
+
+MIN_MAX_LENGTH = 512
+"""onnxruntime-genai refuses a ``max_length`` below the sliding-window KV cache (512 for Gemma 3)."""
+
+_PROVIDERS = {"cuda": "cuda", "dml": "dml", "qnn": "qnn", "openvino": "OpenVINO"}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class OnnxGenaiEngine:
+    """ONNX models through onnxruntime-genai. Construct with :meth:`load`."""
+
+    def __init__(
+        self, settings: RuntimeSettings, model: Any, tokenizer: Any, info: ModelInfo, eos_ids: set[int], bos_id: int
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self._tokenizer = tokenizer
+        self._info = info
+        self._eos_ids = eos_ids
+        self._bos_id = bos_id
+
+    @classmethod
+    def load(cls, settings: RuntimeSettings) -> OnnxGenaiEngine:
+        import onnxruntime_genai as og
+
+        folder = settings.model.model
+        if not (folder / "genai_config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not an onnxruntime-genai folder (no genai_config.json)")
+        config = og.Config(str(folder))
+        config.clear_providers()
+        provider = settings.engine.execution_provider
+        if provider != "cpu":
+            config.append_provider(_PROVIDERS[provider])
+        model = og.Model(config)
+        tokenizer = og.Tokenizer(model)
+        genai = _read_json(folder / "genai_config.json")
+        tokenizer_config = _read_json(folder / "tokenizer_config.json")
+        model_section = genai.get("model", {})
+        train_context = int(model_section.get("context_length") or 0)
+        context = settings.model.context_length or min(4096, train_context or 4096)
+        eos = model_section.get("eos_token_id", [])
+        eos_ids = {int(x) for x in (eos if isinstance(eos, list) else [eos])}
+        eos_ids |= {int(x) for x in tokenizer.eos_token_ids}
+        bos_id = int(model_section.get("bos_token_id", tokenizer.bos_token_id))
+        template = tokenizer_config.get("chat_template")
+        info = ModelInfo(
+            format="onnx",
+            engine="onnxruntime-genai",
+            family=str(model_section.get("type", "")),
+            parameter_size="",
+            quantization=_quantization(folder),
+            context_length=context,
+            train_context_length=train_context,
+            size_bytes=sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
+            chat_template=template if isinstance(template, str) else None,
+            bos_token=str(tokenizer_config.get("bos_token") or ""),
+            eos_token=str(tokenizer_config.get("eos_token") or ""),
+            supports_embeddings=False,
+            supports_json_schema=False,
+            extra={"general.architecture": model_section.get("type", ""), "execution_provider": provider},
+        )
+        log.info("onnxruntime-genai model loaded from %s (provider %s)", folder, provider)
+        return cls(settings, model, tokenizer, info, eos_ids, bos_id)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def slots(self) -> int:
+        return self._settings.server.parallel
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        tokens = [int(t) for t in self._tokenizer.encode(text)]
+        if add_special and self._bos_id >= 0 and (not tokens or tokens[0] != self._bos_id):
+            tokens.insert(0, self._bos_id)
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        import numpy as np
+
+        text: str = self._tokenizer.decode(np.asarray(list(tokens), dtype=np.int32))
+        return text
+
+    def stream(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GeneratedToken]:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        if params.max_tokens <= 0 or cancel.is_set():
+            return
+        max_length = max(MIN_MAX_LENGTH, len(prompt) + params.max_tokens)
+        search: dict[str, Any] = {
+            "max_length": min(max_length, max(MIN_MAX_LENGTH, self._info.context_length)),
+            "do_sample": params.temperature > 0,
+            "repetition_penalty": params.repeat_penalty or 1.0,
+        }
+        if params.temperature > 0:
+            search.update(
+                temperature=params.temperature,
+                top_k=params.top_k or 0,
+                top_p=params.top_p,
+                random_seed=params.seed if params.seed is not None else random.randrange(2**31),
+            )
+        generator_params = og.GeneratorParams(self._model)
+        generator_params.set_search_options(**search)
+        generator = og.Generator(self._model, generator_params)
+        generator.append_tokens(np.asarray(list(prompt), dtype=np.int32))
+        decoder = self._tokenizer.create_stream()
+        produced = 0
+        while not generator.is_done() and not cancel.is_set() and produced < params.max_tokens:
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if token in self._eos_ids:
+                break
+            produced += 1
+            yield GeneratedToken(token, decoder.decode(token))
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        raise EmbeddingsUnsupportedError("the onnxruntime-genai engine does not produce embeddings")
+
+    def close(self) -> None:
+        self._model = None
+        self._tokenizer = None
+
+
+def _quantization(folder: Path) -> str:
+    name = folder.name.lower()
+    for marker in ("int4", "int8", "fp16", "fp32", "bf16"):
+        if marker in name:
+            return marker
+    return "unknown"

@@ -1,0 +1,459 @@
+"""Prompt templates: the model's own Jinja chat template, an Ollama (Go text/template) TEMPLATE, or a default.
+
+Choice, first that applies: the manifest/--template (Ollama syntax), else the chat template inside the model
+(``tokenizer.chat_template``, Hugging Face Jinja), else :data:`DEFAULT_CHAT_FORMAT`.
+
+Ollama TEMPLATE support: the forms Ollama's own library uses are translated to Jinja and rendered in a
+sandbox: ``{{ .System }}``, ``{{ .Prompt }}``, ``{{ .Response }}``, ``{{ if ... }}``, ``{{ else if ... }}``,
+``{{ else }}``, ``{{ end }}``, ``{{ range .Messages }}`` (and ``range $i, $m := ...``), ``{{ with ... }}``,
+``$`` variables and ``:=``/``=``, the functions eq ne lt le gt ge and or not len index slice json,
+``{{-``/``-}}`` trimming and comments. A template that does not use ``.Messages`` is rendered once per
+user/assistant turn, as Ollama does, and the last turn is cut at ``{{ .Response }}``. Anything else is
+refused at startup with a TemplateError.
+
+The default (a model with neither) is a plain transcript that base models continue well::
+
+    {system}\\n\\n            (only when there is a system prompt)
+    User: {content}\\n          (each user turn)
+    Assistant: {content}\\n     (each assistant turn)
+    Assistant:                (the generation prompt; generation stops at "\\nUser:")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import jinja2
+import jinja2.sandbox
+
+__all__ = [
+    "DEFAULT_CHAT_FORMAT",
+    "ChatMessage",
+    "DefaultTemplate",
+    "JinjaChatTemplate",
+    "OllamaTemplate",
+    "PromptTemplate",
+    "TemplateError",
+    "select_template",
+    "translate_go_template",
+]
+
+DEFAULT_CHAT_FORMAT = "User: ...\\nAssistant: ...\\n (stop at \\nUser:)"
+
+
+class TemplateError(ValueError):
+    """A template that cannot be translated or rendered; the message says where."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class PromptTemplate(Protocol):
+    """Turns a chat or a generate request into prompt text."""
+
+    @property
+    def source(self) -> str:
+        """The template text as reported by /api/show ("" for the default)."""
+        ...
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Stop sequences this format needs (added to the request's own)."""
+        ...
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str: ...
+
+    def render_generate(self, prompt: str, system: str | None) -> str: ...
+
+
+# --- the default -----------------------------------------------------------------------------------------
+
+
+class DefaultTemplate:
+    source = ""
+    stop: tuple[str, ...] = ("\nUser:",)
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        parts: list[str] = []
+        system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
+        if system:
+            parts.append(system + "\n\n")
+        for message in messages:
+            if message.role == "user":
+                parts.append(f"User: {message.content}\n")
+            elif message.role == "assistant":
+                parts.append(f"Assistant: {message.content}\n")
+            elif message.role == "tool":
+                parts.append(f"Tool: {message.content}\n")
+        parts.append("Assistant:")
+        return "".join(parts)
+
+    def render_generate(self, prompt: str, system: str | None) -> str:
+        return f"{system}\n\n{prompt}" if system else prompt
+
+
+# --- the model's own Hugging Face Jinja template ----------------------------------------------------------
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(f"chat template: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now(UTC).strftime(fmt)
+
+
+class JinjaChatTemplate:
+    stop: tuple[str, ...] = ()
+
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
+        )
+        env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the model's chat template line {exc.lineno}: {exc.message}") from exc
+        self.source = source
+        self._bos = bos_token
+        self._eos = eos_token
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        try:
+            return self._template.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                bos_token=self._bos,
+                eos_token=self._eos,
+            )
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"the model's chat template failed: {exc}") from exc
+
+    def render_generate(self, prompt: str, system: str | None) -> str:
+        messages = [ChatMessage("system", system)] if system else []
+        return self.render_chat([*messages, ChatMessage("user", prompt)])
+
+
+# --- Ollama Go templates ----------------------------------------------------------------------------------
+
+_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<str>"(?:[^"\\]|\\.)*")
+      | (?P<raw>`[^`]*`)
+      | (?P<num>-?\d+(?:\.\d+)?)
+      | (?P<open>\()
+      | (?P<close>\))
+      | (?P<pipe>\|)
+      | (?P<field>\$?[A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\.|\$[A-Za-z_][A-Za-z0-9_]*|\$)
+      | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+    )""",
+    re.VERBOSE,
+)
+_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_FUNCTIONS = {*_COMPARE, "and", "or", "not", "len", "index", "slice", "json"}
+_STATEMENTS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"}
+_RESPONSE_MARK = "\x00slm-response\x00"
+
+
+class _Translator:
+    """Translates one Go template to Jinja, keeping a stack of open blocks and of what ``.`` means."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.blocks: list[str] = []
+        self.dots: list[str] = ["root"]
+        self.counter = 0
+
+    def fail(self, what: str) -> TemplateError:
+        return TemplateError(f"template: {what} (supported: Ollama's common TEMPLATE forms)")
+
+    # expressions
+
+    def tokens(self, text: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        pos = 0
+        text = text.rstrip()
+        while pos < len(text):
+            match = _TOKEN.match(text, pos)
+            if match is None or match.end() == pos:
+                raise self.fail(f"cannot read {text[pos:]!r}")
+            kind = match.lastgroup or ""
+            out.append((kind, match.group(kind)))
+            pos = match.end()
+        return out
+
+    def variable(self, name: str) -> str:
+        return "v_" + name
+
+    def field(self, token: str) -> str:
+        if token == ".":
+            return self.dots[-1]
+        if token == "$":
+            return "root"
+        head, _, rest = token.partition(".")
+        if head == "":
+            base = self.dots[-1]
+        elif head == "$":
+            base = "root"
+        elif head.startswith("$"):
+            base = self.variable(head[1:])
+        else:
+            raise self.fail(f"unknown name {token!r}")
+        return base + ("." + rest if rest else "")
+
+    def expression(self, text: str) -> str:
+        tokens = self.tokens(text)
+        expr, rest = self.pipeline(tokens)
+        if rest:
+            raise self.fail(f"unexpected {rest[0][1]!r} in {text!r}")
+        return expr
+
+    def pipeline(self, tokens: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+        expr, tokens = self.command(tokens)
+        while tokens and tokens[0][0] == "pipe":
+            tokens = tokens[1:]
+            if not tokens or tokens[0][0] != "ident":
+                raise self.fail("a pipe must name a function")
+            name = tokens[0][1]
+            args, tokens = self.arguments(tokens[1:])
+            expr = self.call(name, [*args, expr])
+        return expr, tokens
+
+    def command(self, tokens: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+        if not tokens:
+            raise self.fail("empty expression")
+        kind, value = tokens[0]
+        if kind == "ident" and value in _FUNCTIONS:
+            args, rest = self.arguments(tokens[1:])
+            return self.call(value, args), rest
+        return self.operand(tokens)
+
+    def arguments(self, tokens: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+        args: list[str] = []
+        while tokens and tokens[0][0] not in {"close", "pipe"}:
+            arg, tokens = self.operand(tokens)
+            args.append(arg)
+        return args, tokens
+
+    def operand(self, tokens: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+        kind, value = tokens[0]
+        rest = tokens[1:]
+        if kind == "open":
+            inner, rest = self.pipeline(rest)
+            if not rest or rest[0][0] != "close":
+                raise self.fail("unbalanced parentheses")
+            return f"({inner})", rest[1:]
+        if kind == "str":
+            return value, rest
+        if kind == "raw":
+            return repr(value[1:-1]), rest
+        if kind == "num":
+            return value, rest
+        if kind == "field":
+            return self.field(value), rest
+        if kind == "ident" and value in {"true", "false", "nil"}:
+            return {"true": "true", "false": "false", "nil": "none"}[value], rest
+        raise self.fail(f"unsupported {value!r}")
+
+    def call(self, name: str, args: list[str]) -> str:
+        if name in _COMPARE:
+            if len(args) < 2:
+                raise self.fail(f"{name} needs two arguments")
+            if name == "eq" and len(args) > 2:
+                return "(" + " or ".join(f"{args[0]} == {other}" for other in args[1:]) + ")"
+            return f"({args[0]} {_COMPARE[name]} {args[1]})"
+        if name in {"and", "or"}:
+            return "(" + f" {name} ".join(args) + ")"
+        if len(args) < 1:
+            raise self.fail(f"{name} needs an argument")
+        if name == "not":
+            return f"(not {args[0]})"
+        if name == "len":
+            return f"({args[0]} | length)"
+        if name == "json":
+            return f"({args[0]} | tojson)"
+        if name == "index":
+            return args[0] + "".join(f"[{a}]" for a in args[1:])
+        # slice
+        start = args[1] if len(args) > 1 else ""
+        stop = args[2] if len(args) > 2 else ""
+        return f"{args[0]}[{start}:{stop}]"
+
+    # statements
+
+    def statement(self, body: str) -> str:
+        words = body.split(None, 1)
+        keyword = words[0] if words else ""
+        rest = words[1] if len(words) > 1 else ""
+        if keyword == "if":
+            self.blocks.append("if")
+            return f"if {self.expression(rest)}"
+        if keyword == "else":
+            if not self.blocks:
+                raise self.fail("else outside a block")
+            inner = rest.split(None, 1)
+            if inner and inner[0] == "if":
+                return f"elif {self.expression(inner[1] if len(inner) > 1 else '')}"
+            if self.blocks[-1] == "with":
+                self.dots.pop()
+                self.dots.append(self.dots[-1])
+            return "else"
+        if keyword == "end":
+            if not self.blocks:
+                raise self.fail("end without a block")
+            block = self.blocks.pop()
+            if block == "if":
+                return "endif"
+            self.dots.pop()
+            return "endfor" if block == "range" else "endif %}{% endwith"
+        if keyword == "range":
+            return self.range(rest)
+        if keyword == "with":
+            self.counter += 1
+            name = f"w_{self.counter}"
+            value = self.expression(rest)
+            self.blocks.append("with")
+            self.dots.append(name)
+            return f"with {name} = {value} %}}{{% if {name}"
+        assign = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*:?=\s*(.*)", body, re.DOTALL)
+        if assign:
+            return f"set {self.variable(assign.group(1))} = {self.expression(assign.group(2))}"
+        if keyword in {"define", "template", "block", "break", "continue"}:
+            raise self.fail(f"{keyword!r} is not supported")
+        return ""
+
+    def range(self, rest: str) -> str:
+        self.counter += 1
+        match = re.match(r"(?:\$([A-Za-z_]\w*)\s*(?:,\s*\$([A-Za-z_]\w*))?\s*:=\s*)?(.*)", rest, re.DOTALL)
+        assert match is not None
+        first, second, collection = match.groups()
+        expr = self.expression(collection)
+        self.blocks.append("range")
+        if second:
+            item = self.variable(second)
+            index = self.variable(first)
+            self.dots.append(item)
+            return f"for {item} in {expr} %}}{{% set {index} = loop.index0"
+        item = self.variable(first) if first else f"it_{self.counter}"
+        self.dots.append(item)
+        return f"for {item} in {expr}"
+
+    def translate(self) -> str:
+        out: list[str] = []
+        pos = 0
+        for match in _ACTION.finditer(self.source):
+            out.append(self.source[pos : match.start()].replace("{#", "{{ '{#' }}"))
+            pos = match.end()
+            left = "-" if match.group(1) else ""
+            right = "-" if match.group(3) else ""
+            body = match.group(2).strip()
+            if body.startswith("/*"):
+                # Comments still trim: emit an empty Jinja comment carrying the trim markers.
+                out.append(f"{{#{left} #}}" if not right else f"{{#{left} -#}}")
+                continue
+            keyword = body.split(None, 1)[0] if body else ""
+            if keyword in _STATEMENTS or re.match(r"\$\w+\s*:?=", body):
+                out.append(f"{{%{left} {self.statement(body)} {right}%}}")
+            else:
+                out.append(f"{{{{{left} {self.expression(body)} {right}}}}}")
+        out.append(self.source[pos:].replace("{#", "{{ '{#' }}"))
+        if self.blocks:
+            raise self.fail(f"{len(self.blocks)} block(s) without {{{{ end }}}}")
+        return "".join(out)
+
+
+def translate_go_template(source: str) -> str:
+    """Jinja source equivalent to an Ollama TEMPLATE; raises TemplateError for unsupported forms."""
+    return _Translator(source).translate()
+
+
+class OllamaTemplate:
+    def __init__(self, source: str, stop: Sequence[str] = ()) -> None:
+        self.source = source
+        self.stop = tuple(stop)
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            keep_trailing_newline=True, undefined=jinja2.ChainableUndefined, autoescape=False
+        )
+        jinja_source = translate_go_template(source)
+        try:
+            self._template = env.from_string(jinja_source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template: cannot translate ({exc.message})") from exc
+        self.uses_messages = ".Messages" in source
+
+    def _render(self, values: dict[str, Any]) -> str:
+        try:
+            return self._template.render(root=values)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template failed: {exc}") from exc
+
+    def _values(self, **values: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "System": "",
+            "Prompt": "",
+            "Response": "",
+            "Suffix": "",
+            "Messages": [],
+            "Tools": [],
+        }
+        base.update(values)
+        return base
+
+    def _cut_at_response(self, values: dict[str, Any]) -> str:
+        text = self._render(self._values(**values, Response=_RESPONSE_MARK))
+        return text.split(_RESPONSE_MARK, 1)[0]
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
+        if self.uses_messages:
+            items = [{"Role": m.role, "Content": m.content} for m in messages]
+            return self._render(self._values(System=system, Messages=items))
+        # Ollama's legacy mode: one rendering per user/assistant turn, the last cut at {{ .Response }}.
+        turns: list[tuple[str, str]] = []
+        prompt: str | None = None
+        for message in messages:
+            if message.role == "user":
+                if prompt is not None:
+                    turns.append((prompt, ""))
+                prompt = message.content
+            elif message.role == "assistant":
+                turns.append((prompt or "", message.content))
+                prompt = None
+        out: list[str] = []
+        for index, (turn_prompt, response) in enumerate(turns):
+            turn_system = system if index == 0 else ""
+            out.append(self._render(self._values(System=turn_system, Prompt=turn_prompt, Response=response)))
+        final_system = system if not turns else ""
+        out.append(self._cut_at_response({"System": final_system, "Prompt": prompt or ""}))
+        return "".join(out)
+
+    def render_generate(self, prompt: str, system: str | None) -> str:
+        if self.uses_messages:
+            messages = [ChatMessage("system", system)] if system else []
+            return self.render_chat([*messages, ChatMessage("user", prompt)])
+        return self._cut_at_response({"System": system or "", "Prompt": prompt})
+
+
+def select_template(
+    override: str | None,
+    model_template: str | None,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    stop: Sequence[str] = (),
+) -> PromptTemplate:
+    """The override (Ollama syntax), else the model's Jinja template, else the default."""
+    if override:
+        return OllamaTemplate(override, stop)
+    if model_template:
+        return JinjaChatTemplate(model_template, bos_token=bos_token, eos_token=eos_token)
+    return DefaultTemplate()

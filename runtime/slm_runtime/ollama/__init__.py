@@ -1,0 +1,1 @@
+"""The Ollama API: protocol models, serving logic and the router."""

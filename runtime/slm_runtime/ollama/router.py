@@ -1,0 +1,68 @@
+"""Ollama routes: thin wrappers around :mod:`slm_runtime.ollama.serving`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from slm_runtime.deps import get_service
+from slm_runtime.ollama import serving
+from slm_runtime.ollama.protocol import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from slm_runtime.service import ModelService
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["ollama"])
+Service = Annotated[ModelService, Depends(get_service)]
+
+
+@router.get("/", response_class=PlainTextResponse, summary="Liveness in Ollama's words")
+async def root() -> str:
+    return "Ollama is running"
+
+
+@router.head("/", include_in_schema=False)
+async def root_head() -> Response:
+    return Response()
+
+
+@router.get("/api/version", summary="Server version")
+async def version() -> dict[str, str]:
+    return serving.version()
+
+
+@router.get("/api/tags", summary="Models available")
+async def tags(service: Service) -> dict[str, Any]:
+    return serving.tags(service)
+
+
+@router.post("/api/show", summary="Model details")
+async def show(body: ShowRequest, service: Service) -> dict[str, Any]:
+    return serving.show(service, body)
+
+
+@router.get("/api/ps", summary="Models loaded")
+async def ps(service: Service) -> dict[str, Any]:
+    return serving.ps(service)
+
+
+@router.post("/api/generate", summary="Generate a completion")
+async def generate(body: GenerateRequest, request: Request, service: Service) -> Response:
+    return await serving.generate(service, body, request)
+
+
+@router.post("/api/chat", summary="Generate the next chat message")
+async def chat(body: ChatRequest, request: Request, service: Service) -> Response:
+    return await serving.chat(service, body, request)
+
+
+@router.post("/api/embed", summary="Embeddings of one or more texts (normalized)")
+async def embed(body: EmbedRequest, request: Request, service: Service) -> Response:
+    return await serving.embed(service, body, request)
+
+
+@router.post("/api/embeddings", summary="Embedding of one text (legacy endpoint)")
+async def embeddings(body: EmbeddingsRequest, request: Request, service: Service) -> Response:
+    return await serving.embeddings(service, body, request)

@@ -1,0 +1,372 @@
+"""Ollama API behaviour: requests in, NDJSON or JSON out, in Ollama's shapes and field names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from slm_runtime import __version__
+from slm_runtime.accesslog import record_of
+from slm_runtime.engines.templates import ChatMessage
+from slm_runtime.errors import InvalidRequestError
+from slm_runtime.ollama.protocol import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    Format,
+    GenerateRequest,
+    Options,
+    ShowRequest,
+)
+from slm_runtime.options import RequestOptions
+from slm_runtime.service import GenerationDone, GenerationEvent, ModelService, TextChunk
+from slm_runtime.streaming import ClosingStreamingResponse, admitted_stream, collect, error_terminated, rfc3339_now
+
+__all__ = [
+    "NDJSON",
+    "chat",
+    "embed",
+    "embeddings",
+    "generate",
+    "ps",
+    "request_options",
+    "show",
+    "tags",
+    "version",
+]
+
+NDJSON = "application/x-ndjson"
+CLIENT_CLOSED = 499
+
+
+def format_schema(fmt: Format) -> dict[str, Any] | None:
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {}
+    assert isinstance(fmt, dict)
+    return fmt
+
+
+def request_options(
+    options: Options | None, fmt: Format, truncate: bool | None, extra_stop: tuple[str, ...]
+) -> RequestOptions:
+    o = options or Options()
+    num_predict = o.num_predict
+    if num_predict is not None and num_predict < -1:
+        num_predict = -1  # -2 means "fill the context" in Ollama
+    return RequestOptions(
+        temperature=o.temperature,
+        top_k=o.top_k,
+        top_p=o.top_p,
+        min_p=o.min_p,
+        repeat_penalty=o.repeat_penalty,
+        repeat_last_n=o.repeat_last_n,
+        presence_penalty=o.presence_penalty,
+        frequency_penalty=o.frequency_penalty,
+        seed=o.seed,
+        num_predict=num_predict,
+        num_ctx=o.num_ctx,
+        stop=tuple(o.stop) if o.stop is not None else None,
+        json_schema=format_schema(fmt),
+        truncate=bool(truncate),
+        extra_stop=extra_stop,
+    )
+
+
+def _final_fields(done: GenerationDone, load_duration_ns: int) -> dict[str, Any]:
+    return {
+        "done_reason": done.done_reason,
+        "total_duration": done.total_duration_ns,
+        "load_duration": load_duration_ns,
+        "prompt_eval_count": done.prompt_tokens,
+        "prompt_eval_duration": done.prompt_eval_duration_ns,
+        "eval_count": done.completion_tokens,
+        "eval_duration": done.eval_duration_ns,
+    }
+
+
+def _reject_images(images: list[str] | None, param: str) -> None:
+    if images:
+        raise InvalidRequestError("this model does not support images: remove them", param=param)
+
+
+def _load_response(model: str, chat: bool) -> JSONResponse:
+    body: dict[str, Any] = {"model": model, "created_at": rfc3339_now(), "done": True, "done_reason": "load"}
+    if chat:
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    return JSONResponse(body)
+
+
+ChunkBuilder = Callable[[str], dict[str, Any]]
+FinalBuilder = Callable[[GenerationDone], dict[str, Any]]
+
+
+async def _ndjson(
+    events: AsyncGenerator[GenerationEvent, None], chunk: ChunkBuilder, final: FinalBuilder
+) -> AsyncGenerator[bytes, None]:
+    try:
+        async for event in events:
+            if isinstance(event, TextChunk):
+                yield (json.dumps(chunk(event.text)) + "\n").encode()
+            elif isinstance(event, GenerationDone):
+                yield (json.dumps(final(event)) + "\n").encode()
+    finally:
+        await events.aclose()
+
+
+async def _respond(
+    service: ModelService,
+    request: Request,
+    events: AsyncGenerator[GenerationEvent, None],
+    *,
+    stream: bool,
+    chunk: ChunkBuilder,
+    final: FinalBuilder,
+) -> Response:
+    if stream:
+        admitted = await admitted_stream(events, request)
+        if admitted is None:
+            return Response(status_code=CLIENT_CLOSED)
+        chunks: AsyncIterator[bytes] = _ndjson(admitted, chunk, final)
+        return ClosingStreamingResponse(error_terminated(chunks, "ollama"), media_type=NDJSON)
+    collected = await collect(events, request)
+    if collected is None:
+        return Response(status_code=CLIENT_CLOSED)
+    text = "".join(e.text for e in collected if isinstance(e, TextChunk))
+    done = next(e for e in collected if isinstance(e, GenerationDone))
+    body = final(done)
+    merged = chunk(text)
+    merged.update({k: v for k, v in body.items() if k not in merged or k == "done"})
+    return JSONResponse(merged)
+
+
+async def generate(service: ModelService, body: GenerateRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    _reject_images(body.images, "images")
+    engine = await service.wait_ready(service.deadline(started))
+    if not body.prompt and not body.context:
+        return _load_response(body.model, chat=False)
+    text = service.generate_text(body.prompt, body.system, body.template, body.raw)
+    record.prompt_text = body.prompt
+    if body.context:
+        tokens = [*body.context, *(await asyncio.to_thread(engine.tokenize, text, add_special=False))]
+    else:
+        tokens = await service.tokenize_text(engine, text)
+    options = request_options(body.options, body.format, body.truncate, service.stops_for(body.template, body.raw))
+    events = service.generate(tokens, options, api="ollama", started=started, record=record)
+    model = body.model
+    load_ns = service.load_duration_ns
+
+    def chunk(text: str) -> dict[str, Any]:
+        return {"model": model, "created_at": rfc3339_now(), "response": text, "done": False}
+
+    def final(done: GenerationDone) -> dict[str, Any]:
+        out = {"model": model, "created_at": rfc3339_now(), "response": "", "done": True}
+        out.update(_final_fields(done, load_ns))
+        if not body.raw:
+            out["context"] = done.context
+        return out
+
+    return await _respond(service, request, events, stream=body.stream, chunk=chunk, final=final)
+
+
+async def chat(service: ModelService, body: ChatRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    for index, message in enumerate(body.messages):
+        _reject_images(message.images, f"messages[{index}].images")
+    engine = await service.wait_ready(service.deadline(started))
+    if not body.messages:
+        return _load_response(body.model, chat=True)
+    messages = [ChatMessage(m.role, m.content) for m in body.messages]
+    text = service.chat_text(messages)
+    record.prompt_text = text
+    tokens = await service.tokenize_text(engine, text)
+    options = request_options(body.options, body.format, body.truncate, service.template.stop)
+    events = service.generate(tokens, options, api="ollama", started=started, record=record)
+    model = body.model
+    load_ns = service.load_duration_ns
+
+    def chunk(text: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "created_at": rfc3339_now(),
+            "message": {"role": "assistant", "content": text},
+            "done": False,
+        }
+
+    def final(done: GenerationDone) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": model,
+            "created_at": rfc3339_now(),
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+        }
+        out.update(_final_fields(done, load_ns))
+        return out
+
+    return await _respond(service, request, events, stream=body.stream, chunk=chunk, final=final)
+
+
+def _normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+async def embed(service: ModelService, body: EmbedRequest, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    result = await service.embed(texts, api="ollama", started=started, record=record, truncate=body.truncate)
+    vectors = [_normalize(v[: body.dimensions] if body.dimensions else v) for v in result.vectors]
+    return JSONResponse(
+        {
+            "model": body.model,
+            "embeddings": vectors,
+            "total_duration": int((time.perf_counter() - started) * 1e9),
+            "load_duration": 0,
+            "prompt_eval_count": sum(result.token_counts),
+        }
+    )
+
+
+async def embeddings(service: ModelService, body: EmbeddingsRequest, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    result = await service.embed([body.prompt], api="ollama", started=started, record=record, truncate=True)
+    return JSONResponse({"embedding": result.vectors[0]})
+
+
+def version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+def _tag_name(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+def _details(service: ModelService) -> dict[str, Any]:
+    info = service.engine.info
+    return {
+        "parent_model": "",
+        "format": info.format,
+        "family": info.family,
+        "families": [info.family] if info.family else None,
+        "parameter_size": info.parameter_size,
+        "quantization_level": info.quantization,
+    }
+
+
+def _modified_at(service: ModelService) -> str:
+    path = service.settings.model.model
+    try:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        stamp = service.loaded_at or datetime.now(UTC)
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def _digest(service: ModelService) -> str:
+    return (service.settings.model.model_digest or "").removeprefix("sha256:")
+
+
+def tags(service: ModelService) -> dict[str, Any]:
+    if not service.ready:
+        return {"models": []}
+    name = _tag_name(service.name)
+    return {
+        "models": [
+            {
+                "name": name,
+                "model": name,
+                "modified_at": _modified_at(service),
+                "size": service.engine.info.size_bytes,
+                "digest": _digest(service),
+                "details": _details(service),
+            }
+        ]
+    }
+
+
+def _parameters_text(service: ModelService) -> str:
+    s = service.settings.sampling
+    lines = [
+        f"temperature {s.temperature:g}",
+        f"top_k {s.top_k}",
+        f"top_p {s.top_p:g}",
+        f"repeat_penalty {s.repeat_penalty:g}",
+        f"num_ctx {service.engine.info.context_length}",
+    ]
+    lines += [f'stop "{stop}"' for stop in (*s.stop, *service.template.stop)]
+    return "\n".join(lines)
+
+
+def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
+    name = body.model or body.name
+    service.check_model(name)
+    info = service.engine.info
+    template = service.template.source
+    system = service.settings.model.system or ""
+    parameters = _parameters_text(service)
+    modelfile = [f"FROM {service.settings.model.model}"]
+    if template:
+        modelfile.append(f'TEMPLATE """{template}"""')
+    if system:
+        modelfile.append(f'SYSTEM """{system}"""')
+    modelfile += [f"PARAMETER {line}" for line in parameters.splitlines()]
+    capabilities = ["completion"]
+    if info.supports_embeddings and service.settings.engine.embeddings:
+        capabilities.append("embedding")
+    return {
+        "license": str(info.extra.get("general.license", "")),
+        "modelfile": "\n".join(modelfile) + "\n",
+        "parameters": parameters,
+        "template": template,
+        "system": system,
+        "details": _details(service),
+        "model_info": info.extra,
+        "capabilities": capabilities,
+        "modified_at": _modified_at(service),
+    }
+
+
+def ps(service: ModelService) -> dict[str, Any]:
+    if not service.ready:
+        return {"models": []}
+    name = _tag_name(service.name)
+    expires = (datetime.now(UTC) + timedelta(days=365 * 100)).isoformat().replace("+00:00", "Z")
+    info = service.engine.info
+    return {
+        "models": [
+            {
+                "name": name,
+                "model": name,
+                "size": info.size_bytes,
+                "digest": _digest(service),
+                "details": _details(service),
+                "expires_at": expires,
+                "size_vram": 0,
+                "context_length": info.context_length,
+            }
+        ]
+    }

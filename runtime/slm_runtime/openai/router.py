@@ -1,0 +1,46 @@
+"""OpenAI routes: thin wrappers around :mod:`slm_runtime.openai.serving`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from slm_runtime.deps import get_service
+from slm_runtime.errors import ModelNotFoundError
+from slm_runtime.openai import serving
+from slm_runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from slm_runtime.service import ModelService
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+Service = Annotated[ModelService, Depends(get_service)]
+
+
+@router.get("/models", summary="Models available")
+async def list_models(service: Service) -> dict[str, Any]:
+    return serving.list_models(service)
+
+
+@router.get("/models/{model_id:path}", summary="One model")
+async def get_model(model_id: str, service: Service) -> dict[str, Any]:
+    if model_id.removesuffix(":latest") != service.name.removesuffix(":latest"):
+        raise ModelNotFoundError(model_id, param="model")
+    return serving.model_card(service)
+
+
+@router.post("/chat/completions", summary="Chat completion")
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service) -> Response:
+    return await serving.chat_completions(service, body, request)
+
+
+@router.post("/completions", summary="Text completion")
+async def completions(body: CompletionRequest, request: Request, service: Service) -> Response:
+    return await serving.completions(service, body, request)
+
+
+@router.post("/embeddings", summary="Embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request, service: Service) -> Response:
+    return await serving.embeddings(service, body, request)

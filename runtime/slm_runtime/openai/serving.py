@@ -1,0 +1,298 @@
+"""OpenAI API behaviour: chat and text completions (JSON or SSE ending in ``data: [DONE]``), embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from slm_runtime import __version__
+from slm_runtime.accesslog import record_of
+from slm_runtime.engines.templates import ChatMessage as TemplateMessage
+from slm_runtime.errors import InvalidRequestError
+from slm_runtime.openai.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponseFormat,
+)
+from slm_runtime.options import RequestOptions
+from slm_runtime.service import GenerationDone, GenerationEvent, ModelService, TextChunk
+from slm_runtime.streaming import ClosingStreamingResponse, admitted_stream, collect, error_terminated
+
+__all__ = ["SSE", "chat_completions", "completions", "embeddings", "list_models", "model_card"]
+
+SSE = "text/event-stream"
+CLIENT_CLOSED = 499
+FINGERPRINT = f"slm-runtime-{__version__}"
+
+
+def _json_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {}
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise InvalidRequestError(
+            'response_format of type "json_schema" needs json_schema.schema', param="response_format.json_schema"
+        )
+    return fmt.json_schema.schema_
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...] | None:
+    if stop is None:
+        return None
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def _check_n(n: int | None) -> None:
+    if n is not None and n != 1:
+        raise InvalidRequestError("only n=1 is supported: one choice per request", param="n")
+
+
+def _text_of(message: ChatMessage, index: int) -> str:
+    if message.content is None:
+        return ""
+    if isinstance(message.content, str):
+        return message.content
+    parts: list[str] = []
+    for part_index, part in enumerate(message.content):
+        if part.type != "text":
+            raise InvalidRequestError(
+                f'content parts of type "{part.type}" are not supported: send text',
+                param=f"messages[{index}].content[{part_index}].type",
+            )
+        parts.append(part.text or "")
+    return "".join(parts)
+
+
+def _usage(done: GenerationDone) -> dict[str, int]:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+Chunk = Callable[[dict[str, Any], str | None], dict[str, Any]]
+
+
+async def _sse_stream(
+    events: AsyncGenerator[GenerationEvent, None],
+    *,
+    start: dict[str, Any] | None,
+    delta: Callable[[str], dict[str, Any]],
+    chunk: Chunk,
+    include_usage: bool,
+    base: dict[str, Any],
+) -> AsyncGenerator[bytes, None]:
+    try:
+        if start is not None:
+            yield _sse(chunk(start, None))
+        async for event in events:
+            if isinstance(event, TextChunk):
+                yield _sse(chunk(delta(event.text), None))
+            elif isinstance(event, GenerationDone):
+                empty = {} if start is not None else {"text": ""}
+                yield _sse(chunk(empty, event.done_reason))
+                if include_usage:
+                    yield _sse({**base, "choices": [], "usage": _usage(event)})
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()
+
+
+async def _respond(
+    request: Request,
+    events: AsyncGenerator[GenerationEvent, None],
+    *,
+    stream: bool,
+    include_usage: bool,
+    base: dict[str, Any],
+    chat: bool,
+    prefix: str = "",
+) -> Response:
+    def chunk(payload: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
+        choice.update({"delta": payload} if chat else payload)
+        out = {**base, "choices": [choice]}
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    if stream:
+        admitted = await admitted_stream(events, request)
+        if admitted is None:
+            return Response(status_code=CLIENT_CLOSED)
+        body = _sse_stream(
+            admitted,
+            start={"role": "assistant", "content": ""} if chat else None,
+            delta=(lambda t: {"content": t}) if chat else (lambda t: {"text": t}),
+            chunk=chunk,
+            include_usage=include_usage,
+            base=base,
+        )
+        return ClosingStreamingResponse(
+            error_terminated(body, "openai"), media_type=SSE, headers={"Cache-Control": "no-cache"}
+        )
+    collected = await collect(events, request)
+    if collected is None:
+        return Response(status_code=CLIENT_CLOSED)
+    text = prefix + "".join(e.text for e in collected if isinstance(e, TextChunk))
+    done = next(e for e in collected if isinstance(e, GenerationDone))
+    choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": done.done_reason}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return JSONResponse({**base, "choices": [choice], "usage": _usage(done)})
+
+
+async def chat_completions(service: ModelService, body: ChatCompletionRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    _check_n(body.n)
+    if body.logprobs:
+        raise InvalidRequestError("logprobs are not supported", param="logprobs")
+    messages = [
+        TemplateMessage("system" if m.role == "developer" else m.role, _text_of(m, i))
+        for i, m in enumerate(body.messages)
+    ]
+    engine = await service.wait_ready(service.deadline(started))
+    text = service.chat_text(messages)
+    record.prompt_text = text
+    tokens = await service.tokenize_text(engine, text)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    options = RequestOptions(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        num_predict=max_tokens,
+        stop=_stops(body.stop),
+        json_schema=_json_schema(body.response_format),
+        extra_stop=service.template.stop,
+    )
+    events = service.generate(tokens, options, api="openai", started=started, record=record)
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk" if body.stream else "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+    }
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    return await _respond(request, events, stream=bool(body.stream), include_usage=include_usage, base=base, chat=True)
+
+
+async def completions(service: ModelService, body: CompletionRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    _check_n(body.n)
+    if body.best_of not in (None, 1):
+        raise InvalidRequestError("only best_of=1 is supported", param="best_of")
+    if body.logprobs:
+        raise InvalidRequestError("logprobs are not supported", param="logprobs")
+    if body.suffix:
+        raise InvalidRequestError("suffix (fill in the middle) is not supported", param="suffix")
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            raise InvalidRequestError("send exactly one prompt per request", param="prompt")
+        prompt = body.prompt[0]
+    else:
+        prompt = body.prompt
+    engine = await service.wait_ready(service.deadline(started))
+    record.prompt_text = prompt
+    tokens = await asyncio.to_thread(engine.tokenize, prompt, add_special=True)
+    options = RequestOptions(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        num_predict=body.max_tokens,
+        stop=_stops(body.stop),
+    )
+    events = service.generate(tokens, options, api="openai", started=started, record=record)
+    base = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+    }
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    return await _respond(
+        request,
+        events,
+        stream=bool(body.stream),
+        include_usage=include_usage,
+        base=base,
+        chat=False,
+        prefix=prompt if body.echo else "",
+    )
+
+
+async def embeddings(service: ModelService, body: EmbeddingRequest, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    record = record_of(request.state)
+    record.model = body.model
+    service.check_model(body.model)
+    raw = body.input
+    texts: list[str]
+    if isinstance(raw, str):
+        texts = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        engine = await service.wait_ready(service.deadline(started))
+        texts = [await asyncio.to_thread(engine.detokenize, raw)]  # type: ignore[arg-type]
+    elif raw and all(isinstance(x, list) for x in raw):
+        engine = await service.wait_ready(service.deadline(started))
+        texts = [await asyncio.to_thread(engine.detokenize, ids) for ids in raw]  # type: ignore[arg-type]
+    else:
+        texts = [str(x) for x in raw]
+    if not texts:
+        raise InvalidRequestError("input must not be empty", param="input")
+    result = await service.embed(texts, api="openai", started=started, record=record, truncate=False)
+    data = []
+    for index, vector in enumerate(result.vectors):
+        values = vector[: body.dimensions] if body.dimensions else vector
+        encoded: list[float] | str = values
+        if body.encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(result.token_counts)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def model_card(service: ModelService) -> dict[str, Any]:
+    created = int(service.loaded_at.timestamp()) if service.loaded_at else int(time.time())
+    return {"id": service.name, "object": "model", "created": created, "owned_by": "slm-runtime"}
+
+
+def list_models(service: ModelService) -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(service)]}

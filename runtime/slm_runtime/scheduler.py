@@ -1,0 +1,105 @@
+"""Admission control: a fixed number of slots, a bounded FIFO queue in front of them.
+
+A request takes a :class:`Lease` on one slot (an index the engine uses to pick its context) and gives it back
+when its generation has *really* stopped, so that an engine never runs two generations on one slot. When
+every slot is busy and ``max_queue`` requests already wait, :meth:`Scheduler.acquire` raises ServerBusyError
+(HTTP 503 with Ollama's message). A waiter that is cancelled (client gone, timeout) leaves the queue at once.
+
+A batching engine slots in by declaring as many slots as its batch holds: admission and queueing stay
+the same.
+All methods run on the event loop; engine threads hand slots back through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+from slm_runtime.errors import ServerBusyError
+
+__all__ = ["Lease", "Scheduler"]
+
+
+class Lease:
+    """One acquired slot. ``release()`` is idempotent."""
+
+    def __init__(self, scheduler: Scheduler, slot: int) -> None:
+        self._scheduler = scheduler
+        self.slot = slot
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._scheduler._give_back(self.slot)
+
+
+class Scheduler:
+    def __init__(self, slots: int, max_queue: int, on_change: Callable[[int, int], None] | None = None) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        if max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        self.slots = slots
+        self.max_queue = max_queue
+        self._free: collections.deque[int] = collections.deque(range(slots))
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._on_change = on_change
+
+    @property
+    def running(self) -> int:
+        return self.slots - len(self._free)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.running, self.waiting)
+
+    async def acquire(self) -> Lease:
+        """A lease on a free slot, waiting in FIFO order; ServerBusyError when the queue is full."""
+        if self._free and not self._waiters:
+            lease = Lease(self, self._free.popleft())
+            self._changed()
+            return lease
+        if self.waiting >= self.max_queue:
+            raise ServerBusyError()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._changed()
+        try:
+            slot = await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                # The slot was handed to us just as we were cancelled: pass it on.
+                self._give_back(future.result())
+            else:
+                future.cancel()
+                self._prune()
+                self._changed()
+            raise
+        return Lease(self, slot)
+
+    def _prune(self) -> None:
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+        # Cancelled waiters in the middle are skipped when reached; drop them eagerly too.
+        self._waiters = collections.deque(w for w in self._waiters if not w.done())
+
+    def _give_back(self, slot: int) -> None:
+        self._prune()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                self._changed()
+                return
+        self._free.append(slot)
+        self._changed()

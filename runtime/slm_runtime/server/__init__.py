@@ -1,0 +1,1 @@
+"""The `slm-runtime serve` command."""

