@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, str(exc), EXIT_USAGE)
     except PullError as exc:
         return _fail(args, str(exc), exc.exit_code)
+    except OSError as exc:  # the cache volume: full, read-only, permissions
+        return _fail(args, f"{args.source}: {exc}", 1)
     text = model.to_json()
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

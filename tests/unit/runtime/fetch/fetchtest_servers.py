@@ -46,6 +46,13 @@ class Route:
     etag: str | None = None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients hanging up (timeouts, dropped transfers) are part of the tests, not errors."""
+
+
 class FakeServer:
     """A threaded HTTP/1.1 server on 127.0.0.1 serving ``routes`` (path -> Route)."""
 
@@ -55,8 +62,7 @@ class FakeServer:
         self.seen: list[Seen] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 

@@ -66,3 +66,11 @@ def test_exit_codes(
 def test_bad_source_is_a_usage_error(dest: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert main(["pull", "qwen2.5:3b", "--dest", str(dest)]) == 2
     assert "has no scheme" in caplog.text
+
+
+def test_unwritable_cache_is_reported(server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server.add("/m/tiny.gguf", DATA)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    assert main(_args(server, blocker)) == 1
+    assert "not-a-folder" in caplog.text
