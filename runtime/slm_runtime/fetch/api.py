@@ -16,13 +16,14 @@ import httpx
 from slm_runtime.source import ModelSource, SourceScheme, infer_format, parse_source
 
 from .context import FetchContext
-from .digest import hash_file, normalize_sha256
+from .digest import normalize_sha256
 from .download import Downloaded
 from .errors import NotCachedError
 from .hf import fetch_hf
+from .hf_tree import fetch_hf_folder
 from .http import make_client, retry_policy
 from .layout import cache_path, lock_path, package_path
-from .local import locate, verify_in_place
+from .local import hash_in_place, locate, verify_in_place
 from .lock import FileLock
 from .ollama import fetch_ollama
 from .package import PackagePlan, build_from_package, plan_package
@@ -109,8 +110,8 @@ def cached(
 ) -> PulledModel | None:
     """The cached, complete model for ``source`` under ``dest``, or None (never touches the network).
 
-    A hit needs the model file, its record, the recorded size, and the pin (when given) equal to the
-    recorded digest; ``verify`` also re-hashes the file.
+    A hit needs the model file (or folder), its record, the recorded size, and the pin (when given) equal
+    to the recorded digest; ``verify`` also re-hashes it.
     """
     src = parse_source(source) if isinstance(source, str) else source
     expected = normalize_sha256(sha256) if sha256 else None
@@ -119,15 +120,15 @@ def cached(
     plan = _plan or (plan_package(src) if src.scheme is SourceScheme.PACKAGE else None)
     target = _target(src, Path(dest).absolute(), plan)
     record = read_record(record_path(target))
-    if record is None or not target.is_file():
+    if record is None or not target.exists():
         return None
-    if target.stat().st_size != record.size_bytes:
+    if _size(target) != record.size_bytes:
         log.warning("%s: %s has the wrong size for its record; pulling again", src.raw, target)
         return None
     if expected and record.sha256 != expected:
         log.info("%s: cached digest %s differs from the pin sha256:%s", src.raw, record.digest, expected)
         return None
-    if verify and hash_file(target).hexdigest() != record.sha256:
+    if verify and hash_in_place(target)[0] != record.sha256:
         log.warning("%s: %s no longer matches %s; pulling again", src.raw, target, record.digest)
         return None
     log.info("%s: cached at %s (%s)", src.raw, target, record.digest)
@@ -140,6 +141,13 @@ def model_path(source: str | ModelSource, dest: str | Path, settings: FetchSetti
     plan = plan_package(src) if src.scheme is SourceScheme.PACKAGE else None
     in_place = _in_place_path(src, plan, settings or FetchSettings.from_env())
     return in_place or _target(src, Path(dest).absolute(), plan)
+
+
+def _size(path: Path) -> int:
+    """A file's size, or the total size of the files in a folder."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _in_place_path(src: ModelSource, plan: PackagePlan | None, settings: FetchSettings) -> Path | None:
@@ -169,6 +177,8 @@ def _pull_in_place(
 def _fetch_remote(src: ModelSource, target: Path, ctx: FetchContext) -> tuple[Downloaded, ModelMetadata]:
     if src.scheme is SourceScheme.OLLAMA:
         return fetch_ollama(src, target, ctx)
+    if src.scheme is SourceScheme.HF and src.path.endswith("/"):
+        return fetch_hf_folder(src, target, ctx), ModelMetadata()
     if src.scheme is SourceScheme.HF:
         return fetch_hf(src, target, ctx), ModelMetadata()
     return fetch_web(src, target, ctx), ModelMetadata()

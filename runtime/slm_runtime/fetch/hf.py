@@ -20,7 +20,7 @@ from .download import Downloaded, DownloadJob, download
 from .errors import DigestMismatchError, PullError
 from .http import request
 
-__all__ = ["fetch_hf", "resolve_url"]
+__all__ = ["auth_headers", "fetch_hf", "linked_sha256", "resolve_url"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,16 @@ def linked_sha256(etag: str | None) -> str | None:
     return value if is_sha256(value) else None
 
 
+def auth_headers(ctx: FetchContext) -> dict[str, str]:
+    """``Authorization: Bearer $HF_TOKEN`` when a token is configured."""
+    if ctx.settings.hf_token is None:
+        return {}
+    return {"Authorization": f"Bearer {ctx.settings.hf_token.get_secret_value()}"}
+
+
 def fetch_hf(source: ModelSource, target: Path, ctx: FetchContext) -> Downloaded:
     url = resolve_url(ctx.settings.hf_endpoint, source)
-    headers: dict[str, str] = {}
-    if ctx.settings.hf_token is not None:
-        headers["Authorization"] = f"Bearer {ctx.settings.hf_token.get_secret_value()}"
+    headers = auth_headers(ctx)
     announced = _head_sha256(url, source, headers, ctx)
     expected = ctx.expected_sha256
     if expected and announced and expected != announced:

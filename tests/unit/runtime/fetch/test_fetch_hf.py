@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from fetchtest_servers import FakeServer, model_bytes, quiet, sha
 from pydantic import SecretStr
 
 from slm_runtime.fetch import AuthenticationError, DigestMismatchError, FetchSettings, SourceNotFoundError, pull
+from slm_runtime.fetch.local import tree_digest
 
 DATA = model_bytes(1024 * 1024 + 11)
 
@@ -96,3 +98,79 @@ def test_endpoint_and_token_from_environment(
     monkeypatch.setenv("HF_TOKEN", "hf_env")
     model = pull("hf://org/repo/model.gguf", dest, progress=quiet)
     assert model.digest == f"sha256:{sha(DATA)}"
+
+
+def _publish_folder(hub: FakeServer, cdn: FakeServer) -> dict[str, bytes]:
+    """An onnxruntime-genai folder: two LFS files behind the CDN, a small git file, listed on two pages."""
+    files = {"genai_config.json": b'{"model": {}}', "model.onnx": b"onnx-graph", "weights/model.onnx.data": DATA}
+    listing = []
+    for rel, body in files.items():
+        entry: dict[str, object] = {"type": "file", "path": f"onnx/cpu/{rel}", "size": len(body), "oid": "1" * 40}
+        if rel != "genai_config.json":
+            entry["lfs"] = {"oid": sha(body), "size": len(body), "pointerSize": 134}
+            cdn.add(f"/lfs/{sha(body)}", body)
+            hub.add(f"/org/phi/resolve/main/onnx/cpu/{rel}", redirect=f"{cdn.url}/lfs/{sha(body)}")
+        else:
+            hub.add(f"/org/phi/resolve/main/onnx/cpu/{rel}", body)
+        listing.append(entry)
+    listing.insert(1, {"type": "directory", "path": "onnx/cpu/weights", "oid": "2" * 40, "size": 0})
+    page1, page2 = json.dumps(listing[:2]).encode(), json.dumps(listing[2:]).encode()
+    tree = "/api/models/org/phi/tree/main/onnx/cpu"
+    hub.add(tree, page1, headers={"Link": f'<{hub.url}{tree}/page2?cursor=x>; rel="next"'})
+    hub.add(f"{tree}/page2", page2)
+    return files
+
+
+def test_folder_is_listed_downloaded_and_renamed_into_place(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    files = _publish_folder(server, cdn)
+    model = pull("hf://org/phi/onnx/cpu/", dest, settings=settings, progress=quiet)
+    folder = dest / "hf" / "org" / "phi" / "main" / "onnx" / "cpu"
+    assert model.path == str(folder)
+    assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files
+    assert model.digest == f"sha256:{tree_digest([(rel, sha(body)) for rel, body in files.items()])}"
+    assert model.size_bytes == sum(len(b) for b in files.values())
+    assert model.format == "onnx"
+    assert not folder.with_name("cpu.partial").exists()
+    assert pull("hf://org/phi/onnx/cpu/", dest, settings=settings, progress=quiet, offline=True).cached
+
+
+def test_folder_resume_keeps_files_already_fetched(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    files = _publish_folder(server, cdn)
+    staging = dest / "hf" / "org" / "phi" / "main" / "onnx" / "cpu.partial" / "weights"
+    staging.mkdir(parents=True)
+    (staging / "model.onnx.data").write_bytes(files["weights/model.onnx.data"])
+    pull("hf://org/phi/onnx/cpu/", dest, settings=settings, progress=quiet)
+    assert cdn.gets(f"/lfs/{sha(DATA)}") == []
+    assert len(cdn.gets(f"/lfs/{sha(b'onnx-graph')}")) == 1
+
+
+def test_folder_corrupted_lfs_file_is_refused(hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path) -> None:
+    server, cdn, settings = hub
+    _publish_folder(server, cdn)
+    cdn.routes[f"/lfs/{sha(DATA)}"].corrupt = True
+    with pytest.raises(DigestMismatchError, match=r"weights/model\.onnx\.data"):
+        pull("hf://org/phi/onnx/cpu/", dest, settings=settings, progress=quiet)
+    assert not (dest / "hf" / "org" / "phi" / "main" / "onnx" / "cpu").exists()
+
+
+def test_renamed_repo_relative_redirect_is_followed_for_the_digest(
+    hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = hub
+    _publish(server, cdn, "org/repo", "main", "model.gguf")
+    cdn.routes[f"/repos/{sha(DATA)}"].corrupt = True  # only the announced digest can catch this
+    server.add(
+        "/org/old-name/resolve/main/model.gguf", redirect="/org/repo/resolve/main/model.gguf", redirect_status=307
+    )
+    with pytest.raises(DigestMismatchError):
+        pull("hf://org/old-name/model.gguf", dest, settings=settings, progress=quiet)
+    assert [s.path for s in server.seen if s.method == "HEAD"] == [
+        "/org/old-name/resolve/main/model.gguf",
+        "/org/repo/resolve/main/model.gguf",
+    ]
