@@ -33,10 +33,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "pull",
         help="fetch a model into the cache, verified",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Fetch a model into the cache (verified, resumable, once per cache) and print its "
+        "PulledModel JSON on stdout; the same JSON is kept beside the model as <file>.slm.json.",
         epilog="sources: "
         + ", ".join(f"{s}://" for s in SCHEMES)
-        + ". Environment: HF_TOKEN, HF_ENDPOINT, SLM_OLLAMA_REGISTRY, SLM_PULL_AUTHORIZATION, SLM_PVC_ROOT.",
+        + ". Environment: HF_TOKEN, HF_ENDPOINT, SLM_OLLAMA_REGISTRY, SLM_PULL_AUTHORIZATION, SLM_PVC_ROOT,"
+        " SLM_CACHE_HOME. Exit codes: 2 bad arguments, 3 not found, 4 unauthorized, 5 digest mismatch,"
+        " 6 offline and not cached, 7 network retries exhausted, 1 other.",
     )
     parser.add_argument("source", metavar="SOURCE", help="model source, e.g. ollama://qwen2.5:0.5b")
     parser.add_argument("--dest", type=Path, default=None, help="cache folder (default: $SLM_CACHE_HOME/models)")
@@ -71,6 +74,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pull`` from parsed arguments; returns the exit code."""
+    if not log.isEnabledFor(logging.DEBUG):
+        # httpx logs every request URL at INFO, signed CDN URLs included: keep those out of pod logs
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = FetchSettings.from_env(
             ollama_registry=args.ollama_registry,

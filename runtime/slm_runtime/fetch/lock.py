@@ -45,7 +45,10 @@ class FileLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except PermissionError:  # created by a replica running as another user: flock needs no write access
+            fd = os.open(self.path, os.O_RDONLY)
         start = time.monotonic()
         last_report: float | None = None
         delay = self.poll
@@ -68,9 +71,12 @@ class FileLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # only informs waiters' log lines
 
     def release(self) -> None:
         if self._fd is not None:
