@@ -158,6 +158,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     service.check_model(body.model)
     _reject_images(body.images, "images")
     engine = await service.wait_ready(service.deadline(started))
+    load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
     if not body.prompt and not body.context:
         return _load_response(body.model, chat=False)
     text = service.generate_text(body.prompt, body.system, body.template, body.raw)
@@ -169,7 +170,6 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     options = request_options(body.options, body.format, body.truncate, service.stops_for(body.template, body.raw))
     events = service.generate(tokens, options, api="ollama", started=started, record=record)
     model = body.model
-    load_ns = service.load_duration_ns
 
     def chunk(text: str) -> dict[str, Any]:
         return {"model": model, "created_at": rfc3339_now(), "response": text, "done": False}
@@ -192,6 +192,7 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
     for index, message in enumerate(body.messages):
         _reject_images(message.images, f"messages[{index}].images")
     engine = await service.wait_ready(service.deadline(started))
+    load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
     if not body.messages:
         return _load_response(body.model, chat=True)
     messages = [ChatMessage(m.role, m.content) for m in body.messages]
@@ -201,7 +202,6 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
     options = request_options(body.options, body.format, body.truncate, service.template.stop)
     events = service.generate(tokens, options, api="ollama", started=started, record=record)
     model = body.model
-    load_ns = service.load_duration_ns
 
     def chunk(text: str) -> dict[str, Any]:
         return {
