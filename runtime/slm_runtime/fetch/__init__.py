@@ -10,6 +10,7 @@ from __future__ import annotations
 from .api import cached, model_path, pull
 from .errors import (
     AuthenticationError,
+    CacheFullError,
     DigestMismatchError,
     NotCachedError,
     PullError,
@@ -23,6 +24,7 @@ from .settings import FetchSettings, default_dest
 
 __all__ = [
     "AuthenticationError",
+    "CacheFullError",
     "DigestMismatchError",
     "FetchSettings",
     "LockTimeoutError",

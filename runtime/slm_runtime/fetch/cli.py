@@ -2,7 +2,8 @@
 
 Prints the PulledModel JSON on stdout (the record ``<file>.slm.json`` beside the model holds the same), logs
 to stderr, and exits 0, or with the failure's code: 2 bad arguments, 3 not found, 4 unauthorized,
-5 digest mismatch, 6 offline and not cached, 7 network retries exhausted, 1 anything else.
+5 digest mismatch, 6 offline and not cached, 7 network retries exhausted, 8 cache volume too small,
+1 anything else.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         + ", ".join(f"{s}://" for s in SCHEMES)
         + ". Environment: HF_TOKEN, HF_ENDPOINT, SLM_OLLAMA_REGISTRY, SLM_PULL_AUTHORIZATION, SLM_PVC_ROOT,"
         " SLM_CACHE_HOME. Exit codes: 2 bad arguments, 3 not found, 4 unauthorized, 5 digest mismatch,"
-        " 6 offline and not cached, 7 network retries exhausted, 1 other.",
+        " 6 offline and not cached, 7 network retries exhausted, 8 cache too small, 1 other.",
     )
     parser.add_argument("source", metavar="SOURCE", help="model source, e.g. ollama://qwen2.5:0.5b")
     parser.add_argument("--dest", type=Path, default=None, help="cache folder (default: $SLM_CACHE_HOME/models)")

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from pathlib import Path
 import httpx
 
 from .digest import hash_file
-from .errors import DigestMismatchError, PullError, TransferError
+from .errors import CacheFullError, DigestMismatchError, PullError, TransferError
 from .http import RETRYABLE_ERRORS, check_status, describe_error
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, format_bytes
 from .retry import RetryPolicy
 from .sink import HashingSink
 
@@ -191,6 +192,8 @@ def _transfer(client: httpx.Client, job: DownloadJob, partial: Path, state: _Sta
                 log.info("%s: the server sent the whole file again; starting over", job.source)
                 state.restart(partial)
             state.total = length
+        if state.total is not None:
+            _check_space(partial, state.total - state.offset, job.source)
         state.validator = _validator(response) or state.validator
         _copy_body(response, partial, state, reporter)
         if state.total is not None and state.offset < state.total:
@@ -215,6 +218,15 @@ def _copy_body(response: httpx.Response, partial: Path, state: _State, reporter:
             state.offset = start + sink.written
             os.fsync(fd)
             os.close(fd)
+
+
+def _check_space(partial: Path, needed: int, source: str) -> None:
+    free = shutil.disk_usage(partial.parent).free
+    if needed > free:
+        raise CacheFullError(
+            f"{source}: needs {format_bytes(needed)} more but only {format_bytes(free)} is free in "
+            f"{partial.parent}; make the cache bigger (spec.cache.size) or free space there"
+        )
 
 
 def _range_not_satisfiable(response: httpx.Response, job: DownloadJob, partial: Path, state: _State) -> None:

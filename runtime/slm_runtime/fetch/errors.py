@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "CacheFullError",
     "DigestMismatchError",
     "NotCachedError",
     "PullError",
@@ -58,3 +59,9 @@ class TransferError(PullError):
     """The network kept failing (connection errors, timeouts, 5xx) until the retries ran out."""
 
     exit_code = 7
+
+
+class CacheFullError(PullError):
+    """The cache volume has less free space than the model needs; nothing was downloaded."""
+
+    exit_code = 8

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fetchtest_servers import FakeServer, Fault, model_bytes, quiet, sha
 from pydantic import SecretStr
 
+import slm_runtime.fetch.download as download_module
 from slm_runtime.fetch import (
     AuthenticationError,
+    CacheFullError,
     DigestMismatchError,
     FetchSettings,
     NotCachedError,
@@ -181,3 +184,15 @@ def test_pin_change_pulls_again_and_verify_catches_corruption(
     other = model_bytes(seed=2)
     server.add(PATH, other)
     assert _pull(server, dest, settings, sha256=sha(other)).digest == f"sha256:{sha(other)}"
+
+
+def test_too_small_cache_fails_before_writing(
+    server: FakeServer, dest: Path, settings: FetchSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.add(PATH, DATA)
+    monkeypatch.setattr(
+        download_module.shutil, "disk_usage", lambda _: SimpleNamespace(total=10**9, used=10**9, free=1000)
+    )
+    with pytest.raises(CacheFullError, match=r"spec\.cache\.size"):
+        _pull(server, dest, settings)
+    assert _target(server, dest).with_name("tiny.gguf.partial").stat().st_size == 0
