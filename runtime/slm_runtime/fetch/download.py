@@ -3,7 +3,9 @@
 - Bytes go to ``<target>.partial`` and are hashed (sha256) as they arrive.
 - A dropped connection, a timeout or a 5xx is retried with backoff; the retry asks for the missing tail
   with ``Range: bytes=N-`` (guarded by ``If-Range`` when the server gave a validator) and starts over when
-  the server ignores the range. A ``.partial`` left by an earlier, killed run is resumed too.
+  the server ignores the range. A ``.partial`` left by an earlier, killed run is resumed too, guarded by the
+  validator that run saved in ``<target>.partial.validator``, so a file changed on the server in between is
+  fetched whole instead of spliced.
 - When the body is complete: fsync, compare the digest, then ``os.replace`` onto the target and fsync the
   folder. A mismatch deletes the ``.partial`` and raises DigestMismatchError (after one fresh download when
   the mismatching bytes came partly from an earlier run). Nothing ever appears at the target unverified.
@@ -60,6 +62,10 @@ def partial_path(target: Path) -> Path:
     return target.with_name(target.name + ".partial")
 
 
+def _validator_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".validator")
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -101,9 +107,11 @@ def download(
     if partial.exists() and partial.stat().st_size > 0:
         state.offset = partial.stat().st_size
         state.hasher = hash_file(partial)
+        state.validator = _read_validator(partial)
         log.info("%s: resuming %s at byte %d", job.source, partial.name, state.offset)
     else:
         partial.write_bytes(b"")
+        _validator_path(partial).unlink(missing_ok=True)
     from_earlier_run = state.offset > 0
     try:
         while True:
@@ -120,9 +128,11 @@ def download(
                 state.restart(partial)
                 continue
             partial.unlink(missing_ok=True)
+            _validator_path(partial).unlink(missing_ok=True)
             raise DigestMismatchError(job.source, job.expected_sha256, actual)
     finally:
         reporter.close()
+    _validator_path(partial).unlink(missing_ok=True)
     os.replace(partial, job.target)
     fsync_dir(job.target.parent)
     return Downloaded(path=job.target, sha256=actual, size=state.offset)
@@ -194,7 +204,10 @@ def _transfer(client: httpx.Client, job: DownloadJob, partial: Path, state: _Sta
             state.total = length
         if state.total is not None:
             _check_space(partial, state.total - state.offset, job.source)
-        state.validator = _validator(response) or state.validator
+        validator = _validator(response)
+        if validator and validator != state.validator:
+            state.validator = validator
+            _validator_path(partial).write_text(validator, encoding="utf-8")
         _copy_body(response, partial, state, reporter)
         if state.total is not None and state.offset < state.total:
             raise httpx.RemoteProtocolError(f"body ended at byte {state.offset} of {state.total}")
@@ -249,6 +262,13 @@ def _content_range(response: httpx.Response) -> tuple[int, int | None]:
 def _int_header(response: httpx.Response, name: str) -> int | None:
     value = response.headers.get(name)
     return int(value) if value and value.isdigit() else None
+
+
+def _read_validator(partial: Path) -> str | None:
+    try:
+        return _validator_path(partial).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _validator(response: httpx.Response) -> str | None:

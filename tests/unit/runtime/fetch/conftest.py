@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> FetchSettings:
     """Short timeouts and tiny backoffs so faults resolve in milliseconds; no environment leaks in."""
     return FetchSettings(
         connect_timeout=2.0,
-        read_timeout=0.4,
+        read_timeout=1.0,  # generous: the tests share two busy cores; the stall test waits past it once
         max_attempts=4,
         backoff_base=0.01,
         backoff_max=0.05,

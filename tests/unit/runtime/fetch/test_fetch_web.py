@@ -196,3 +196,20 @@ def test_too_small_cache_fails_before_writing(
     with pytest.raises(CacheFullError, match=r"spec\.cache\.size"):
         _pull(server, dest, settings)
     assert _target(server, dest).with_name("tiny.gguf.partial").stat().st_size == 0
+
+
+def test_partial_of_a_file_changed_since_is_not_spliced(
+    server: FakeServer, dest: Path, settings: FetchSettings
+) -> None:
+    old, new = model_bytes(seed=3), model_bytes(seed=4)
+    server.add(PATH, old, etag='"old"')
+    server.fault(PATH, Fault("drop", after=1_000_000), *[Fault("status", status=503)] * 3)
+    with pytest.raises(TransferError):  # the run is "killed" with a partial file and its validator
+        _pull(server, dest, settings)
+    assert _target(server, dest).with_name("tiny.gguf.partial.validator").read_text() == '"old"'
+    server.add(PATH, new, etag='"new"')
+    model = _pull(server, dest, settings)  # no pin: only If-Range protects this resume
+    last = server.gets(PATH)[-1]
+    assert last.headers["if-range"] == '"old"'
+    assert Path(model.path).read_bytes() == new
+    assert not _target(server, dest).with_name("tiny.gguf.partial.validator").exists()
