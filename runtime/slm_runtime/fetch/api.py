@@ -72,15 +72,17 @@ def pull(
         return _pull_in_place(src, in_place, _target(src, root, plan), expected, progress)
 
     target = _target(src, root, plan)
-    hit = cached(src, root, sha256=expected, verify=verify, _plan=plan)
+    hit = _cached(src, target, expected, verify=verify)
     if hit is not None:
         return hit
     if offline:
         raise NotCachedError(_not_cached_message(src, target, expected))
     with FileLock(lock_path(target), timeout=settings.lock_timeout):
-        hit = cached(src, root, sha256=expected, verify=verify, _plan=plan)
+        hit = _cached(src, target, expected, verify=verify)
         if hit is not None:
             return hit
+        # readers that skip the lock must never pair a stale record with the new file
+        record_path(target).unlink(missing_ok=True)
         log.info("%s: pulling into %s", src.raw, target)
         metadata = ModelMetadata()
         if plan is not None:
@@ -101,24 +103,24 @@ def pull(
 
 
 def cached(
-    source: str | ModelSource,
-    dest: str | Path,
-    *,
-    sha256: str | None = None,
-    verify: bool = False,
-    _plan: PackagePlan | None = None,
+    source: str | ModelSource, dest: str | Path, *, sha256: str | None = None, verify: bool = False
 ) -> PulledModel | None:
     """The cached, complete model for ``source`` under ``dest``, or None (never touches the network).
 
     A hit needs the model file (or folder), its record, the recorded size, and the pin (when given) equal
-    to the recorded digest; ``verify`` also re-hashes it.
+    to the recorded digest; ``verify`` also re-hashes it. file:// and pvc:// sources are never cached.
     """
     src = parse_source(source) if isinstance(source, str) else source
-    expected = normalize_sha256(sha256) if sha256 else None
     if src.scheme in (SourceScheme.FILE, SourceScheme.PVC):
         return None
-    plan = _plan or (plan_package(src) if src.scheme is SourceScheme.PACKAGE else None)
-    target = _target(src, Path(dest).absolute(), plan)
+    plan = plan_package(src) if src.scheme is SourceScheme.PACKAGE else None
+    if plan is not None and plan.in_place is not None:
+        return None
+    expected = normalize_sha256(sha256) if sha256 else None
+    return _cached(src, _target(src, Path(dest).absolute(), plan), expected, verify=verify)
+
+
+def _cached(src: ModelSource, target: Path, expected: str | None, *, verify: bool) -> PulledModel | None:
     record = read_record(record_path(target))
     if record is None or not target.exists():
         return None
