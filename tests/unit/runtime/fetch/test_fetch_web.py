@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,6 @@ import pytest
 from fetchtest_servers import FakeServer, Fault, model_bytes, quiet, sha
 from pydantic import SecretStr
 
-import slm_runtime.fetch.download as download_module
 from slm_runtime.fetch import (
     AuthenticationError,
     CacheFullError,
