@@ -190,9 +190,7 @@ def test_too_small_cache_fails_before_writing(
     server: FakeServer, dest: Path, settings: FetchSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.add(PATH, DATA)
-    monkeypatch.setattr(
-        download_module.shutil, "disk_usage", lambda _: SimpleNamespace(total=10**9, used=10**9, free=1000)
-    )
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: SimpleNamespace(total=10**9, used=10**9, free=1000))
     with pytest.raises(CacheFullError, match=r"spec\.cache\.size"):
         _pull(server, dest, settings)
     assert _target(server, dest).with_name("tiny.gguf.partial").stat().st_size == 0
