@@ -65,9 +65,10 @@ def check_status(response: httpx.Response, source: str) -> None:
         return
     url = _public_url(response.request.url)
     if status in (401, 403):
+        hint = " (the Hub also answers 401 for a repository that does not exist)" if source.startswith("hf://") else ""
         raise AuthenticationError(
             f"{source}: {url} answered {status} {response.reason_phrase}: the credentials are missing or "
-            "not allowed (set HF_TOKEN for hf://, SLM_PULL_AUTHORIZATION for https://, or check access)"
+            "not allowed (set HF_TOKEN for hf://, SLM_PULL_AUTHORIZATION for https://, or check access)" + hint
         )
     if status == 404:
         raise SourceNotFoundError(
