@@ -103,38 +103,47 @@ def pull(
 
 
 def cached(
-    source: str | ModelSource, dest: str | Path, *, sha256: str | None = None, verify: bool = False
+    source: str | ModelSource,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    verify: bool = False,
+    settings: FetchSettings | None = None,
 ) -> PulledModel | None:
-    """The cached, complete model for ``source`` under ``dest``, or None (never touches the network).
+    """What the last ``pull`` of ``source`` into ``dest`` recorded, if it still holds; never touches the network.
 
-    A hit needs the model file (or folder), its record, the recorded size, and the pin (when given) equal
-    to the recorded digest; ``verify`` also re-hashes it. file:// and pvc:// sources are never cached.
+    This is how ``slm-runtime serve`` finds the model the init container pulled: the path, digest, format
+    and metadata. A hit needs the record (``<file>.slm.json``), the model file or folder with the recorded
+    size, and the pin (when given) equal to the recorded digest; ``verify`` also re-hashes the model.
+    For file:// and pvc:// sources the record is the one ``pull`` wrote after hashing the file in place.
     """
     src = parse_source(source) if isinstance(source, str) else source
-    if src.scheme in (SourceScheme.FILE, SourceScheme.PVC):
-        return None
-    plan = plan_package(src) if src.scheme is SourceScheme.PACKAGE else None
-    if plan is not None and plan.in_place is not None:
-        return None
     expected = normalize_sha256(sha256) if sha256 else None
-    return _cached(src, _target(src, Path(dest).absolute(), plan), expected, verify=verify)
+    plan = plan_package(src) if src.scheme is SourceScheme.PACKAGE else None
+    record_at = _target(src, Path(dest).absolute(), plan)
+    model_at = _in_place_path(src, plan, settings or FetchSettings.from_env()) or record_at
+    return _cached(src, record_at, expected, verify=verify, model_at=model_at)
 
 
-def _cached(src: ModelSource, target: Path, expected: str | None, *, verify: bool) -> PulledModel | None:
+def _cached(
+    src: ModelSource, target: Path, expected: str | None, *, verify: bool, model_at: Path | None = None
+) -> PulledModel | None:
+    """The record kept at ``target`` when it matches the model at ``model_at`` (default: ``target``)."""
+    model_at = model_at or target
     record = read_record(record_path(target))
-    if record is None or not target.exists():
+    if record is None or not model_at.exists():
         return None
-    if _size(target) != record.size_bytes:
-        log.warning("%s: %s has the wrong size for its record; pulling again", src.raw, target)
+    if _size(model_at) != record.size_bytes:
+        log.warning("%s: %s has the wrong size for its record; pulling again", src.raw, model_at)
         return None
     if expected and record.sha256 != expected:
         log.info("%s: cached digest %s differs from the pin sha256:%s", src.raw, record.digest, expected)
         return None
-    if verify and hash_in_place(target)[0] != record.sha256:
-        log.warning("%s: %s no longer matches %s; pulling again", src.raw, target, record.digest)
+    if verify and hash_in_place(model_at)[0] != record.sha256:
+        log.warning("%s: %s no longer matches %s; pulling again", src.raw, model_at, record.digest)
         return None
-    log.info("%s: cached at %s (%s)", src.raw, target, record.digest)
-    return record.model_copy(update={"cached": True, "source": src.raw, "path": str(target)})
+    log.info("%s: cached at %s (%s)", src.raw, model_at, record.digest)
+    return record.model_copy(update={"cached": True, "source": src.raw, "path": str(model_at)})
 
 
 def model_path(source: str | ModelSource, dest: str | Path, settings: FetchSettings | None = None) -> Path:

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n", encoding="utf-8")
+    if args.termination_log is not None:
+        summary = model.model_dump_json(by_alias=True, exclude={"metadata"})
+        _write_quietly(args.termination_log, summary + "\n")
     return 0
 
 
@@ -138,8 +141,12 @@ def _progress(mode: str) -> ProgressFactory:
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     log.error("%s", message)
     if args.termination_log is not None:
-        try:
-            args.termination_log.write_text(message + "\n", encoding="utf-8")
-        except OSError as exc:
-            log.warning("could not write %s: %s", args.termination_log, exc)
+        _write_quietly(args.termination_log, message + "\n")
     return code
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)

@@ -42,6 +42,15 @@ def test_prints_result_and_writes_record(server: FakeServer, dest: Path, capsys:
     assert json.loads(output.read_text()) == printed
 
 
+def test_termination_message_is_compact(server: FakeServer, dest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server.add("/m/tiny.gguf", DATA)
+    log = dest.parent / "termination-log"
+    assert main([*_args(server, dest, "--output", str(log), "--termination-log", str(log))]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    message = json.loads(log.read_text())
+    assert message == {key: value for key, value in printed.items() if key != "metadata"}
+
+
 @pytest.mark.parametrize(
     ("setup", "extra", "code"),
     [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fetchtest_servers import model_bytes, quiet, sha
 
-from slm_runtime.fetch import DigestMismatchError, FetchSettings, SourceNotFoundError, model_path, pull
+from slm_runtime.fetch import DigestMismatchError, FetchSettings, SourceNotFoundError, cached, model_path, pull
 from slm_runtime.fetch.local import tree_digest
 
 DATA = model_bytes(300_000)
@@ -65,3 +65,17 @@ def test_folder_gets_a_tree_digest(tmp_path: Path, dest: Path, settings: FetchSe
 def test_tree_digest_matches_sha256sum_lines() -> None:
     lines = f"{sha(b'a')}  a.txt\n{sha(b'b')}  b/c.txt\n"
     assert tree_digest([("b/c.txt", sha(b"b")), ("a.txt", sha(b"a"))]) == sha(lines.encode())
+
+
+def test_cached_reports_the_in_place_record(tmp_path: Path, dest: Path, settings: FetchSettings) -> None:
+    model_file = tmp_path / "tiny.gguf"
+    model_file.write_bytes(DATA)
+    source = f"file://{model_file}"
+    assert cached(source, dest, settings=settings) is None  # never pulled: nothing recorded
+    pulled = pull(source, dest, settings=settings, progress=quiet)
+    hit = cached(source, dest, settings=settings)
+    assert hit is not None
+    assert hit.cached
+    assert (hit.path, hit.digest) == (pulled.path, pulled.digest)
+    model_file.write_bytes(DATA + b"more")
+    assert cached(source, dest, settings=settings) is None
