@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import httpx
 
@@ -88,14 +88,18 @@ def request(
     policy: RetryPolicy,
     headers: Mapping[str, str] | None = None,
     follow_redirects: bool = True,
+    accept: Collection[int] = (),
     sleep: Callable[[float], None] = time.sleep,
 ) -> httpx.Response:
-    """A small (fully read) request, retried on transport errors and retryable statuses."""
+    """A small (fully read) request, retried on transport errors and retryable statuses.
+
+    Statuses in ``accept`` (e.g. a 401 carrying an auth challenge) are returned instead of raised.
+    """
     failures = 0
     while True:
         try:
             response = client.request(method, url, headers=headers, follow_redirects=follow_redirects)
-            if not (300 <= response.status_code < 400):
+            if not (300 <= response.status_code < 400 or response.status_code in accept):
                 check_status(response, source)
             return response
         except RETRYABLE_ERRORS as exc:

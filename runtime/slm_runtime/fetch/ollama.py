@@ -7,6 +7,8 @@
 3. The small ``template``, ``system``, ``params`` and ``license`` layers are fetched, verified and kept as
    the model's metadata (what ``ollama run`` would apply as defaults); the manifest is saved beside the model.
    ``params`` keeps Ollama's own names (``temperature``, ``num_ctx``, ``stop`` ...).
+
+Mirrors that demand a registry token (401 with a Bearer challenge) get one anonymously (registry_auth).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slm_runtime.source import ModelSource
@@ -25,7 +28,8 @@ from slm_runtime.source import ModelSource
 from .context import FetchContext
 from .download import Downloaded, DownloadJob, download
 from .errors import DigestMismatchError, PullError
-from .http import request
+from .http import check_status, request
+from .registry_auth import fetch_token, parse_bearer_challenge
 from .result import ModelMetadata
 
 __all__ = ["MANIFEST_ACCEPT", "Layer", "Manifest", "fetch_ollama", "metadata_from_layers"]
@@ -91,14 +95,7 @@ def _last(texts: dict[str, list[str]], kind: str) -> str | None:
 
 def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[Downloaded, ModelMetadata]:
     base = f"{ctx.settings.ollama_registry.rstrip('/')}/v2/{source.namespace}/{source.name}"
-    response = request(
-        ctx.client,
-        "GET",
-        f"{base}/manifests/{source.tag}",
-        source=source.raw,
-        policy=ctx.policy,
-        headers={"Accept": MANIFEST_ACCEPT},
-    )
+    auth, response = _manifest(f"{base}/manifests/{source.tag}", source, ctx)
     try:
         manifest = Manifest.model_validate_json(response.content)
     except ValidationError as exc:
@@ -112,23 +109,44 @@ def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[
     texts: dict[str, list[str]] = {}
     for layer in manifest.layers:
         if layer.kind in _METADATA_KINDS:
-            texts.setdefault(layer.kind, []).append(_small_blob(f"{base}/blobs/{layer.digest}", layer, source, ctx))
+            text = _small_blob(f"{base}/blobs/{layer.digest}", layer, source, ctx, auth)
+            texts.setdefault(layer.kind, []).append(text)
     try:
         metadata = metadata_from_layers(texts)
     except json.JSONDecodeError as exc:
         raise PullError(f"{source.raw}: the params layer is not JSON: {exc}") from exc
     job = DownloadJob(
-        url=f"{base}/blobs/{model.digest}", target=target, source=source.raw, expected_sha256=model.sha256
+        url=f"{base}/blobs/{model.digest}",
+        target=target,
+        source=source.raw,
+        expected_sha256=model.sha256,
+        headers=auth,
     )
     downloaded = download(ctx.client, job, policy=ctx.policy, progress=ctx.progress(f"{source.name}:{source.tag}"))
     _write_manifest(target.with_name("manifest.json"), response.content)
     return downloaded, metadata
 
 
-def _small_blob(url: str, layer: Layer, source: ModelSource, ctx: FetchContext) -> str:
+def _manifest(url: str, source: ModelSource, ctx: FetchContext) -> tuple[dict[str, str], httpx.Response]:
+    """The manifest response and the auth headers it took: none, or a registry token (see registry_auth)."""
+    headers = {"Accept": MANIFEST_ACCEPT}
+    response = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy, headers=headers, accept={401})
+    if response.status_code != 401:
+        return {}, response
+    challenge = parse_bearer_challenge(response.headers.get("www-authenticate", ""))
+    if challenge is None:
+        check_status(response, source.raw)  # raises AuthenticationError
+    assert challenge is not None
+    token = fetch_token(ctx.client, challenge, source=source.raw, policy=ctx.policy)
+    auth = {"Authorization": f"Bearer {token}"}
+    response = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy, headers={**headers, **auth})
+    return auth, response
+
+
+def _small_blob(url: str, layer: Layer, source: ModelSource, ctx: FetchContext, auth: dict[str, str]) -> str:
     if layer.size > _METADATA_LIMIT:
         raise PullError(f"{source.raw}: the {layer.kind} layer is {layer.size} bytes; metadata layers must be small")
-    body = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy).content
+    body = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy, headers=auth).content
     actual = hashlib.sha256(body).hexdigest()
     if actual != layer.sha256:
         raise DigestMismatchError(f"{source.raw} ({layer.kind} layer)", layer.sha256, actual)

@@ -41,6 +41,7 @@ class Route:
     redirect: str | None = None  # Location for a 302/307
     redirect_status: int = 302
     token: str | None = None  # required Bearer token
+    challenge: str | None = None  # WWW-Authenticate sent with the 401
     corrupt: bool = False  # flip one byte in the middle of every body
     slow: float = 0.0  # seconds to sleep between 64 KiB writes
     etag: str | None = None
@@ -121,7 +122,7 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if route is None:
                 return self._status(404)
             if route.token is not None and self.headers.get("Authorization") != f"Bearer {route.token}":
-                return self._status(401)
+                return self._status(401, route.challenge)
             fault = server.next_fault(path) if not head else None
             if fault is not None and fault.kind == "status":
                 return self._status(fault.status)
@@ -189,9 +190,11 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload[offset : offset + step])
                 server.stopping.wait(slow)
 
-        def _status(self, code: int) -> None:
+        def _status(self, code: int, challenge: str | None = None) -> None:
             body = b'{"errors":[{"code":"ERROR","message":"fake"}]}'
             self.send_response(code)
+            if challenge:
+                self.send_header("WWW-Authenticate", challenge)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fetchtest_servers import FakeServer, Fault, model_bytes, quiet, sha
 
-from slm_runtime.fetch import DigestMismatchError, FetchSettings, SourceNotFoundError, pull
+from slm_runtime.fetch import AuthenticationError, DigestMismatchError, FetchSettings, SourceNotFoundError, pull
 
 MODEL = model_bytes(2 * 1024 * 1024 + 7)
 TEMPLATE = "{{ if .System }}<|system|>{{ .System }}{{ end }}<|user|>{{ .Prompt }}<|assistant|>"
@@ -126,3 +126,29 @@ def test_registry_mirror_from_environment(
     assert settings.ollama_registry == server.url
     model = pull("ollama://team/tiny", dest, settings=settings, progress=quiet)
     assert Path(model.path) == dest / "ollama" / "team" / "tiny" / "latest" / "model.gguf"
+
+
+def test_mirror_with_registry_token_auth(registry: tuple[FakeServer, FakeServer, FetchSettings], dest: Path) -> None:
+    server, cdn, settings = registry
+    _publish(server, cdn)
+    challenge = f'Bearer realm="{server.url}/token",service="mirror",scope="repository:library/tiny:pull"'
+    for path, route in server.routes.items():
+        if path.startswith("/v2/"):
+            route.token, route.challenge = "tok-1", challenge
+    server.add("/token", json.dumps({"token": "tok-1"}).encode())
+    model = pull("ollama://tiny:1b", dest, settings=settings, progress=quiet)
+    assert Path(model.path).read_bytes() == MODEL
+    token_request = next(s for s in server.seen if s.path.startswith("/token"))
+    assert "service=mirror" in token_request.path
+    assert "scope=repository%3Alibrary%2Ftiny%3Apull" in token_request.path
+    assert all("authorization" not in s.headers for s in cdn.seen)  # the token stays with the registry
+
+
+def test_401_without_challenge_is_an_authentication_error(
+    registry: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = registry
+    _publish(server, cdn)
+    server.routes["/v2/library/tiny/manifests/1b"].token = "x"
+    with pytest.raises(AuthenticationError, match=r"ollama://tiny:1b: .*401"):
+        pull("ollama://tiny:1b", dest, settings=settings, progress=quiet)
