@@ -186,7 +186,7 @@ def _transfer(client: httpx.Client, job: DownloadJob, partial: Path, state: _Sta
         headers["Range"] = f"bytes={state.offset}-"
         if state.validator:
             headers["If-Range"] = state.validator
-    with client.stream("GET", job.url, headers=headers) as response:
+    with client.stream("GET", job.url, headers=headers, follow_redirects=True) as response:
         if response.status_code == 416 and state.offset:
             _range_not_satisfiable(response, job, partial, state)
             return
