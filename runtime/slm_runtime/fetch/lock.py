@@ -57,7 +57,9 @@ class FileLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except OSError as exc:
+                    if not isinstance(exc, BlockingIOError):
+                        raise _unsupported(self.path, exc) from exc
                     now = time.monotonic()
                     if last_report is None or now - last_report >= self.report_every:
                         log.info("waiting for %s to finish pulling (lock %s)", _holder(fd), self.path)
@@ -92,6 +94,14 @@ class FileLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _unsupported(path: Path, exc: OSError) -> PullError:
+    return PullError(
+        f"cannot lock {path} ({exc.strerror}): the cache filesystem does not support file locks, so replicas "
+        "sharing it could not coordinate; mount it with locking enabled (NFS: no 'nolock') or give each pod "
+        "its own cache (spec.cache.volume: emptyDir)"
+    )
 
 
 def _holder(fd: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from fetchtest_servers import FakeServer, model_bytes, quiet, sha
 
-from slm_runtime.fetch import FetchSettings, LockTimeoutError, PulledModel, pull
+from slm_runtime.fetch import FetchSettings, LockTimeoutError, PulledModel, PullError, pull
 from slm_runtime.fetch.lock import FileLock
 
 DATA = model_bytes(1024 * 1024)
@@ -48,3 +50,12 @@ def test_lock_timeout(tmp_path: Path) -> None:
         FileLock(path, timeout=0.1).acquire()
     with FileLock(path, timeout=0.1) as lock:  # released: free again at once
         assert lock.path == path
+
+
+def test_filesystem_without_locks_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(PullError, match=r"does not support file locks.*spec\.cache\.volume"):
+        FileLock(tmp_path / "x.lock").acquire()
