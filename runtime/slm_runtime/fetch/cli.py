@@ -108,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            return _fail(args, f"--output {args.output}: {exc.strerror}", 1)
     if args.termination_log is not None:
         summary = model.model_dump_json(by_alias=True, exclude={"metadata"})
         _write_quietly(args.termination_log, summary + "\n")
@@ -121,7 +124,7 @@ def _env_value(name: str | None) -> str | None:
         return None
     value = os.environ.get(name)
     if value is None:
-        raise SystemExit(f"slm-runtime pull: --auth-env {name}: that environment variable is not set")
+        raise ValueError(f"--auth-env {name}: that environment variable is not set")
     return value
 
 

@@ -59,6 +59,7 @@ def test_termination_message_is_compact(server: FakeServer, dest: Path, capsys: 
         ("corrupt", ("--sha256", sha(DATA)), 5),
         ("plain", ("--offline",), 6),
         ("plain", ("--sha256", "nothex"), 2),
+        ("plain", ("--auth-env", "SLM_TEST_UNSET_VARIABLE"), 2),
     ],
 )
 def test_exit_codes(
