@@ -25,6 +25,7 @@ __all__ = ["auth_headers", "fetch_hf", "linked_sha256", "resolve_url"]
 log = logging.getLogger(__name__)
 
 _MAX_RELATIVE_REDIRECTS = 5
+_NO_HEAD = frozenset({405, 501})  # mirrors that serve files but not HEAD
 
 
 def resolve_url(endpoint: str, source: ModelSource) -> str:
@@ -70,7 +71,11 @@ def _head_sha256(url: str, source: ModelSource, headers: dict[str, str], ctx: Fe
             policy=ctx.policy,
             headers=headers,
             follow_redirects=False,
+            accept=_NO_HEAD,
         )
+        if response.status_code in _NO_HEAD:
+            log.info("%s: the endpoint does not answer HEAD; the digest is checked against the pin only", source.raw)
+            return None
         announced = linked_sha256(response.headers.get("x-linked-etag"))
         if announced or not response.is_redirect:
             if commit := response.headers.get("x-repo-commit"):

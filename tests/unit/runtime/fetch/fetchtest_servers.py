@@ -61,6 +61,7 @@ class FakeServer:
         self.routes: dict[str, Route] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.seen: list[Seen] = []
+        self.head_status: int | None = None  # answer every HEAD with this status (mirrors without HEAD)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
@@ -110,6 +111,9 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_HEAD(self) -> None:
+            if server.head_status is not None:
+                server.record(Seen("HEAD", self.path, {k.lower(): v for k, v in self.headers.items()}))
+                return self._status(server.head_status)
             self._serve(head=True)
 
         def do_GET(self) -> None:

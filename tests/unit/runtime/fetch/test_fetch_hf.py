@@ -174,3 +174,11 @@ def test_renamed_repo_relative_redirect_is_followed_for_the_digest(
         "/org/old-name/resolve/main/model.gguf",
         "/org/repo/resolve/main/model.gguf",
     ]
+
+
+def test_mirror_without_head_support(hub: tuple[FakeServer, FakeServer, FetchSettings], dest: Path) -> None:
+    server, _, settings = hub
+    server.add("/org/repo/resolve/main/model.gguf", DATA)
+    server.head_status = 405
+    model = pull("hf://org/repo/model.gguf", dest, sha256=sha(DATA), settings=settings, progress=quiet)
+    assert model.digest == f"sha256:{sha(DATA)}"
