@@ -113,7 +113,8 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def do_HEAD(self) -> None:
             if server.head_status is not None:
                 server.record(Seen("HEAD", self.path, {k.lower(): v for k, v in self.headers.items()}))
-                return self._status(server.head_status)
+                self._status(server.head_status)
+                return
             self._serve(head=True)
 
         def do_GET(self) -> None:
