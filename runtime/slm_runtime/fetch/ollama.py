@@ -6,6 +6,7 @@
    (the registry redirects to a CDN) and verified against its digest.
 3. The small ``template``, ``system``, ``params`` and ``license`` layers are fetched, verified and kept as
    the model's metadata (what ``ollama run`` would apply as defaults); the manifest is saved beside the model.
+4. A model blob already cached under another tag or name is hard-linked, not downloaded again.
    ``params`` keeps Ollama's own names (``temperature``, ``num_ctx``, ``stop`` ...).
 
 Mirrors that demand a registry token (401 with a Bearer challenge) get one anonymously (registry_auth).
@@ -26,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slm_runtime.source import ModelSource
 
 from .context import FetchContext
-from .download import Downloaded, DownloadJob, download
+from .download import Downloaded, DownloadJob, download, partial_path
 from .errors import DigestMismatchError, PullError
 from .http import check_status, request
+from .layout import OLLAMA_MODEL_FILE
 from .registry_auth import fetch_token, parse_bearer_challenge
-from .result import ModelMetadata
+from .result import RECORD_SUFFIX, ModelMetadata, read_record
 
 __all__ = ["MANIFEST_ACCEPT", "Layer", "Manifest", "fetch_ollama", "metadata_from_layers"]
 
@@ -115,6 +117,10 @@ def fetch_ollama(source: ModelSource, target: Path, ctx: FetchContext) -> tuple[
         metadata = metadata_from_layers(texts)
     except json.JSONDecodeError as exc:
         raise PullError(f"{source.raw}: the params layer is not JSON: {exc}") from exc
+    reused = _reuse_blob(target, model)
+    if reused is not None:
+        _write_manifest(target.with_name("manifest.json"), response.content)
+        return reused, metadata
     job = DownloadJob(
         url=f"{base}/blobs/{model.digest}",
         target=target,
@@ -141,6 +147,31 @@ def _manifest(url: str, source: ModelSource, ctx: FetchContext) -> tuple[dict[st
     auth = {"Authorization": f"Bearer {token}"}
     response = request(ctx.client, "GET", url, source=source.raw, policy=ctx.policy, headers={**headers, **auth})
     return auth, response
+
+
+def _reuse_blob(target: Path, model: Layer) -> Downloaded | None:
+    """Hard-link the same blob from another cached tag (e.g. ``:latest`` and ``:3b``) instead of downloading.
+
+    Cached files are never written in place (only replaced by rename), so sharing an inode is safe.
+    """
+    for record_file in target.parents[3].glob(f"*/*/*/{OLLAMA_MODEL_FILE}{RECORD_SUFFIX}"):
+        record = read_record(record_file)
+        other = record_file.with_name(OLLAMA_MODEL_FILE)
+        if record is None or record.sha256 != model.sha256 or other == target:
+            continue
+        try:
+            if other.stat().st_size != model.size:
+                continue
+            partial = partial_path(target)
+            partial.unlink(missing_ok=True)
+            os.link(other, partial)
+            os.replace(partial, target)
+        except OSError as exc:  # gone meanwhile, or a filesystem without hard links: download instead
+            log.info("%s: cannot reuse %s (%s)", model.digest, other, exc)
+            continue
+        log.info("%s: reusing the blob already cached at %s", model.digest, other)
+        return Downloaded(path=target, sha256=model.sha256, size=model.size)
+    return None
 
 
 def _small_blob(url: str, layer: Layer, source: ModelSource, ctx: FetchContext, auth: dict[str, str]) -> str:

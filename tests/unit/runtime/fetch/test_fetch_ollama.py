@@ -152,3 +152,19 @@ def test_401_without_challenge_is_an_authentication_error(
     server.routes["/v2/library/tiny/manifests/1b"].token = "x"
     with pytest.raises(AuthenticationError, match=r"ollama://tiny:1b: .*401"):
         pull("ollama://tiny:1b", dest, settings=settings, progress=quiet)
+
+
+def test_same_blob_under_another_tag_is_linked_not_downloaded(
+    registry: tuple[FakeServer, FakeServer, FetchSettings], dest: Path
+) -> None:
+    server, cdn, settings = registry
+    digest = _publish(server, cdn, tag="1b")
+    _publish(server, cdn, tag="latest")
+    first = pull("ollama://tiny:1b", dest, settings=settings, progress=quiet)
+    second = pull("ollama://tiny", dest, settings=settings, progress=quiet)
+    assert len(cdn.gets(f"/blobs/{digest}")) == 1
+    assert not second.cached
+    assert second.digest == first.digest
+    assert Path(second.path).stat().st_ino == Path(first.path).stat().st_ino
+    assert second.metadata.template == TEMPLATE
+    assert (Path(second.path).parent / "manifest.json").is_file()
