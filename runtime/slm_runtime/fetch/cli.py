@@ -39,7 +39,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         epilog="sources: "
         + ", ".join(f"{s}://" for s in SCHEMES)
         + ". Environment: HF_TOKEN, HF_ENDPOINT, SLM_OLLAMA_REGISTRY, SLM_PULL_AUTHORIZATION, SLM_PVC_ROOT,"
-        " SLM_CACHE_HOME. Exit codes: 2 bad arguments, 3 not found, 4 unauthorized, 5 digest mismatch,"
+        " SLM_CACHE_HOME; HTTPS_PROXY/NO_PROXY and SSL_CERT_FILE (a mirror's CA) are honoured."
+        " Exit codes: 2 bad arguments, 3 not found, 4 unauthorized, 5 digest mismatch,"
         " 6 offline and not cached, 7 network retries exhausted, 8 cache too small, 1 other.",
     )
     parser.add_argument("source", metavar="SOURCE", help="model source, e.g. ollama://qwen2.5:0.5b")
