@@ -10,10 +10,11 @@ Layout under DEST (the cache volume the operator mounts, or ``~/.cache/slm-opera
     DEST/file/<absolute path>.slm.json                     record only: file:// models are used in place
     DEST/pvc/<claim>/<path>.slm.json                       record only: the claim is mounted at --pvc-root
 
-Next to every model file ``F``: ``F.slm.json`` (the PulledModel record, written last, so its presence
-means complete and verified), and while pulling ``F.partial`` (bytes so far) and ``F.lock`` (the
+Next to every model file (or folder) ``F``: ``F.slm.json`` (the PulledModel record, written last, so its
+presence means complete and verified); while pulling, ``F.partial`` (bytes so far; a folder for hf://
+folders) and ``F.partial.validator`` (the ETag/Last-Modified guarding a resume); and ``F.lock`` (the
 coordination lock, left in place on purpose). The path depends only on the source, so a cached model is
-found without the network (``--offline``).
+found without the network (``--offline``). Ollama blobs shared by several tags are hard links to one file.
 """
 
 from __future__ import annotations
