@@ -232,6 +232,13 @@ class ControlPlane:
                 f"--tls-cert-file={pki.apiserver.cert}",
                 f"--tls-private-key-file={pki.apiserver.key}",
                 f"--client-ca-file={pki.ca.cert}",
+                f"--requestheader-client-ca-file={pki.ca.cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy.cert}",
+                f"--proxy-client-key-file={pki.front_proxy.key}",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction,PodSecurity",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -241,7 +248,6 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
-                "--v=1",
             ]
         )
         self._wait_http("kube-apiserver", f"{self.server}/readyz", deadline, context=self._admin_tls(pki))
@@ -250,7 +256,6 @@ class ControlPlane:
         common = [
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
-            "--v=1",
         ]
         kcm = self._component_kubeconfig("kube-controller-manager")
         self.progress("starting kube-controller-manager and kube-scheduler")

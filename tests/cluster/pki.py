@@ -35,6 +35,7 @@ class PKI:
     controller_manager: CertKey
     scheduler: CertKey
     kwok: CertKey
+    front_proxy: CertKey
     service_account_key: Path
     service_account_pub: Path
 
@@ -45,6 +46,8 @@ _CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
+    # The apiserver's client identity towards aggregated API servers (e.g. metrics-server).
+    "front-proxy-client": ("front-proxy-client", None),
 }
 
 _SERVER_SANS = (
@@ -141,6 +144,7 @@ def generate_pki(directory: Path) -> PKI:
         controller_manager=clients["controller-manager"],
         scheduler=clients["scheduler"],
         kwok=clients["kwok"],
+        front_proxy=clients["front-proxy-client"],
         service_account_key=sa_key,
         service_account_pub=sa_pub,
     )

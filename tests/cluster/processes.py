@@ -75,7 +75,7 @@ class Process:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{child.pid}\n{argv[0]}\n", encoding="utf-8")
-        # Keep a reference so the interpreter does not warn; the child is reaped by poll() in running().
+        # Keep the Popen object: pid() asks it (and so reaps the child) instead of /proc.
         _children[child.pid] = child
         return child.pid
 
@@ -87,14 +87,20 @@ class Process:
         except (FileNotFoundError, ValueError):
             return None
         child = _children.get(pid)
-        if child is not None and child.poll() is not None:
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return None
-        return pid if cmdline == exe and state != "Z" else None
+        if child is not None:  # started by this interpreter: the Popen object knows best
+            return pid if child.poll() is None else None
+        for _ in range(20):  # a pid file from another process: check the pid still runs our binary
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                return None
+            if state == "Z":
+                return None
+            if cmdline:  # empty only for a moment while the kernel sets up a fresh exec
+                return pid if cmdline == exe else None
+            time.sleep(0.05)
+        return None
 
     def running(self) -> bool:
         return self.pid() is not None

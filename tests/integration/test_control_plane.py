@@ -215,8 +215,9 @@ def test_restricted_pod_security_rejects_privileged_and_admits_compliant_pods(
     with pytest.raises(ApiException) as rejected:
         core.create_namespaced_pod(namespace, _pod("privileged", privileged))
     assert rejected.value.status == 403
-    assert 'violates PodSecurity "restricted:latest"' in str(rejected.value.body)
-    assert "privileged" in str(rejected.value.body)
+    message = json.loads(rejected.value.body)["message"]
+    assert 'violates PodSecurity "restricted:latest"' in message
+    assert "privileged (container \"main\" must not set securityContext.privileged=true)" in message
 
     restricted_context = {
         "allowPrivilegeEscalation": False,
