@@ -58,7 +58,7 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: CertKey, name: str
 def client_for(kubeconfig: Path) -> client.ApiClient:
     """An ApiClient for a kubeconfig file (the caller closes it, or use :func:`api_client`)."""
     configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
+    config.load_kube_config(  # type: ignore[no-untyped-call,unused-ignore]
         config_file=str(kubeconfig), client_configuration=configuration
     )
     return client.ApiClient(configuration)
@@ -71,7 +71,7 @@ def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
     try:
         yield api
     finally:
-        api.close()  # type: ignore[no-untyped-call]
+        api.close()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def create_node(api: client.ApiClient, node: TestNode) -> None:
