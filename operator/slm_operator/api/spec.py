@@ -441,8 +441,10 @@ class SLMDeploymentSpec(ApiModel):
             "onnx models on onnxruntime-genai",
         },
         {
-            "rule": "!has(self.engine) || self.engine != 'onnxruntime-genai' || !self.model.source.endsWith('.gguf')",
-            "message": "a .gguf model cannot run on onnxruntime-genai; set spec.engine: llama-cpp or use an ONNX model",
+            "rule": "!has(self.engine) || self.engine != 'onnxruntime-genai' || "
+            "!(self.model.source.endsWith('.gguf') || self.model.source.startsWith('ollama://'))",
+            "message": "a GGUF model (a .gguf file or an ollama:// model) cannot run on onnxruntime-genai; "
+            "set spec.engine: llama-cpp or use an ONNX model",
         },
         {
             "rule": "!has(self.hardware) || (self.hardware.accelerator != 'npu' && "

@@ -1,0 +1,233 @@
+"""The operator on the real control plane: kwok nodes run the pods, kube-controller-manager the GC."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from harness import OperatorProcess, SLMs, eventually, example, install_crd
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from cluster import Cluster, binaries
+
+pytestmark = pytest.mark.cluster
+
+GEMMA = "gemma3-270m.yaml"
+SELECTOR = "app.kubernetes.io/managed-by=slm-operator,app.kubernetes.io/instance={name}"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    api: client.ApiClient, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crd(api)
+    process = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    sys.stderr.write(f"\n--- operator log tail ({process.log_path}) ---\n{process.log_tail(40)}\n")
+
+
+@pytest.fixture
+def slms(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> SLMs:
+    return SLMs(api, namespace)
+
+
+def gemma(**spec: Any) -> dict[str, Any]:
+    manifest = copy.deepcopy(example(GEMMA))
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def pods(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:
+    items: list[client.V1Pod] = (
+        client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=SELECTOR.format(name=name)).items
+    )
+    return [p for p in items if p.metadata.deletion_timestamp is None]
+
+
+def ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def test_create_reaches_ready_with_deployment_service_and_endpoint(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma())
+    status = slms.wait_phase("gemma3-270m", "Ready")
+    assert status["endpoint"] == f"http://gemma3-270m.{slms.namespace}.svc:11434"
+    assert status["readyReplicas"] == 1 and status["hardware"]["active"] == "cpu"
+    assert status["model"]["digest"] == "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["lastTransitionTime"]
+    apps = client.AppsV1Api(api)
+    deployment = apps.read_namespaced_deployment("gemma3-270m", slms.namespace)
+    assert deployment.metadata.owner_references[0].kind == "SLMDeployment"
+    service = client.CoreV1Api(api).read_namespaced_service("gemma3-270m", slms.namespace)
+    assert service.spec.ports[0].port == 11434
+    (pod,) = pods(api, slms.namespace, "gemma3-270m")
+    assert ready(pod) and pod.spec.node_name
+    assert pod.spec.init_containers[0].args[0] == "pull"
+    events = client.CoreV1Api(api).list_namespaced_event(slms.namespace).items
+    assert any(e.reason == "Ready" and e.involved_object.kind == "SLMDeployment" for e in events)
+
+
+def test_gpu_pods_land_on_the_gpu_node(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma(hardware={"accelerator": "nvidia-gpu", "count": 1}))
+    slms.wait_phase("gemma3-270m", "Ready")
+    (pod,) = pods(api, slms.namespace, "gemma3-270m")
+    assert pod.spec.node_name == "slm-nvidia-gpu-0"
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_unschedulable_gpu_falls_back_to_cpu(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma(hardware={"accelerator": "nvidia-gpu", "count": 16, "fallback": ["cpu"], "fallbackAfter": "4s"}))
+    status = slms.wait_phase("gemma3-270m", "Ready", timeout=120)
+    assert status["hardware"]["active"] == "cpu"
+    assert status["hardware"]["reason"] == "nvidia-gpu unschedulable for 4s; running on cpu"
+    fallback = next(c for c in status["conditions"] if c["type"] == "HardwareFallback")
+    assert (fallback["status"], fallback["reason"]) == ("True", "FellBack")
+    (pod,) = pods(api, slms.namespace, "gemma3-270m")
+    assert "nvidia.com/gpu" not in (pod.spec.containers[0].resources.limits or {})
+    events = client.CoreV1Api(api).list_namespaced_event(slms.namespace).items
+    assert any(e.reason == "HardwareFallback" for e in events)
+
+
+def test_model_change_rolls_out_with_the_new_digest(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma())
+    slms.wait_phase("gemma3-270m", "Ready")
+    apps = client.AppsV1Api(api)
+    before = apps.read_namespaced_deployment("gemma3-270m", slms.namespace).metadata.generation
+    new_digest = "b" * 64
+    slms.patch("gemma3-270m", {"model": {"source": "https://models.example.com/g.gguf", "sha256": new_digest}})
+    status = slms.wait_phase("gemma3-270m", "Ready")
+    assert status["model"] == {"source": "https://models.example.com/g.gguf", "digest": f"sha256:{new_digest}"}
+    deployment = apps.read_namespaced_deployment("gemma3-270m", slms.namespace)
+    assert deployment.metadata.generation > before
+    assert deployment.spec.strategy.rolling_update.max_unavailable == 0
+    (pod,) = eventually(lambda: (p := pods(api, slms.namespace, "gemma3-270m")) and len(p) == 1 and p, what="1 pod")
+    assert "https://models.example.com/g.gguf" in pod.spec.init_containers[0].args
+
+
+def test_kubectl_scale_uses_the_scale_subresource(api: client.ApiClient, slms: SLMs, control_plane: Cluster) -> None:
+    slms.create(gemma())
+    slms.wait_phase("gemma3-270m", "Ready")
+    kubectl = binaries().kubectl
+    command = [str(kubectl), "--kubeconfig", str(control_plane.kubeconfig), "-n", slms.namespace]
+    subprocess.run([*command, "scale", "slm", "gemma3-270m", "--replicas=3"], check=True, capture_output=True)
+    status = slms.wait_phase("gemma3-270m", "Ready")
+    eventually(lambda: slms.status("gemma3-270m").get("readyReplicas") == 3, what="3 ready replicas")
+    assert status["selector"] == "app.kubernetes.io/instance=gemma3-270m,app.kubernetes.io/name=slm-runtime"
+    assert client.AppsV1Api(api).read_namespaced_deployment("gemma3-270m", slms.namespace).spec.replicas == 3
+    assert client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("gemma3-270m", slms.namespace)
+
+
+def test_autoscaling_adds_an_hpa_that_owns_replicas_and_removal_deletes_it(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma(autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 4, "targetInflightRequests": 2}))
+    slms.wait_phase("gemma3-270m", "Ready")
+    scaling = client.AutoscalingV2Api(api)
+    hpa = scaling.read_namespaced_horizontal_pod_autoscaler("gemma3-270m", slms.namespace)
+    assert hpa.spec.max_replicas == 4
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("gemma3-270m", slms.namespace)
+    ours = [m for m in deployment.metadata.managed_fields if m.manager == "slm-operator"]
+    assert ours and all("f:replicas" not in (m.fields_v1 or {}).get("f:spec", {}) for m in ours)
+    slms.patch("gemma3-270m", {"autoscaling": {"enabled": False}})
+
+    def hpa_gone() -> bool:
+        try:
+            scaling.read_namespaced_horizontal_pod_autoscaler("gemma3-270m", slms.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(hpa_gone, what="HPA deleted")
+
+
+def test_hand_deleted_service_comes_back(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma())
+    slms.wait_phase("gemma3-270m", "Ready")
+    core = client.CoreV1Api(api)
+    first_uid = core.read_namespaced_service("gemma3-270m", slms.namespace).metadata.uid
+    core.delete_namespaced_service("gemma3-270m", slms.namespace)
+    restored = eventually(
+        lambda: (s := core.read_namespaced_service("gemma3-270m", slms.namespace)).metadata.uid != first_uid and s,
+        what="service restored",
+    )
+    assert restored.spec.ports[0].port == 11434
+
+
+def test_hand_edited_deployment_is_restored(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma())
+    slms.wait_phase("gemma3-270m", "Ready")
+    apps = client.AppsV1Api(api)
+    apps.patch_namespaced_deployment("gemma3-270m", slms.namespace, {"spec": {"replicas": 4}})
+    eventually(
+        lambda: apps.read_namespaced_deployment("gemma3-270m", slms.namespace).spec.replicas == 1,
+        what="replicas restored to 1",
+    )
+
+
+def test_delete_garbage_collects_everything(api: client.ApiClient, slms: SLMs) -> None:
+    slms.create(gemma(replicas=2))
+    slms.wait_phase("gemma3-270m", "Ready")
+    slms.delete("gemma3-270m")
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    eventually(lambda: not apps.list_namespaced_deployment(slms.namespace).items, what="deployment collected")
+    eventually(lambda: not core.list_namespaced_service(slms.namespace).items, what="service collected")
+    eventually(lambda: not pods(api, slms.namespace, "gemma3-270m"), what="pods gone")
+    assert not client.PolicyV1Api(api).list_namespaced_pod_disruption_budget(slms.namespace).items
+
+
+def test_restricted_namespace_admits_the_pods(api: client.ApiClient, slms: SLMs) -> None:
+    client.CoreV1Api(api).patch_namespace(
+        slms.namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    slms.create(gemma())
+    slms.wait_phase("gemma3-270m", "Ready")
+    events = client.CoreV1Api(api).list_namespaced_event(slms.namespace).items
+    assert not [e for e in events if e.reason == "FailedCreate"]
+
+
+def test_invalid_spec_the_crd_cannot_reject_is_reported(slms: SLMs) -> None:
+    slms.create(gemma(model={"source": "ollama://Not_Valid"}))
+    status = slms.wait_phase("gemma3-270m", "Failed")
+    ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready_condition["reason"] == "InvalidSpec"
+    assert "spec.model.source" in ready_condition["message"]
+
+
+def _apiserver_writes(api: client.ApiClient) -> int:
+    method, url, headers, body, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, body=body)
+    response.read()
+    text = response.data.decode()
+    pattern = re.compile(
+        r'^apiserver_request_total\{(?=[^}]*verb="(?:POST|PUT|PATCH|DELETE|APPLY)")'
+        r'(?=[^}]*resource="(?:slmdeployments|deployments|services|events|horizontalpodautoscalers)")[^}]*\} (\S+)$',
+        re.MULTILINE,
+    )
+    return int(sum(float(v) for v in pattern.findall(text)))
+
+
+def test_steady_state_sends_no_writes(api: client.ApiClient, slms: SLMs, operator: OperatorProcess) -> None:
+    slms.create(gemma(replicas=2))
+    slms.wait_phase("gemma3-270m", "Ready")
+    eventually(lambda: slms.status("gemma3-270m").get("readyReplicas") == 2, what="2 ready")
+    time.sleep(5)  # let the last status patch and events land
+    before = _apiserver_writes(api)
+    time.sleep(8)  # four resync periods of 2 s
+    assert _apiserver_writes(api) - before == 0
+    assert "slm_operator_reconciles_total" in operator.metrics()
+
+
+def test_operator_killed_mid_reconcile_converges_on_restart(slms: SLMs, operator: OperatorProcess) -> None:
+    slms.create(gemma(replicas=2))
+    time.sleep(0.3)
+    operator.kill()
+    operator.start()
+    slms.wait_phase("gemma3-270m", "Ready", timeout=120)
