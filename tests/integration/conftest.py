@@ -60,10 +60,13 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     progress = _progress_for(request.config)
     plane = ControlPlane(REPO_ROOT / ".state" / "cluster" / f"pytest-{os.getpid()}", progress=progress)
     request.config.stash[_PLANE] = plane
+    failure = None
     try:
         plane.start()
     except ControlPlaneError as error:
-        pytest.fail(str(error), pytrace=False)
+        failure = str(error)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     try:
         yield Cluster(plane.kubeconfig, plane, owned=True)
     finally:
@@ -109,5 +112,6 @@ def pytest_runtest_makereport(
     plane = item.config.stash.get(_PLANE, None)
     if report.failed and plane is not None and "control_plane" in getattr(item, "fixturenames", ()):
         for name, path in plane.log_files().items():
-            report.sections.append((f"{name} log (last 30 lines of {path})", tail(path, 30) or "(empty)"))
+            if text := tail(path, 30):
+                report.sections.append((f"{name} log (last 30 lines of {path})", text))
     return report
