@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -21,8 +22,8 @@ from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the `cluster` package
 
-from cluster import Cluster, ControlPlane, ControlPlaneError, kube, wait_until
-from cluster.paths import REPO_ROOT
+from cluster import Cluster, ControlPlane, ControlPlaneError, binaries, kube, wait_until
+from cluster.paths import BUILD_SCRIPT, REPO_ROOT
 from cluster.processes import tail
 
 REUSE_ENV = "SLM_TEST_KUBECONFIG"
@@ -34,14 +35,35 @@ _PLANE = pytest.StashKey[ControlPlane | None]()
 def _progress_for(config: pytest.Config) -> Callable[[str], None]:
     """Progress lines on the terminal even while pytest captures output (cluster start takes a while)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
 
     def progress(message: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"[cluster] {message}")
-        else:
+        if reporter is None or capture is None:
             print(f"[cluster] {message}", file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.ensure_newline()
+            reporter.write_line(f"[cluster] {message}")
 
     return progress
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing control-plane binaries before any test runs (outside every test's timeout), so a
+    clean checkout needs nothing but `pytest`; warm, this finds them all present and does nothing."""
+    if os.environ.get(REUSE_ENV) or not binaries().missing():
+        return
+    if not any(item.get_closest_marker("cluster") for item in session.items):
+        return
+    progress = _progress_for(session.config)
+    progress(f"building the control-plane binaries ({BUILD_SCRIPT.relative_to(REPO_ROOT)}; 10-30 min cold)")
+    with subprocess.Popen([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as build:
+        assert build.stdout is not None
+        for line in build.stdout:
+            if not line.startswith("go: downloading"):
+                progress(line.rstrip())
+    if build.returncode != 0:
+        progress(f"{BUILD_SCRIPT.name} failed with exit code {build.returncode}; cluster tests will error")
 
 
 @pytest.fixture(scope="session")
