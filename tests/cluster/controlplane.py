@@ -22,9 +22,9 @@ from cluster import kube
 from cluster.nodes import TEST_NODES
 from cluster.paths import BUILD_SCRIPT, Binaries, binaries
 from cluster.pki import PKI, CertKey, generate_pki
-from cluster.processes import Process, free_ports, tail
+from cluster.processes import Process, free_ports, pid_alive, tail
 
-__all__ = ["COMPONENTS", "Cluster", "ControlPlane", "ControlPlaneError", "Ports"]
+__all__ = ["COMPONENTS", "Cluster", "ControlPlane", "ControlPlaneError", "Ports", "reap_stale"]
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.0.0.0/24"
@@ -72,8 +72,18 @@ def _quiet(_: str) -> None:
 class ControlPlane:
     """One control plane rooted at `state_dir`."""
 
-    def __init__(self, state_dir: Path, bins: Binaries | None = None, progress: Progress = _quiet) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        bins: Binaries | None = None,
+        progress: Progress = _quiet,
+        *,
+        attached: bool = False,
+    ) -> None:
+        """`attached`: the components die with this Python process (test sessions); detached ones outlive
+        it until `stop()` (make cluster-up / cluster-down)."""
         self.state_dir = state_dir.resolve()
+        self.attached = attached
         self.bins = bins or binaries()
         self.progress = progress
         self.processes = {name: Process(name, self.state_dir) for name in COMPONENTS}
@@ -215,7 +225,8 @@ class ControlPlane:
                 "--initial-cluster-state=new",
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
-            ]
+            ],
+            die_with_parent=self.attached,
         )
         self._wait_http("etcd", f"http://127.0.0.1:{port}/health", deadline, expect='"health":"true"')
 
@@ -248,7 +259,8 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
-            ]
+            ],
+            die_with_parent=self.attached,
         )
         self._wait_http("kube-apiserver", f"{self.server}/readyz", deadline, context=self._admin_tls(pki))
 
@@ -274,7 +286,8 @@ class ControlPlane:
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 *common,
-            ]
+            ],
+            die_with_parent=self.attached,
         )
         scheduler = self._component_kubeconfig("kube-scheduler")
         self.processes["kube-scheduler"].start(
@@ -286,7 +299,8 @@ class ControlPlane:
                 f"--secure-port={self.ports.scheduler}",
                 f"--cert-dir={self.state_dir / 'kube-scheduler'}",
                 *common,
-            ]
+            ],
+            die_with_parent=self.attached,
         )
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
@@ -320,7 +334,8 @@ class ControlPlane:
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{self.ports.kwok}",
                 *(f"--config={path}" for path in stage_files),
-            ]
+            ],
+            die_with_parent=self.attached,
         )
         self._wait_http("kwok", f"http://127.0.0.1:{self.ports.kwok}/healthz", deadline)
 
@@ -377,3 +392,20 @@ class ControlPlane:
                 return
             time.sleep(0.5)
         raise ControlPlaneError(f"timed out waiting for {what}: {', '.join(waiting)}")
+
+
+def reap_stale(parent: Path, prefix: str = "pytest-", keep_s: float = 86400.0) -> list[Path]:
+    """Stop control planes under `parent/<prefix><pid>` whose owning process is gone, and delete those
+    state directories once older than `keep_s` (younger ones stay for their logs). Returns what it stopped."""
+    stopped = []
+    for state_dir in sorted(parent.glob(f"{prefix}*")):
+        owner = state_dir.name.removeprefix(prefix)
+        if not owner.isdigit() or pid_alive(int(owner)) or not state_dir.is_dir():
+            continue
+        plane = ControlPlane(state_dir)
+        if any(process.running() for process in plane.processes.values()):
+            plane.stop()
+            stopped.append(state_dir)
+        if time.time() - state_dir.stat().st_mtime > keep_s:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    return stopped

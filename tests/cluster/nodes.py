@@ -39,8 +39,8 @@ class TestNode:
 
 
 TEST_NODES: tuple[TestNode, ...] = (
-    TestNode("slm-cpu-0", Accelerator.CPU, cpu="16", memory="64Gi"),
-    TestNode("slm-cpu-1", Accelerator.CPU, cpu="16", memory="64Gi"),
+    TestNode("slm-cpu-0", Accelerator.CPU, cpu="64", memory="256Gi"),
+    TestNode("slm-cpu-1", Accelerator.CPU, cpu="64", memory="256Gi"),
     TestNode("slm-nvidia-gpu-0", Accelerator.NVIDIA_GPU, cpu="32", memory="256Gi", devices=4),
     TestNode("slm-amd-gpu-0", Accelerator.AMD_GPU, cpu="32", memory="256Gi", devices=2),
     TestNode("slm-intel-gpu-0", Accelerator.INTEL_GPU, cpu="16", memory="64Gi", devices=1),

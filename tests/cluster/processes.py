@@ -4,15 +4,17 @@ pid file next to it, so a later `cluster down` (another Python process) can stop
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Process", "free_ports", "tail"]
+__all__ = ["Process", "free_ports", "pid_alive", "tail"]
 
 
 def free_ports(count: int) -> list[int]:
@@ -57,8 +59,11 @@ class Process:
     def log_file(self) -> Path:
         return self.state_dir / "logs" / f"{self.name}.log"
 
-    def start(self, argv: list[str], cwd: Path | None = None) -> int:
-        """Start argv detached (new session, stdin closed), output appended to the log; returns the pid."""
+    def start(self, argv: list[str], cwd: Path | None = None, *, die_with_parent: bool = False) -> int:
+        """Start argv in its own session (stdin closed, output appended to the log); returns the pid.
+
+        With `die_with_parent` the kernel sends it SIGTERM when this Python process dies, so a test session
+        that is killed leaves nothing behind; without it the process outlives us (`make cluster-up`)."""
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
@@ -73,6 +78,7 @@ class Process:
                 cwd=cwd or self.state_dir,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
             )
         self.pid_file.write_text(f"{child.pid}\n{argv[0]}\n", encoding="utf-8")
         # Keep the Popen object: pid() asks it (and so reaps the child) instead of /proc.
@@ -127,3 +133,22 @@ class Process:
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether some process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -23,6 +23,7 @@ from kubernetes import client
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the `cluster` package
 
 from cluster import Cluster, ControlPlane, ControlPlaneError, binaries, kube, wait_until
+from cluster.controlplane import reap_stale
 from cluster.paths import BUILD_SCRIPT, REPO_ROOT
 from cluster.processes import tail
 
@@ -80,7 +81,10 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         return
 
     progress = _progress_for(request.config)
-    plane = ControlPlane(REPO_ROOT / ".state" / "cluster" / f"pytest-{os.getpid()}", progress=progress)
+    parent = REPO_ROOT / ".state" / "cluster"
+    for stale in reap_stale(parent):
+        progress(f"stopped a control plane left running by a dead session: {stale}")
+    plane = ControlPlane(parent / f"pytest-{os.getpid()}", progress=progress, attached=True)
     request.config.stash[_PLANE] = plane
     failure = None
     try:
