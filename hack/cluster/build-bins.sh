@@ -12,8 +12,21 @@ cache="${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/bin"
 mkdir -p "$cache"
 
 export CGO_ENABLED=0
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+# One build at a time per cache: a second caller waits, then finds everything present.
+if command -v flock >/dev/null; then
+    exec 9>"$cache/.build.lock"
+    flock 9
+fi
+tmps=()
+trap 'rm -rf "${tmps[@]}"' EXIT
+new_tmp() { # new_tmp <var>: a scratch directory in the cache (same filesystem, so the final mv is a rename)
+    local dir
+    dir="$(mktemp -d "$cache/.build.XXXXXX")"
+    tmps+=("$dir")
+    printf -v "$1" '%s' "$dir"
+}
 
 log() { printf '[cluster-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -21,11 +34,21 @@ present() { # present <component> <version>: the binary exists and is executable
     [[ -x "$cache/$1-$2/$1" ]]
 }
 
-install_into() { # install_into <component> <version> <built file>: atomic move into the cache
+need_go() { # only called when something must be built: a warm run needs no Go toolchain at all
+    command -v go >/dev/null || { log "go is not installed (Go >= 1.26 builds the control-plane binaries)"; exit 1; }
+}
+
+install_into() { # install_into <component> <version> <built file>: atomic rename into the cache
     local dir="$cache/$1-$2"
     mkdir -p "$dir"
-    mv -f "$3" "$dir/.$1.partial"
-    mv -f "$dir/.$1.partial" "$dir/$1"
+    mv -f "$3" "$dir/$1"
+}
+
+pinned() { # pinned <wrapper module> <module path> <version>: versions.env and the wrapper go.mod agree
+    grep -Eq "^[[:space:]]*(require[[:space:]]+)?$2[[:space:]]+$3([[:space:]]|$)" "$here/modules/$1/go.mod" || {
+        log "modules/$1/go.mod does not require $2 $3 (versions.env); update both together"
+        exit 1
+    }
 }
 
 built() { # built <what> <start seconds>
@@ -34,12 +57,13 @@ built() { # built <what> <start seconds>
 
 build_etcd() {
     present etcd "$ETCD_VERSION" && return 0
+    need_go
+    pinned etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
     log "building etcd $ETCD_VERSION (go.etcd.io/etcd/server/v3)"
     local tmp start=$SECONDS
-    tmp="$(mktemp -d)"
+    new_tmp tmp
     (cd "$here/modules/etcd" && go build -mod=readonly -trimpath -ldflags='-s -w' -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
     install_into etcd "$ETCD_VERSION" "$tmp/etcd"
-    rm -rf "$tmp"
     built "etcd $ETCD_VERSION" "$start"
 }
 
@@ -49,6 +73,8 @@ build_kubernetes() {
         present "$c" "$KUBERNETES_VERSION" || missing+=("$c")
     done
     ((${#missing[@]})) || return 0
+    need_go
+    pinned kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
     log "building ${missing[*]} $KUBERNETES_VERSION (k8s.io/kubernetes; the cold build takes 10-30 minutes)"
     local v="$KUBERNETES_VERSION" minor tmp pkgs=() start=$SECONDS
     minor="${v#v1.}"
@@ -60,26 +86,26 @@ build_kubernetes() {
         ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
     for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-    tmp="$(mktemp -d)"
+    new_tmp tmp
     (cd "$here/modules/kubernetes" && go build -mod=readonly -trimpath -ldflags="$ldflags" -o "$tmp/" "${pkgs[@]}")
     for c in "${missing[@]}"; do install_into "$c" "$v" "$tmp/$c"; done
-    rm -rf "$tmp"
     built "${missing[*]} $v" "$start"
 }
 
 build_kwok() {
     local dir="$cache/kwok-$KWOK_VERSION"
     if ! present kwok "$KWOK_VERSION"; then
+        need_go
         log "building kwok $KWOK_VERSION (sigs.k8s.io/kwok/cmd/kwok)"
         local tmp start=$SECONDS
-        tmp="$(mktemp -d)"
+        new_tmp tmp
         GOBIN="$tmp" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
         install_into kwok "$KWOK_VERSION" "$tmp/kwok"
-        rm -rf "$tmp"
-        built "kwok $KWOK_VERSION" "$start"
+            built "kwok $KWOK_VERSION" "$start"
     fi
     # Stage files (node/pod lifecycle simulation) ship in the module source, not in the binary.
     if [[ ! -d "$dir/stages" ]]; then
+        need_go
         local src
         src="$(cd "$here" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
             sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/kustomize/stage"
@@ -94,17 +120,16 @@ build_kwok() {
 
 build_helm() {
     present helm "$HELM_VERSION" && return 0
+    need_go
     log "building helm $HELM_VERSION (helm.sh/helm/v3/cmd/helm)"
     local tmp start=$SECONDS
-    tmp="$(mktemp -d)"
+    new_tmp tmp
     GOBIN="$tmp" go install -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     install_into helm "$HELM_VERSION" "$tmp/helm"
-    rm -rf "$tmp"
     built "helm $HELM_VERSION" "$start"
 }
 
-command -v go >/dev/null || { log "go is not installed (need Go >= 1.25)"; exit 1; }
 targets=("$@")
 ((${#targets[@]})) || targets=(etcd kubernetes kwok helm)
 start=$SECONDS
