@@ -115,9 +115,23 @@ def _namespace_name(test_name: str) -> str:
     return f"t-{slug}-{uuid.uuid4().hex[:6]}"
 
 
+@pytest.fixture(scope="session")
+def _deleted_namespaces(api: client.ApiClient) -> Iterator[list[str]]:
+    """Namespaces whose deletion the tests started; the session waits for all of them at the end, so
+    deletions (about 5 s each in the namespace controller) overlap instead of adding up."""
+    names: list[str] = []
+    yield names
+    wait_until(
+        f"the {len(names)} test namespaces to be deleted",
+        lambda: all(kube.namespace_gone(api, name) for name in names),
+        180,
+    )
+
+
 @pytest.fixture
-def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace (with its default service account) that is deleted, and waited for, afterwards."""
+def namespace(api: client.ApiClient, request: pytest.FixtureRequest, _deleted_namespaces: list[str]) -> Iterator[str]:
+    """A fresh namespace with its default service account; deleted after the test (and waited for at the
+    end of the session)."""
     core = client.CoreV1Api(api)
     name = _namespace_name(request.node.name)
     core.create_namespace(
@@ -126,7 +140,7 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
     wait_until(f"service account {name}/default", lambda: not kube.missing_service_account(api, name), 60)
     yield name
     core.delete_namespace(name)
-    wait_until(f"namespace {name} deleted", lambda: kube.namespace_gone(api, name), 120)
+    _deleted_namespaces.append(name)
 
 
 @pytest.hookimpl(wrapper=True)
