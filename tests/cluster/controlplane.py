@@ -322,6 +322,8 @@ class ControlPlane:
             for path in (stages / folder).glob("*.yaml")
             if path.name != "kustomization.yaml"
         )
+        if not stage_files:
+            raise ControlPlaneError(f"no kwok stage files under {stages}; rerun hack/cluster/build-bins.sh")
         self.progress(f"starting kwok with {len(TEST_NODES)} simulated nodes")
         self.processes["kwok"].start(
             [

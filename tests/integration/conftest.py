@@ -76,6 +76,8 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         if not kubeconfig.is_file():
             pytest.fail(f"{REUSE_ENV}={reuse} is not a file", pytrace=False)
         plane = ControlPlane.from_kubeconfig(kubeconfig)
+        if plane is not None and not plane.running():
+            pytest.fail(f"{REUSE_ENV}: the control plane in {plane.state_dir} is not running", pytrace=False)
         request.config.stash[_PLANE] = plane
         yield Cluster(kubeconfig, plane, owned=False)
         return
