@@ -178,6 +178,16 @@ class ModelService:
 
     # --- prompts ----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def check_token_ids(engine: Engine, tokens: Sequence[int], param: str) -> None:
+        """Refuse token ids the model does not have (engines may abort on them)."""
+        vocab = engine.info.vocab_size
+        for index, token in enumerate(tokens):
+            if token < 0 or (vocab and token >= vocab):
+                raise InvalidRequestError(
+                    f"{param}[{index}] = {token} is not a token id of this model (0..{vocab - 1})", param=param
+                )
+
     async def tokenize_text(self, engine: Engine, text: str) -> list[int]:
         """Tokens of rendered prompt text; BOS is added unless the template already wrote it."""
         bos = engine.info.bos_token
@@ -266,7 +276,8 @@ class ModelService:
         deadline = self.deadline(started)
         engine = await self.wait_ready(deadline)
         info = engine.info
-        context = min(options.num_ctx or info.context_length, info.context_length)
+        limit = min(self.settings.model.context_length or info.context_length, info.context_length)
+        context = min(options.num_ctx or limit, limit)
         tokens = self._fit(prompt, context, options)
         room = context - len(tokens)
         num_predict = options.num_predict if options.num_predict is not None else self.settings.sampling.num_predict
@@ -276,6 +287,7 @@ class ModelService:
             raise InvalidRequestError(
                 f"the {info.engine} engine cannot constrain output to JSON: remove the format", param="format"
             )
+        await asyncio.to_thread(engine.validate, params)
         stops = options.stop if options.stop is not None else self.settings.sampling.stop
         matcher = StopMatcher((*stops, *options.extra_stop))
         labels = (self.name, api)

@@ -67,6 +67,7 @@ class ModelInfo:
     context_length: int = 4096
     train_context_length: int = 0
     size_bytes: int = 0
+    vocab_size: int = 0
     chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
@@ -92,6 +93,10 @@ class Engine(Protocol):
         ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def validate(self, params: SamplingParams) -> None:
+        """Raise InvalidRequestError for options this engine cannot honour; runs before a request is admitted."""
+        ...
 
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event

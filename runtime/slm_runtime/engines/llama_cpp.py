@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
-from slm_runtime.errors import EmbeddingsUnsupportedError
+from slm_runtime.errors import EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
 __all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "quantization_name"]
@@ -131,6 +131,7 @@ class LlamaCppEngine:
             context_length=int(llm.n_ctx()),
             train_context_length=int(model.n_ctx_train()),
             size_bytes=path.stat().st_size,
+            vocab_size=int(llm.n_vocab()),
             chat_template=meta.get("tokenizer.chat_template") or None,
             bos_token=bos if meta.get("tokenizer.ggml.add_bos_token", "true") != "false" else "",
             eos_token=eos,
@@ -164,14 +165,21 @@ class LlamaCppEngine:
         data: bytes = self._contexts[0].detokenize(list(tokens))
         return data.decode("utf-8", errors="replace")
 
+    def validate(self, params: SamplingParams) -> None:
+        if params.json_schema is not None:
+            self._grammar(params.json_schema)
+
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
         import llama_cpp
 
         llm = self._contexts[slot]
-        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-        llm.last_n_tokens_size = params.repeat_last_n if params.repeat_last_n >= 0 else llm.n_ctx()
+        # llama.cpp takes 32-bit seeds and ints: keep request values in range instead of overflowing ctypes.
+        llm.set_seed((params.seed if params.seed is not None else random.randrange(2**31)) & 0xFFFFFFFF)
+        n_ctx = llm.n_ctx()
+        llm.last_n_tokens_size = min(params.repeat_last_n, n_ctx) if params.repeat_last_n >= 0 else n_ctx
+        top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
         grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
         vocab = llm._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -183,7 +191,7 @@ class LlamaCppEngine:
             llm.reset()
         generator = llm.generate(
             list(prompt),
-            top_k=params.top_k,
+            top_k=top_k,
             top_p=params.top_p,
             min_p=params.min_p,
             temp=params.temperature,
@@ -209,7 +217,21 @@ class LlamaCppEngine:
 
         if not schema:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        try:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the converter raises assorted errors for schemas it cannot express
+            raise InvalidRequestError(
+                f"cannot constrain output to this JSON schema ({type(exc).__name__}: {exc})", param="format"
+            ) from exc
+        # llama.cpp crashes the process on a grammar it cannot parse; an empty rule (from e.g. {"enum": []})
+        # is the case the converter lets through, so refuse it here.
+        for line in str(grammar._grammar).splitlines():
+            name, sep, body = line.partition("::=")
+            if sep and not body.strip():
+                raise InvalidRequestError(
+                    f"this JSON schema admits no value (rule {name.strip()!r} is empty)", param="format"
+                )
+        return grammar
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
         if not self._settings.engine.embeddings:

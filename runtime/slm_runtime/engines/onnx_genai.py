@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
-from slm_runtime.errors import EmbeddingsUnsupportedError
+from slm_runtime.errors import EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
 __all__ = ["MIN_MAX_LENGTH", "OnnxGenaiEngine"]
@@ -83,6 +83,7 @@ class OnnxGenaiEngine:
             quantization=_quantization(folder),
             context_length=context,
             train_context_length=train_context,
+            vocab_size=int(model_section.get("vocab_size") or 0),
             size_bytes=sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
             chat_template=template if isinstance(template, str) else None,
             bos_token=str(tokenizer_config.get("bos_token") or ""),
@@ -114,6 +115,12 @@ class OnnxGenaiEngine:
         text: str = self._tokenizer.decode(np.asarray(list(tokens), dtype=np.int32))
         return text
 
+    def validate(self, params: SamplingParams) -> None:
+        if params.json_schema is not None:
+            raise InvalidRequestError(
+                "the onnxruntime-genai engine cannot constrain output to JSON: remove the format", param="format"
+            )
+
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
@@ -131,9 +138,9 @@ class OnnxGenaiEngine:
         if params.temperature > 0:
             search.update(
                 temperature=params.temperature,
-                top_k=params.top_k or 0,
+                top_k=min(params.top_k, self._info.vocab_size or 2**31 - 1),
                 top_p=params.top_p,
-                random_seed=params.seed if params.seed is not None else random.randrange(2**31),
+                random_seed=(params.seed if params.seed is not None else random.randrange(2**31)) & 0x7FFFFFFF,
             )
         generator_params = og.GeneratorParams(self._model)
         generator_params.set_search_options(**search)

@@ -164,6 +164,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     text = service.generate_text(body.prompt, body.system, body.template, body.raw)
     record.prompt_text = body.prompt
     if body.context:
+        service.check_token_ids(engine, body.context, "context")
         tokens = [*body.context, *(await asyncio.to_thread(engine.tokenize, text, add_special=False))]
     else:
         tokens = await service.tokenize_text(engine, text)

@@ -262,9 +262,12 @@ async def embeddings(service: ModelService, body: EmbeddingRequest, request: Req
         texts = [raw]
     elif raw and all(isinstance(x, int) for x in raw):
         engine = await service.wait_ready(service.deadline(started))
+        service.check_token_ids(engine, raw, "input")  # type: ignore[arg-type]
         texts = [await asyncio.to_thread(engine.detokenize, raw)]  # type: ignore[arg-type]
     elif raw and all(isinstance(x, list) for x in raw):
         engine = await service.wait_ready(service.deadline(started))
+        for ids in raw:
+            service.check_token_ids(engine, ids, "input")  # type: ignore[arg-type]
         texts = [await asyncio.to_thread(engine.detokenize, ids) for ids in raw]  # type: ignore[arg-type]
     else:
         texts = [str(x) for x in raw]

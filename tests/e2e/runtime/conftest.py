@@ -81,6 +81,9 @@ class SharedEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._engine.detokenize(tokens)
 
+    def validate(self, params: SamplingParams) -> None:
+        self._engine.validate(params)
+
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:

@@ -146,6 +146,24 @@ def test_malformed_json_and_wrong_types_are_400_naming_the_field(http: httpx.Cli
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
 
 
+def test_json_schema_that_admits_nothing_is_400_before_streaming(http: httpx.Client) -> None:
+    for stream in (False, True):
+        body = {"model": MODEL_NAME, "prompt": "x", "format": {"enum": []}, "stream": stream}
+        response = http.post("/api/generate", json=body)
+        assert response.status_code == 400, stream
+        assert "admits no value" in response.json()["error"]
+    openai = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL_NAME,
+            "messages": [{"role": "user", "content": "x"}],
+            "stream": True,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"not": {}}}},
+        },
+    )
+    assert openai.status_code == 400 and openai.json()["error"]["param"] == "format"
+
+
 def test_oversized_body_is_413(http: httpx.Client) -> None:
     big = {"model": MODEL_NAME, "prompt": "x" * (70 * 1024)}
     assert http.post("/api/generate", json=big).status_code == 413

@@ -1,0 +1,106 @@
+"""The onnxruntime-genai engine on Gemma 3 270M converted offline (hack/build_onnx_model.py), via both clients.
+
+The folder is built once and cached under ${SLM_CACHE_HOME}/models; the fixture reuses it (CI keeps the cache).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import openai
+import pytest
+from conftest import API_KEY, MODEL_NAME, LiveServer, make_settings
+
+from slm_runtime.engines.base import Engine
+
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parents[3]
+GREEDY = {"temperature": 0, "num_predict": 24}
+
+
+@pytest.fixture(scope="module")
+def onnx_path() -> Path:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "build_onnx_model.py")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=3600,
+    )
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert (path / "genai_config.json").is_file()
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_server(onnx_path: Path) -> Iterator[LiveServer]:
+    from slm_runtime.engines import load_engine
+
+    settings = make_settings(onnx_path, model_digest=None)
+    assert settings.engine_name == "onnxruntime-genai"
+    server = LiveServer(settings, load_engine)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ollama_client(onnx_server: LiveServer) -> ollama.Client:
+    return ollama.Client(host=onnx_server.url, headers={"Authorization": f"Bearer {API_KEY}"})
+
+
+@pytest.fixture
+def openai_client(onnx_server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=onnx_server.url + "/v1", api_key=API_KEY, max_retries=0)
+
+
+def test_generate_is_greedy_deterministic_and_streams(ollama_client: ollama.Client, llama_engine: Engine) -> None:
+    first = ollama_client.generate(model=MODEL_NAME, prompt="The capital of France is", options=GREEDY)
+    second = ollama_client.generate(model=MODEL_NAME, prompt="The capital of France is", options=GREEDY)
+    assert first.response == second.response
+    assert len(first.response.split()) >= 8
+    # Same tokenizer as the GGUF, BOS included.
+    assert first.context is not None
+    assert first.context[: first.prompt_eval_count] == llama_engine.tokenize("The capital of France is")
+    assert first.eval_count == 24 and first.done_reason == "length"
+    chunks = list(
+        ollama_client.generate(model=MODEL_NAME, prompt="The capital of France is", options=GREEDY, stream=True)
+    )
+    assert "".join(c.response for c in chunks) == first.response
+    assert chunks[-1].done and chunks[-1].eval_count == 24
+
+
+def test_chat_and_show(ollama_client: ollama.Client) -> None:
+    reply = ollama_client.chat(model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], options=GREEDY)
+    assert reply.message.role == "assistant" and reply.done
+    shown = ollama_client.show(MODEL_NAME)
+    assert shown.capabilities == ["completion"]
+    assert shown.details is not None and shown.details.format == "onnx"
+    assert [m.model for m in ollama_client.list().models] == [f"{MODEL_NAME}:latest"]
+
+
+def test_embeddings_and_json_format_are_refused_with_400(ollama_client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as embed:
+        ollama_client.embed(model=MODEL_NAME, input="x")
+    assert embed.value.status_code == 400 and "embeddings" in embed.value.error
+    with pytest.raises(ollama.ResponseError) as fmt:
+        ollama_client.generate(model=MODEL_NAME, prompt="x", format="json")
+    assert fmt.value.status_code == 400 and "JSON" in fmt.value.error
+
+
+def test_openai_chat_completions_and_streaming(openai_client: openai.OpenAI) -> None:
+    kwargs = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16, "temperature": 0}
+    whole = openai_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    streamed = openai_client.chat.completions.create(**kwargs, stream=True)  # type: ignore[call-overload]
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == whole.choices[0].message.content
+    completion = openai_client.completions.create(model=MODEL_NAME, prompt="1, 2, 3,", max_tokens=8, temperature=0)
+    assert "4" in completion.choices[0].text and completion.usage is not None
+    assert completion.usage.completion_tokens == 8
+    assert [m.id for m in openai_client.models.list().data] == [MODEL_NAME]
+    with pytest.raises(openai.BadRequestError):
+        openai_client.embeddings.create(model=MODEL_NAME, input="x")
