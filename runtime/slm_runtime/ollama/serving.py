@@ -157,6 +157,8 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     record.model = body.model
     service.check_model(body.model)
     _reject_images(body.images, "images")
+    if body.suffix:
+        raise InvalidRequestError("suffix (fill in the middle) is not supported by this server", param="suffix")
     engine = await service.wait_ready(service.deadline(started))
     load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
     if not body.prompt and not body.context:
@@ -192,6 +194,8 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
     service.check_model(body.model)
     for index, message in enumerate(body.messages):
         _reject_images(message.images, f"messages[{index}].images")
+    if body.tools:
+        raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
     engine = await service.wait_ready(service.deadline(started))
     load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
     if not body.messages:

@@ -169,6 +169,8 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
     _check_n(body.n)
     if body.logprobs:
         raise InvalidRequestError("logprobs are not supported", param="logprobs")
+    if body.tools:
+        raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
     messages = [
         TemplateMessage("system" if m.role == "developer" else m.role, _text_of(m, i))
         for i, m in enumerate(body.messages)

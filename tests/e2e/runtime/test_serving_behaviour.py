@@ -142,6 +142,14 @@ def test_malformed_json_and_wrong_types_are_400_naming_the_field(http: httpx.Cli
     assert openai.status_code == 400
     assert openai.json()["error"]["param"] == "messages"
     assert openai.json()["error"]["type"] == "invalid_request_error"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for path, body in (
+        ("/api/chat", {"messages": [{"role": "user", "content": "x"}], "tools": tools}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": tools}),
+        ("/api/generate", {"prompt": "x", "suffix": "y"}),
+    ):
+        unsupported = http.post(path, json={"model": MODEL_NAME, **body})
+        assert unsupported.status_code == 400, path
     missing = http.post("/v1/embeddings", json={"model": MODEL_NAME})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
 
