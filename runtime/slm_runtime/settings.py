@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 __all__ = [
     "ENV_PREFIX",
+    "PULL_RECORD_SUFFIX",
     "SECTIONS",
     "EngineName",
     "EngineSettings",
@@ -80,7 +81,9 @@ class ModelSettings(_Section):
 
     model: Path = Field(description="Path of the model: a .gguf file or an onnxruntime-genai folder.")
     model_metadata: Path | None = Field(
-        None, description='JSON file with {"template", "system", "parameters"} defaults (written by `pull`).'
+        None,
+        description='JSON with {"template", "system", "parameters"} defaults, or a pull record; default: '
+        "MODEL.slm.json when `pull` left one beside the model.",
     )
     model_name: str | None = Field(
         None, min_length=1, description="Name clients use in requests; default: the file or folder name."
@@ -227,9 +230,22 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+PULL_RECORD_SUFFIX = ".slm.json"
+
+
 def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat field values from a metadata object; unknown parameters are ignored (Ollama has many)."""
+    """Flat field values from a metadata object; unknown parameters are ignored (Ollama has many).
+
+    Accepts ``{"template", "system", "parameters"}`` or the record `slm-runtime pull` writes beside a model
+    (``<model>.slm.json``: ``{"digest", "format", "metadata": {...}}``), whose digest and format are used too.
+    """
     values: dict[str, Any] = {}
+    if isinstance(metadata.get("metadata"), Mapping):
+        if isinstance(metadata.get("digest"), str):
+            values["model_digest"] = metadata["digest"]
+        if metadata.get("format") in ("gguf", "onnx"):
+            values["model_format"] = metadata["format"]
+        metadata = metadata["metadata"]
     for key in ("template", "system"):
         if isinstance(metadata.get(key), str):
             values[key] = metadata[key]
@@ -256,12 +272,16 @@ def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str] |
                 from_env[field] = _parse_env_value(field, env[name])
     flat.update(from_env)
     flat.update({k: v for k, v in flags.items() if v is not None})
+    if "model" not in flat:
+        raise SettingsError(f"no model given: pass {flag_name('model')} PATH or set {env_name('model')}")
     metadata_path = flat.get("model_metadata")
+    if not metadata_path:
+        beside = Path(str(flat["model"]).rstrip("/") + PULL_RECORD_SUFFIX)
+        if beside.is_file():
+            metadata_path = beside
     if metadata_path:
         for key, value in metadata_overrides(load_metadata(Path(metadata_path))).items():
             flat.setdefault(key, value)
-    if "model" not in flat:
-        raise SettingsError(f"no model given: pass {flag_name('model')} PATH or set {env_name('model')}")
     nested: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for field, value in flat.items():
         nested[_section_of(field)][field] = value

@@ -69,3 +69,28 @@ def test_serve_flags_parse_into_settings() -> None:
     assert settings.server.api_key is not None
     assert settings.server.api_key.get_secret_value() == "k"
     assert settings.sampling.stop == ("x", "y")
+
+
+def test_pull_record_beside_the_model_is_used(tmp_path: Path) -> None:
+    model = tmp_path / "gemma.gguf"
+    model.write_bytes(b"GGUF")
+    digest = "sha256:" + "ab" * 32
+    record = {
+        "path": str(model),
+        "source": "ollama://gemma3:270m",
+        "digest": digest,
+        "sizeBytes": 4,
+        "format": "gguf",
+        "metadata": {"template": "{{ .Prompt }}", "system": "S", "parameters": {"stop": ["<end>"], "top_p": 0.5}},
+        "cached": False,
+    }
+    (tmp_path / "gemma.gguf.slm.json").write_text(json.dumps(record))
+    settings = settings_from_sources({"model": str(model)}, {})
+    assert settings.model.model_digest == digest
+    assert settings.model.model_format == "gguf"
+    assert settings.model.template == "{{ .Prompt }}"
+    assert settings.model.system == "S"
+    assert settings.sampling.stop == ("<end>",)
+    assert settings.sampling.top_p == 0.5
+    overridden = settings_from_sources({"model": str(model), "system": "mine", "model_digest": None}, {})
+    assert overridden.model.system == "mine"
