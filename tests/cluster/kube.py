@@ -21,6 +21,7 @@ __all__ = [
     "client_for",
     "create_node",
     "missing_service_account",
+    "namespace_conditions",
     "namespace_gone",
     "unready_nodes",
     "write_kubeconfig",
@@ -119,3 +120,13 @@ def namespace_gone(api: client.ApiClient, name: str) -> bool:
             return True
         raise
     return False
+
+
+def namespace_conditions(api: client.ApiClient, name: str) -> str:
+    """What keeps a terminating namespace alive, from its status conditions (for error messages)."""
+    try:
+        status = client.CoreV1Api(api).read_namespace(name).status
+    except ApiException as error:
+        return f"namespace {name}: API error {error.status}"
+    conditions = [f"{c.type}: {c.message}" for c in (status.conditions if status else None) or [] if c.status == "True"]
+    return f"namespace {name} is {status.phase if status else 'unknown'}: " + ("; ".join(conditions) or "-")

@@ -22,7 +22,7 @@ from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the `cluster` package
 
-from cluster import Cluster, ControlPlane, ControlPlaneError, binaries, kube, wait_until
+from cluster import Cluster, ControlPlane, ControlPlaneError, WaitTimeoutError, binaries, kube, wait_until
 from cluster.controlplane import reap_stale
 from cluster.paths import BUILD_SCRIPT, REPO_ROOT
 from cluster.processes import tail
@@ -117,23 +117,11 @@ def _namespace_name(test_name: str) -> str:
     return f"t-{slug}-{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture(scope="session")
-def _deleted_namespaces(api: client.ApiClient) -> Iterator[list[str]]:
-    """Namespaces whose deletion the tests started; the session waits for all of them at the end, so
-    deletions (about 5 s each in the namespace controller) overlap instead of adding up."""
-    names: list[str] = []
-    yield names
-    wait_until(
-        f"the {len(names)} test namespaces to be deleted",
-        lambda: all(kube.namespace_gone(api, name) for name in names),
-        180,
-    )
-
-
 @pytest.fixture
-def namespace(api: client.ApiClient, request: pytest.FixtureRequest, _deleted_namespaces: list[str]) -> Iterator[str]:
-    """A fresh namespace with its default service account; deleted after the test (and waited for at the
-    end of the session)."""
+def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace with its default service account. Afterwards it is deleted and the test waits
+    until it is gone (about 5 s), so the next test starts on a quiet cluster; a namespace that cannot be
+    deleted fails the teardown with the namespace controller's reason."""
     core = client.CoreV1Api(api)
     name = _namespace_name(request.node.name)
     core.create_namespace(
@@ -142,7 +130,10 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest, _deleted_na
     wait_until(f"service account {name}/default", lambda: not kube.missing_service_account(api, name), 60)
     yield name
     core.delete_namespace(name)
-    _deleted_namespaces.append(name)
+    try:
+        wait_until(f"namespace {name} deleted", lambda: kube.namespace_gone(api, name), 120)
+    except WaitTimeoutError as error:
+        raise WaitTimeoutError(f"{error}; {kube.namespace_conditions(api, name)}") from None
 
 
 @pytest.hookimpl(wrapper=True)
