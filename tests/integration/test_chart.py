@@ -1,0 +1,577 @@
+"""The Helm chart on the real control plane: lint and template clean, a server-side dry run, install, the
+operator running as the chart's ServiceAccount (a TokenRequest token) reconciling an example to Ready, RBAC that
+is sufficient and minimal (SubjectAccessReviews), upgrade with changed values, uninstall keeping the CRD.
+
+Helm runs as the pinned binary of tests/cluster (hack/cluster/versions.env).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from harness import ROOT, SLMs, eventually, example, free_port
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from cluster import Cluster, binaries, kube, load_versions, wait_until
+from slm_operator.api.resource import GROUP, PLURAL
+from slm_operator.settings import load_settings
+
+CHART = ROOT / "charts" / "slm-operator"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+KUBE_VERSION = load_versions().kubernetes.lstrip("v")
+FIELD_MANAGER = "slm-operator-chart-test"  # tells this module's operator's writes from any other operator's
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+ALL_TOGGLES: dict[str, Any] = {
+    "monitoring": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+    }
+}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def run(command: list[str], *, kubeconfig: Path | None = None, stdin: str | None = None) -> str:
+    """Run a command; fail the test with its output when it exits non-zero."""
+    env = {**os.environ, "HELM_CACHE_HOME": "/nonexistent-cache", "HELM_CONFIG_HOME": "/nonexistent-config"}
+    env.pop("KUBECONFIG", None)
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, f"{' '.join(command[:3])} ... failed ({result.returncode}):\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def helm(*args: str, kubeconfig: Path | None = None) -> str:
+    return run([str(binaries().helm), *args], kubeconfig=kubeconfig)
+
+
+def kubectl(*args: str, kubeconfig: Path, stdin: str | None = None) -> str:
+    return run([str(binaries().kubectl), *args], kubeconfig=kubeconfig, stdin=stdin)
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def template(tmp_path: Path, values: dict[str, Any] | None = None, namespace: str = "slm-system") -> str:
+    return helm(
+        "template",
+        "slm",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        "--values",
+        str(values_file(tmp_path, values or {})),
+    )
+
+
+def documents(rendered: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+# ------------------------------------------------------------------------------------------ lint and template
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, ALL_TOGGLES, {"watchNamespaces": ["team-a", "team-b"], **ALL_TOGGLES}],
+    ids=["defaults", "monitoring", "namespaced"],
+)
+def test_helm_lint_is_clean(tmp_path: Path, values: dict[str, Any]) -> None:
+    output = helm(
+        "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "--values", str(values_file(tmp_path, values))
+    )
+    assert "0 chart(s) failed" in output
+    assert "[WARNING]" not in output and "[ERROR]" not in output, output
+
+
+def test_helm_template_is_deterministic_and_complete(tmp_path: Path) -> None:
+    first = template(tmp_path, ALL_TOGGLES)
+    assert first == template(tmp_path, ALL_TOGGLES)  # GitOps: the same values render the same bytes
+    docs = documents(first)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
+    (deployment,) = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["--log-level", "INFO", "operator", "run"]
+    assert container["image"] == "slm-operator/operator:0.1.0"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]} and pod["securityContext"]["runAsUser"] == 65532
+    assert {p for p in ("startupProbe", "livenessProbe", "readinessProbe") if p in container} == {
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SLM_OPERATOR_CONFIG"]["value"] == "/etc/slm-operator/settings.yaml"
+    assert env["SLM_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_settings_configmap_is_what_the_operator_loads(tmp_path: Path) -> None:
+    values = {
+        "imageRegistry": "registry.example.com/ml",
+        "settings": {
+            "defaultRequests": {"cpu": "2", "memory": "3Gi"},
+            "runtimeImageVariants": {"cuda": "registry.example.com/ml/slm-runtime-cuda:1"},
+            "hardwareProfiles": {"nvidia-gpu": {"nodeSelector": {"pool": "l4"}}},
+        },
+    }
+    docs = documents(template(tmp_path, values))
+    settings_map = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-settings"))
+    path = tmp_path / "settings.yaml"
+    path.write_text(settings_map["data"]["settings.yaml"])
+    settings = load_settings(path)  # the operator's own loader: unknown keys would be refused here
+    assert settings.runtime_image == "registry.example.com/ml/slm-operator/slm-runtime:0.1.0"
+    assert settings.default_requests == {"cpu": "2", "memory": "3Gi"}
+    gpu = settings.hardware_profiles[next(a for a in settings.hardware_profiles if a.value == "nvidia-gpu")]
+    assert gpu.node_selector == {"pool": "l4"} and gpu.resource_name == "nvidia.com/gpu"  # merged onto the default
+    assert settings.image_for(gpu) == "registry.example.com/ml/slm-runtime-cuda:1"
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.example.com/ml/")
+
+
+def test_namespaced_mode_renders_roles_and_no_cluster_wide_writes(tmp_path: Path) -> None:
+    docs = documents(template(tmp_path, {"watchNamespaces": ["team-a", "team-b"]}))
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
+    assert roles == {
+        ("team-a", "slm-slm-operator"),
+        ("team-b", "slm-slm-operator"),
+        ("slm-system", "slm-slm-operator-leader-election"),
+    }
+    for cluster_role in by_kind(docs, "ClusterRole"):
+        verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
+        assert verbs <= {"get", "list", "watch"}, cluster_role["metadata"]["name"]
+    (deployment,) = by_kind(docs, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-4:] == ["--namespace", "team-a", "--namespace", "team-b"]
+
+
+def test_schema_rejects_bad_values(tmp_path: Path) -> None:
+    bad = values_file(tmp_path, {"watchNamespaces": ["Not_A_Namespace"], "settings": {"typo": 1}})
+    result = subprocess.run(
+        [str(binaries().helm), "template", "slm", str(CHART), "--kube-version", KUBE_VERSION, "--values", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "/watchNamespaces/0" in result.stderr and "typo" in result.stderr
+
+
+# -------------------------------------------------------------------------------------------- on the cluster
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str  # where the operator, its ServiceAccount and its Lease live
+    watched: str  # the namespace it reconciles
+    kubeconfig: Path
+    crd_existed_before: bool
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-slm-operator"
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+
+def _create_namespace(api: client.ApiClient, name: str, labels: dict[str, str]) -> None:
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    wait_until(f"service account {name}/default", lambda: not kube.missing_service_account(api, name), 60)
+
+
+def _delete_namespace(api: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api).delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    wait_until(f"namespace {name} deleted", lambda: kube.namespace_gone(api, name), 120)
+
+
+def _crd_exists(api: client.ApiClient) -> bool:
+    try:
+        client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD_NAME)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.fixture(scope="module")
+def release(
+    api: client.ApiClient, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """The chart installed (and waited for) into a restricted namespace, reconciling one other namespace."""
+    suffix = uuid.uuid4().hex[:6]
+    rel = Release(
+        name=f"chart-{suffix}",
+        namespace=f"slm-system-{suffix}",
+        watched=f"team-{suffix}",
+        kubeconfig=control_plane.kubeconfig,
+        crd_existed_before=_crd_exists(api),
+    )
+    _create_namespace(api, rel.namespace, {**RESTRICTED, "slm-operator.io/test": "integration"})
+    _create_namespace(api, rel.watched, {"slm-operator.io/test": "integration"})
+    values = {
+        "watchNamespaces": [rel.watched],
+        "settings": {"fieldManager": FIELD_MANAGER},
+        "monitoring": {"grafanaDashboard": {"enabled": True}},  # no Prometheus Operator CRDs on this cluster
+    }
+    values_path = values_file(tmp_path_factory.mktemp("chart"), values)
+    try:
+        helm(
+            "install", rel.name, str(CHART), "--namespace", rel.namespace, "--values", str(values_path),
+            "--wait", "--timeout", "180s",
+            kubeconfig=rel.kubeconfig,
+        )  # fmt: skip
+        yield rel
+    finally:
+        subprocess.run(
+            [str(binaries().helm), "uninstall", rel.name, "--namespace", rel.namespace, "--wait"],
+            env={**os.environ, "KUBECONFIG": str(rel.kubeconfig)},
+            capture_output=True,
+            check=False,
+        )
+        _delete_namespace(api, rel.watched)
+        _delete_namespace(api, rel.namespace)
+
+
+@pytest.mark.cluster
+def test_rendered_chart_passes_server_side_dry_run(tmp_path: Path, control_plane: Cluster, namespace: str) -> None:
+    for values in ({"monitoring": {"grafanaDashboard": {"enabled": True}}}, {"watchNamespaces": [namespace]}):
+        rendered = template(tmp_path, values, namespace=namespace)
+        out = kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-", kubeconfig=control_plane.kubeconfig, stdin=rendered
+        )
+        applied = [line for line in out.splitlines() if line.endswith("(server dry run)")]
+        assert len(applied) == len(documents(rendered)), out
+    crds = kubectl(
+        "apply", "--dry-run=server", "--server-side", "-f", str(CHART / "crds"), kubeconfig=control_plane.kubeconfig
+    )
+    assert CRD_NAME in crds
+
+
+@pytest.mark.cluster
+def test_install_runs_a_restricted_operator_pod_and_installs_the_crd(api: client.ApiClient, release: Release) -> None:
+    apps = client.AppsV1Api(api)
+    deployment = apps.read_namespaced_deployment(release.fullname, release.namespace)
+    assert deployment.status.available_replicas == 1  # helm --wait; the namespace enforces `restricted`
+    assert _crd_exists(api)
+    history = yaml.safe_load(
+        helm("history", release.name, "-n", release.namespace, "-o", "yaml", kubeconfig=release.kubeconfig)
+    )
+    assert [h["status"] for h in history] == ["deployed"]
+    rbac = client.RbacAuthorizationV1Api(api)
+    assert rbac.read_namespaced_role(release.fullname, release.watched).rules
+    with pytest.raises(ApiException) as missing:
+        rbac.read_cluster_role(release.fullname)  # namespaced mode: no cluster-wide role with writes
+    assert missing.value.status == 404
+    dashboard = client.CoreV1Api(api).read_namespaced_config_map(f"{release.fullname}-dashboard", release.namespace)
+    assert '"uid": "slm-operator"' in dashboard.data["slm-operator.json"]
+
+
+def _token_kubeconfig(api: client.ApiClient, release: Release, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount with a TokenRequest token."""
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(release.fullname, release.namespace, request)
+        .status.token
+    )
+    admin = yaml.safe_load(release.kubeconfig.read_text())
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:
+        ca = Path(cluster.pop("certificate-authority"))
+        if not ca.is_absolute():
+            ca = release.kubeconfig.parent / ca
+        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    return path
+
+
+class ChartOperator:
+    """`slm operator run` as the chart's Deployment runs it: its args, its settings file, its ServiceAccount."""
+
+    def __init__(self, api: client.ApiClient, release: Release, workdir: Path) -> None:
+        deployment = client.AppsV1Api(api).read_namespaced_deployment(release.fullname, release.namespace)
+        container = deployment.spec.template.spec.containers[0]
+        self.args: list[str] = list(container.args)
+        settings = client.CoreV1Api(api).read_namespaced_config_map(f"{release.fullname}-settings", release.namespace)
+        self.settings_path = workdir / "settings.yaml"
+        self.settings_path.write_text(settings.data["settings.yaml"])
+        self.kubeconfig = _token_kubeconfig(api, release, workdir / "operator.kubeconfig")
+        self.log_path = workdir / "operator.log"
+        self.metrics_port = free_port()
+        self.namespace = release.namespace
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "SLM_OPERATOR_CONFIG": str(self.settings_path),
+            "SLM_OPERATOR_NAMESPACE": self.namespace,
+            "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "SLM_RESYNC_SECONDS": "2",
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "slm_operator.cli", *self.args, "--verbose"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+@pytest.mark.cluster
+def test_operator_as_the_chart_service_account_reconciles_an_example_to_ready(
+    api: client.ApiClient, release: Release, tmp_path: Path
+) -> None:
+    operator = ChartOperator(api, release, tmp_path)
+    assert operator.args[-2:] == ["--namespace", release.watched]
+    with kube.api_client(operator.kubeconfig) as as_operator:
+        review = client.AuthenticationV1Api(as_operator).create_self_subject_review(client.V1SelfSubjectReview())
+    assert review.status.user_info.username == release.service_account
+    operator.start()
+    try:
+        slms = SLMs(api, release.watched)
+        slms.create(example("gemma3-270m.yaml"))
+        status = slms.wait_phase("gemma3-270m", "Ready", timeout=180)
+        assert status["readyReplicas"] == 1
+        assert status["endpoint"] == f"http://gemma3-270m.{release.watched}.svc:11434"
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("gemma3-270m", release.watched)
+        managers = {(m.manager, m.operation) for m in deployment.metadata.managed_fields}
+        assert (FIELD_MANAGER, "Apply") in managers  # written by this operator, with the chart's settings
+        lease = client.CoordinationV1Api(api).read_namespaced_lease("slm-operator-leader", release.namespace)
+        assert lease.spec.holder_identity
+        writes = eventually(
+            lambda: [
+                line for line in operator.metrics().splitlines() if line.startswith("slm_operator_api_writes_total")
+            ],
+            what="operator metrics",
+        )
+        assert any('kind="Deployment"' in line for line in writes)
+        events = client.CoreV1Api(api).list_namespaced_event(release.watched).items
+        assert any(e.reason == "Ready" and e.involved_object.kind == "SLMDeployment" for e in events)
+    finally:
+        operator.stop()
+    log = operator.log()
+    for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+        assert refusal not in log, f"the operator was refused something:\n{log[-4000:]}"
+
+
+def _allowed(api: client.ApiClient, user: str, verb: str, resource: str, namespace: str | None, name: str = "") -> bool:
+    """A SubjectAccessReview; ``resource`` as kubectl spells it: plural[.group][/subresource]."""
+    qualified, _, subresource = resource.partition("/")
+    plural, _, group = qualified.partition(".")
+    attributes = client.V1ResourceAttributes(
+        verb=verb,
+        group=group,
+        resource=plural,
+        subresource=subresource or None,
+        namespace=namespace,
+        name=name or None,
+    )
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user=user, resource_attributes=attributes)
+    )
+    return bool(client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
+
+
+SLMD = f"{PLURAL}.{GROUP}"
+
+
+@pytest.mark.cluster
+def test_service_account_rbac_is_sufficient_and_minimal(api: client.ApiClient, release: Release) -> None:
+    sa, ns, home = release.service_account, release.watched, release.namespace
+    needed = [
+        ("watch", SLMD, ns),
+        ("patch", SLMD, ns),  # kopf's annotations
+        ("patch", f"{SLMD}/status", ns),
+        ("create", "deployments.apps", ns),  # server-side apply of a new object
+        ("patch", "deployments.apps", ns),
+        ("delete", "horizontalpodautoscalers.autoscaling", ns),
+        ("create", "poddisruptionbudgets.policy", ns),
+        ("patch", "networkpolicies.networking.k8s.io", ns),
+        ("create", "services", ns),
+        ("patch", "persistentvolumeclaims", ns),
+        ("list", "pods", ns),
+        ("create", "events", ns),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("create", "leases.coordination.k8s.io", home),
+    ]
+    missing = [(v, r, n) for v, r, n in needed if not _allowed(api, sa, v, r, n)]
+    assert missing == [], f"the ServiceAccount lacks what the operator does: {missing}"
+    assert _allowed(api, sa, "update", "leases.coordination.k8s.io", home, "slm-operator-leader")
+    refused = [
+        ("list", "secrets", None),  # no Secrets anywhere: API keys reach pods through secretKeyRef
+        ("get", "secrets", ns),
+        ("list", "secrets", home),
+        ("patch", "nodes", None),
+        ("get", "nodes", None),
+        ("create", "pods", ns),  # pods come from Deployments
+        ("create", "pods/exec", ns),
+        ("delete", "pods", ns),
+        ("delete", SLMD, ns),  # users own SLMDeployments
+        ("update", SLMD, ns),
+        ("create", SLMD, ns),
+        ("create", "deployments.apps", "default"),  # not a watched namespace
+        ("list", "pods", "default"),
+        ("watch", SLMD, None),  # nothing cluster-wide in namespaced mode
+        ("create", "roles.rbac.authorization.k8s.io", ns),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+        ("deletecollection", "deployments.apps", ns),
+        ("update", "deployments.apps", ns),
+        ("create", "serviceaccounts/token", home),
+        ("patch", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("list", "configmaps", home),
+        ("delete", "leases.coordination.k8s.io", home),
+    ]
+    granted = [(v, r, n) for v, r, n in refused if _allowed(api, sa, v, r, n)]
+    assert granted == [], f"the ServiceAccount may do more than it needs: {granted}"
+    assert not _allowed(api, sa, "update", "leases.coordination.k8s.io", home, "someone-elses-lease")
+    assert not _allowed(api, sa, "update", "leases.coordination.k8s.io", "kube-system", "slm-operator-leader")
+
+
+@pytest.mark.cluster
+def test_upgrade_with_changed_values_then_uninstall_keeps_the_crd(
+    api: client.ApiClient, control_plane: Cluster, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    name, home = f"upgrade-{suffix}", f"slm-upgrade-{suffix}"
+    _create_namespace(api, home, {**RESTRICTED, "slm-operator.io/test": "integration"})
+    apps, rbac, core = client.AppsV1Api(api), client.RbacAuthorizationV1Api(api), client.CoreV1Api(api)
+    fullname = f"{name}-slm-operator"
+    sa = f"system:serviceaccount:{home}:{fullname}"
+    kubeconfig = control_plane.kubeconfig
+    try:
+        helm(
+            "install", name, str(CHART), "-n", home, "--wait", "--timeout", "180s",
+            "--values", str(values_file(tmp_path, {"watchNamespaces": [home]})),
+            kubeconfig=kubeconfig,
+        )  # fmt: skip
+        before = apps.read_namespaced_deployment(fullname, home).spec.template
+        assert not _allowed(api, sa, "list", "pods", "default")
+        crd_uid = client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD_NAME).metadata.uid
+
+        changed = {
+            "settings": {"defaultRequests": {"cpu": "250m", "memory": "256Mi"}},
+            "operator": {"logLevel": "DEBUG"},
+        }
+        helm(
+            "upgrade", name, str(CHART), "-n", home, "--wait", "--timeout", "180s",
+            "--values", str(values_file(tmp_path, changed)),
+            kubeconfig=kubeconfig,
+        )  # fmt: skip
+        after = apps.read_namespaced_deployment(fullname, home).spec.template
+        assert after.metadata.annotations["checksum/settings"] != before.metadata.annotations["checksum/settings"]
+        assert after.spec.containers[0].args == ["--log-level", "DEBUG", "operator", "run"]  # now cluster-wide
+        settings = yaml.safe_load(core.read_namespaced_config_map(f"{fullname}-settings", home).data["settings.yaml"])
+        assert settings["defaultRequests"] == {"cpu": "250m", "memory": "256Mi"}
+        assert rbac.read_cluster_role(fullname).rules  # namespaced -> cluster-wide RBAC
+        with pytest.raises(ApiException) as gone:
+            rbac.read_namespaced_role(fullname, home)
+        assert gone.value.status == 404
+        assert _allowed(api, sa, "list", "pods", "default")
+        assert not _allowed(api, sa, "list", "secrets", None)
+        wait_until(
+            "upgraded operator available",
+            lambda: apps.read_namespaced_deployment(fullname, home).status.available_replicas == 1,
+            120,
+        )
+
+        helm("uninstall", name, "-n", home, "--wait", kubeconfig=kubeconfig)
+        # Helm never deletes (nor replaces) what it installed from crds/: the very same object is still there.
+        assert client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD_NAME).metadata.uid == crd_uid
+        for read in (
+            lambda: apps.read_namespaced_deployment(fullname, home),
+            lambda: rbac.read_cluster_role(fullname),
+            lambda: rbac.read_cluster_role_binding(f"{fullname}-discovery"),
+            lambda: core.read_namespaced_service_account(fullname, home),
+        ):
+            with pytest.raises(ApiException) as deleted:
+                read()
+            assert deleted.value.status == 404
+    finally:
+        subprocess.run(
+            [str(binaries().helm), "uninstall", name, "-n", home],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            capture_output=True,
+            check=False,
+        )
+        _delete_namespace(api, home)
