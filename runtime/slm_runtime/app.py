@@ -97,7 +97,9 @@ def create_app(settings: RuntimeSettings, *, engine_loader: EngineLoader | None 
             loading.cancel()
             with contextlib.suppress(BaseException):
                 await loading
-            await asyncio.to_thread(service.close)
+            await service.drain(timeout=10.0)
+            if not service.scheduler.running:  # a generation thread still using the engine must not see it freed
+                await asyncio.to_thread(service.close)
 
     app = FastAPI(
         title="slm-runtime",

@@ -135,6 +135,14 @@ class ModelService:
         self._ready.set()
         log.info("model %s ready in %.2fs (%s, %s)", self.name, elapsed, info.engine, info.quantization)
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) for running generations to stop, so the engine can be closed."""
+        deadline = time.perf_counter() + timeout
+        while self.scheduler.running and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        if self.scheduler.running:
+            log.warning("%d generation(s) still running at shutdown", self.scheduler.running)
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
@@ -382,7 +390,12 @@ class ModelService:
             while True:
                 remaining = deadline - time.perf_counter()
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, remaining))
+                    # Take what is already there without a timer task; wait (bounded) only when empty.
+                    item = (
+                        queue.get_nowait()
+                        if not queue.empty()
+                        else await asyncio.wait_for(queue.get(), max(0.0, remaining))
+                    )
                 except TimeoutError as exc:
                     timeout = self.settings.server.request_timeout
                     raise RequestTimeoutError(f"generation stopped after the request timeout of {timeout:g}s") from exc
