@@ -41,7 +41,7 @@ ENV_PREFIX = "SLM_"
 
 ModelFormat = Literal["gguf", "onnx"]
 EngineName = Literal["llama-cpp", "onnxruntime-genai"]
-ExecutionProvider = Literal["cpu", "cuda", "dml", "qnn", "openvino"]
+ExecutionProvider = str
 
 
 class SettingsError(ValueError):
@@ -79,7 +79,19 @@ class ServerSettings(_Section):
 class ModelSettings(_Section):
     """The model to serve and how it is presented to clients."""
 
-    model: Path = Field(description="Path of the model: a .gguf file or an onnxruntime-genai folder.")
+    model: Path = Field(
+        description="Path of the model: a .gguf file or an onnxruntime-genai folder; default: where `pull` "
+        "put --model-source in --model-cache."
+    )
+    model_source: str | None = Field(
+        None, description="Source URI the init container pulled (ollama://, hf://, https://, pvc://, file://)."
+    )
+    model_cache: Path | None = Field(
+        None, description="Cache folder `pull` wrote to (its --dest); default: $SLM_CACHE_HOME/models."
+    )
+    model_sha256: str | None = Field(
+        None, description="Pinned sha256 of the model: serving refuses a cached model with another digest."
+    )
     model_metadata: Path | None = Field(
         None,
         description='JSON with {"template", "system", "parameters"} defaults, or a pull record; default: '
@@ -109,7 +121,9 @@ class EngineSettings(_Section):
     batch_size: int = Field(512, ge=1, le=65536, description="Prompt tokens evaluated per batch (num_batch).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU by llama.cpp (-1: all).")
     execution_provider: ExecutionProvider = Field(
-        "cpu", description="onnxruntime-genai execution provider: cpu, cuda, dml, qnn or openvino."
+        "cpu",
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="onnxruntime-genai execution provider: cpu, cuda, rocm, dml, qnn, openvino, webgpu.",
     )
     embeddings: bool = Field(True, description="Serve the embedding endpoints when the engine supports them.")
     prompt_cache: bool = Field(
@@ -260,6 +274,28 @@ def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _resolve_source(flat: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Find the model `pull` fetched for ``model_source`` (never touching the network) and use its record."""
+    from slm_runtime.fetch import cached, default_dest
+
+    source = str(flat["model_source"])
+    dest = Path(flat.get("model_cache") or default_dest(env))
+    pin = flat.get("model_sha256")
+    try:
+        record = cached(source, dest, sha256=str(pin) if pin else None)
+    except ValueError as exc:
+        raise SettingsError(f"{flag_name('model_source')} / {env_name('model_source')}: {exc}") from exc
+    if record is None:
+        raise SettingsError(
+            f"{source} is not in the cache {dest}"
+            + (f" with digest {pin}" if pin else "")
+            + f": run `slm-runtime pull {source} --dest {dest}` first (the init container does)"
+        )
+    flat["model"] = record.path
+    for key, value in metadata_overrides(record.model_dump(by_alias=True)).items():
+        flat.setdefault(key, value)
+
+
 def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RuntimeSettings:
     """Build settings from parsed flags (only those given), the environment and the metadata file."""
     env = os.environ if environ is None else environ
@@ -272,8 +308,15 @@ def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str] |
                 from_env[field] = _parse_env_value(field, env[name])
     flat.update(from_env)
     flat.update({k: v for k, v in flags.items() if v is not None})
+    if "model" not in flat and flat.get("model_source"):
+        _resolve_source(flat, env)
     if "model" not in flat:
-        raise SettingsError(f"no model given: pass {flag_name('model')} PATH or set {env_name('model')}")
+        raise SettingsError(
+            f"no model given: pass {flag_name('model')} PATH (or set {env_name('model')}), or "
+            f"{flag_name('model_source')} URI with the {flag_name('model_cache')} that `pull` filled"
+        )
+    if flat.get("model_sha256") and not flat.get("model_digest"):
+        flat["model_digest"] = "sha256:" + str(flat["model_sha256"]).removeprefix("sha256:")
     metadata_path = flat.get("model_metadata")
     if not metadata_path:
         beside = Path(str(flat["model"]).rstrip("/") + PULL_RECORD_SUFFIX)

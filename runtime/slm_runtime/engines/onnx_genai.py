@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 MIN_MAX_LENGTH = 512
 """onnxruntime-genai refuses a ``max_length`` below the sliding-window KV cache (512 for Gemma 3)."""
 
-_PROVIDERS = {"cuda": "cuda", "dml": "dml", "qnn": "qnn", "openvino": "OpenVINO"}
+_PROVIDERS = {"openvino": "OpenVINO", "webgpu": "WebGPU"}  # names that differ from ours; others as given
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class OnnxGenaiEngine:
         config.clear_providers()
         provider = settings.engine.execution_provider
         if provider != "cpu":
-            config.append_provider(_PROVIDERS[provider])
+            config.append_provider(_PROVIDERS.get(provider, provider))
         model = og.Model(config)
         tokenizer = og.Tokenizer(model)
         genai = _read_json(folder / "genai_config.json")

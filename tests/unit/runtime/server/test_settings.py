@@ -94,3 +94,54 @@ def test_pull_record_beside_the_model_is_used(tmp_path: Path) -> None:
     assert settings.sampling.top_p == 0.5
     overridden = settings_from_sources({"model": str(model), "system": "mine", "model_digest": None}, {})
     assert overridden.model.system == "mine"
+
+
+def test_model_found_from_source_and_cache_like_in_a_pod(tmp_path: Path) -> None:
+    """The operator sets SLM_MODEL_SOURCE/SLM_MODEL_CACHE (no path): serve finds what `pull` recorded."""
+    from slm_runtime.fetch import NullProgress, pull
+
+    model = tmp_path / "models" / "tiny.gguf"
+    model.parent.mkdir()
+    model.write_bytes(b"GGUF" + bytes(60))
+    cache = tmp_path / "cache"
+    pulled = pull(f"file://{model}", cache, progress=lambda _label: NullProgress())
+    env = {
+        "SLM_MODEL_SOURCE": f"file://{model}",
+        "SLM_MODEL_CACHE": str(cache),
+        "SLM_MODEL_SHA256": pulled.sha256,
+        "SLM_ENGINE": "llama-cpp",
+        "SLM_EXECUTION_PROVIDER": "rocm",
+    }
+    settings = settings_from_sources({}, env)
+    assert settings.model.model == Path(pulled.path)
+    assert settings.model.model_digest == pulled.digest
+    assert settings.engine.execution_provider == "rocm"
+    with pytest.raises(SettingsError, match="slm-runtime pull"):
+        settings_from_sources({}, {**env, "SLM_MODEL_SHA256": "0" * 64})
+    with pytest.raises(SettingsError, match="not in the cache"):
+        settings_from_sources({}, {**env, "SLM_MODEL_CACHE": str(tmp_path / "empty")})
+
+
+def test_operator_rendered_environment_is_accepted(tmp_path: Path) -> None:
+    """The SLM_* mapping the operator writes for examples/gemma3-270m.yaml configures `serve` as intended."""
+    from slm_operator.api.errors import load_manifest
+    from slm_operator.hardware import profile_for
+    from slm_operator.render.runtime_env import runtime_environment
+    from slm_runtime.fetch import NullProgress, pull
+
+    root = Path(__file__).resolve().parents[4]
+    slm = load_manifest(root / "examples" / "gemma3-270m.yaml")[0]
+    cache = tmp_path / "cache"
+    env = runtime_environment(slm.spec, profile_for(slm.spec.hardware.accelerator), cache_dir=str(cache))
+    pulled = pull(env["SLM_MODEL_SOURCE"], cache, progress=lambda _label: NullProgress())
+    settings = settings_from_sources({}, {**env, "SLM_API_KEY": "k"})
+    assert settings.model.model == Path(pulled.path)
+    assert settings.served_name == "gemma3:270m"
+    assert settings.engine_name == "llama-cpp"
+    assert settings.model_format == "gguf"
+    assert settings.server.host == "0.0.0.0"
+    assert (settings.server.port, settings.server.parallel, settings.server.max_queue) == (11434, 1, 16)
+    assert settings.model.context_length == 2048
+    assert settings.engine.threads == 2
+    assert (settings.sampling.temperature, settings.sampling.top_k, settings.sampling.top_p) == (0.7, 40, 0.9)
+    assert settings.model.model_digest == pulled.digest
