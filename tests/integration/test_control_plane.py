@@ -336,3 +336,63 @@ def test_server_side_apply_with_a_field_manager(api: client.ApiClient, namespace
     reapplied = _apply_config_map(core, namespace, {"model": "qwen2.5"}, "slm-operator")
     assert reapplied.data == {"model": "qwen2.5", "replicas": "3", "owner": "gitops"}
     assert _managers(reapplied) == {"slm-operator": "Apply", "gitops": "Apply"}
+
+
+# ---- authentication and RBAC -----------------------------------------------------------------------------
+
+
+def _client_for_token(admin: client.ApiClient, token: str) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = admin.configuration.host
+    configuration.ssl_ca_cert = admin.configuration.ssl_ca_cert
+    configuration.api_key = {"BearerToken": token}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    return client.ApiClient(configuration)
+
+
+def test_rbac_governs_what_a_service_account_token_may_do(api: client.ApiClient, namespace: str) -> None:
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="app")))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    issued = core.create_namespaced_service_account_token("app", namespace, request)
+    assert issued.status is not None and issued.status.token
+
+    as_app = client.CoreV1Api(_client_for_token(api, issued.status.token))
+    try:
+        with pytest.raises(ApiException) as forbidden:
+            as_app.list_namespaced_config_map(namespace)
+        assert forbidden.value.status == 403
+        assert f"system:serviceaccount:{namespace}:app" in str(forbidden.value.body)
+
+        role = client.V1Role.from_dict(
+            {
+                "metadata": {"name": "read-config"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+            }
+        )
+        binding = client.V1RoleBinding.from_dict(
+            {
+                "metadata": {"name": "app-reads-config"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+                "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": namespace}],
+            }
+        )
+        assert role is not None and binding is not None
+        rbac.create_namespaced_role(namespace, role)
+        rbac.create_namespaced_role_binding(namespace, binding)
+
+        def allowed() -> bool:
+            try:
+                as_app.list_namespaced_config_map(namespace)
+            except ApiException as error:
+                if error.status == 403:
+                    return False
+                raise
+            return True
+
+        wait_until("the role binding to take effect", allowed, 30)
+        with pytest.raises(ApiException) as still_forbidden:
+            as_app.list_node()
+        assert still_forbidden.value.status == 403
+    finally:
+        as_app.api_client.close()
