@@ -1,0 +1,121 @@
+"""The Dockerfiles without a container engine: entrypoints are the project's console scripts, the arguments the
+chart and the operator pass parse with the real CLIs, bases are pinned, the user is 65532, and hadolint is clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from slm_operator.api.enums import Accelerator
+from slm_operator.api.errors import validate_manifest
+from slm_operator.cli import build_parser as slm_parser
+from slm_operator.render import RenderOptions, render_all
+from slm_operator.settings import OperatorSettings
+from slm_runtime.cli import build_parser as runtime_parser
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKERFILES = {"operator": ROOT / "operator" / "Dockerfile", "runtime": ROOT / "runtime" / "Dockerfile"}
+SCRIPTS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
+    pairs = []
+    for line in text.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    steps = instructions(path)
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def exec_form(path: Path, word: str) -> list[str]:
+    (value,) = [rest for w, rest in final_stage(path) if w == word]
+    parsed: list[str] = json.loads(value)  # exec form: no shell between the kubelet and the program
+    return parsed
+
+
+@pytest.mark.parametrize(("image", "script"), [("operator", "slm"), ("runtime", "slm-runtime")])
+def test_entrypoint_is_a_console_script_of_the_project(image: str, script: str) -> None:
+    assert exec_form(DOCKERFILES[image], "ENTRYPOINT") == [script]
+    assert script in SCRIPTS
+    module, _, function = SCRIPTS[script].partition(":")
+    assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+def test_operator_image_runs_the_charts_arguments() -> None:
+    cmd = exec_form(DOCKERFILES["operator"], "CMD")
+    assert slm_parser().parse_args(cmd).operator_command == "run"
+    chart_args = ["--log-level", "INFO", "operator", "run", "--namespace", "team-a", "--verbose"]
+    parsed = slm_parser().parse_args(chart_args)
+    assert parsed.namespace == ["team-a"] and parsed.verbose
+
+
+def test_runtime_image_runs_the_operators_pod_arguments() -> None:
+    """The operator passes only args (no command): each must parse after the image's ENTRYPOINT."""
+    manifest = {
+        "apiVersion": "slm-operator.io/v1alpha1",
+        "kind": "SLMDeployment",
+        "metadata": {"name": "m", "namespace": "ns"},
+        "spec": {"model": {"source": "hf://org/repo/model.gguf", "sha256": "a" * 64}},
+    }
+    rendered = render_all(validate_manifest(manifest), OperatorSettings(), RenderOptions(Accelerator.CPU))
+    (deployment,) = [m for m in rendered if m["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    containers = [*pod["initContainers"], *pod["containers"]]
+    assert all("command" not in c for c in containers)
+    commands = {runtime_parser().parse_args(c["args"]).command for c in containers}
+    assert commands == {"pull", "serve"}
+    assert exec_form(DOCKERFILES["runtime"], "CMD") == ["serve"]
+
+
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_bases_are_pinned_and_the_user_is_65532(image: str) -> None:
+    steps = instructions(DOCKERFILES[image])
+    args = dict(re.match(r"(\w+)=?(.*)", rest).groups() for word, rest in steps if word == "ARG" and "=" in rest)  # type: ignore[union-attr]
+    bases = [rest.split()[0] for word, rest in steps if word == "FROM"]
+    external = [args.get(b.strip("${}"), b) for b in bases if b.startswith("${")]
+    assert external, "bases come from ARGs so that they can be overridden"
+    for base in external:
+        tag = base.partition(":")[2]
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{base} is not pinned to a version"
+    assert len(bases) >= 2, "multi-stage: build tools stay out of the final image"
+    users = [rest for word, rest in final_stage(DOCKERFILES[image]) if word == "USER"]
+    assert users == ["65532:65532"]
+
+
+def test_runtime_variants_are_the_hardware_profiles_image_variants() -> None:
+    """VARIANT=cpu|cuda selects build-<variant>/final-<variant>; the operator asks for '<tag>-cuda' on nvidia."""
+    steps = instructions(DOCKERFILES["runtime"])
+    stages = {rest.split(" AS ")[1].strip() for word, rest in steps if word == "FROM" and " AS " in rest}
+    settings = OperatorSettings()
+    variants = {settings.profile(Accelerator.CPU).image_variant, settings.profile(Accelerator.NVIDIA_GPU).image_variant}
+    assert variants == {"cpu", "cuda"}
+    for variant in variants:
+        assert {f"build-{variant}", f"final-{variant}"} <= stages
+    assert settings.image_for(settings.profile(Accelerator.NVIDIA_GPU)).endswith("-cuda")
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is not installed: run hack/install-test-tools.sh")
+    result = subprocess.run(
+        [hadolint, *map(str, DOCKERFILES.values())], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
