@@ -1,8 +1,9 @@
 """The model service: loads the engine, admits requests through the scheduler and streams generations.
 
 API-neutral: the Ollama and OpenAI serving modules turn its events into their own wire formats. Blocking
-engine calls run in worker threads; a generation runs in a thread of its own that stops when the consumer
-goes away (client disconnect, timeout) and hands its slot back only once the engine has really stopped.
+engine calls run off the event loop: computations (warm-up, generations, embeddings) on their slot's own
+persistent thread (see :mod:`slm_runtime.workers`), tokenization in the default pool. A generation stops when
+its consumer goes away (client disconnect, timeout) and hands its slot back only once the engine has stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from slm_runtime.options import RequestOptions, resolve_sampling
 from slm_runtime.scheduler import Lease, Scheduler
 from slm_runtime.settings import RuntimeSettings
 from slm_runtime.stops import StopMatcher
+from slm_runtime.workers import SlotThreads
 
 __all__ = ["Admitted", "EngineLoader", "GenerationDone", "GenerationEvent", "ModelService", "TextChunk"]
 
@@ -92,6 +94,7 @@ class ModelService:
         self.load_error: BaseException | None = None
         self.load_duration_ns = 0
         self.loaded_at: datetime | None = None
+        self.workers = SlotThreads(settings.server.parallel)
         self.scheduler = Scheduler(settings.server.parallel, settings.server.max_queue, metrics.scheduler_changed)
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -115,7 +118,8 @@ class ModelService:
             )
             warm_prompt = await asyncio.to_thread(engine.tokenize, "Hello", add_special=True)
             params = resolve_sampling(self.settings.sampling, RequestOptions(temperature=0.0), 1)
-            await asyncio.to_thread(lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
+            warm_up = self.workers.submit(0, lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
+            await asyncio.wrap_future(warm_up)
         except BaseException as exc:
             self.load_error = exc
             log.exception("loading model %s failed", self.name)
@@ -144,6 +148,7 @@ class ModelService:
             log.warning("%d generation(s) still running at shutdown", self.scheduler.running)
 
     def close(self) -> None:
+        self.workers.shutdown()
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -384,8 +389,7 @@ class ModelService:
                 with suppress(RuntimeError):
                     loop.call_soon_threadsafe(lease.release)
 
-        thread = threading.Thread(target=work, name=f"slm-slot-{lease.slot}", daemon=True)
-        thread.start()
+        self.workers.submit(lease.slot, work)
         try:
             while True:
                 remaining = deadline - time.perf_counter()
@@ -441,7 +445,7 @@ class ModelService:
             lease = await self._acquire(deadline, api)
             self.metrics.queue_time.labels(*labels).observe(time.perf_counter() - queued)
             try:
-                result = await asyncio.to_thread(engine.embed, prepared)
+                result = await asyncio.wrap_future(self.workers.submit(lease.slot, lambda: engine.embed(prepared)))
             finally:
                 lease.release()
             record.prompt_tokens = sum(result.token_counts)
