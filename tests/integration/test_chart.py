@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,16 @@ def _delete_namespace(api: client.ApiClient, name: str) -> None:
     wait_until(f"namespace {name} deleted", lambda: kube.namespace_gone(api, name), 120)
 
 
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def _crd_exists(api: client.ApiClient) -> bool:
     try:
         client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD_NAME)
@@ -428,6 +438,9 @@ def test_operator_as_the_chart_service_account_reconciles_an_example_to_ready(
         assert any('kind="Deployment"' in line for line in writes)
         events = client.CoreV1Api(api).list_namespaced_event(release.watched).items
         assert any(e.reason == "Ready" and e.involved_object.kind == "SLMDeployment" for e in events)
+        # Deletion while the operator runs: kopf releases its finalizer (a patch the Role allows).
+        slms.delete("gemma3-270m")
+        eventually(lambda: not _exists(lambda: slms.get("gemma3-270m")), what="SLMDeployment deleted", timeout=60)
     finally:
         operator.stop()
     log = operator.log()
