@@ -87,7 +87,11 @@ def test_runtime_image_runs_the_operators_pod_arguments() -> None:
 @pytest.mark.parametrize("image", DOCKERFILES)
 def test_bases_are_pinned_and_the_user_is_65532(image: str) -> None:
     steps = instructions(DOCKERFILES[image])
-    args = dict(re.match(r"(\w+)=?(.*)", rest).groups() for word, rest in steps if word == "ARG" and "=" in rest)  # type: ignore[union-attr]
+    args = {}
+    for word, rest in steps:
+        if word == "ARG" and "=" in rest:
+            name, _, default = rest.partition("=")
+            args[name] = default
     bases = [rest.split()[0] for word, rest in steps if word == "FROM"]
     external = [args.get(b.strip("${}"), b) for b in bases if b.startswith("${")]
     assert external, "bases come from ARGs so that they can be overridden"

@@ -16,7 +16,8 @@ KIND: dict[str, Any] = yaml.safe_load((Path(__file__).resolve().parents[3] / "ki
 
 def pool(name: str) -> dict[str, Any]:
     (node,) = [n for n in KIND["nodes"] if n.get("labels", {}).get("slm-operator.io/pool") == name]
-    return node
+    found: dict[str, Any] = node
+    return found
 
 
 def taints(node: dict[str, Any]) -> list[dict[str, str]]:
