@@ -13,6 +13,7 @@ __all__ = [
     "EmbeddingsRequest",
     "GenerateRequest",
     "Options",
+    "PullRequest",
     "ShowRequest",
 ]
 
@@ -97,6 +98,13 @@ class EmbeddingsRequest(_Request):
     prompt: str
     options: Options | None = None
     keep_alive: KeepAlive = None
+
+
+class PullRequest(_Request):
+    model: str = ""
+    name: str = Field("", description="Older clients send the model here.")
+    insecure: bool = False
+    stream: bool = True
 
 
 class ShowRequest(_Request):

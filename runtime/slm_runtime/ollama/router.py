@@ -9,7 +9,14 @@ from fastapi.responses import PlainTextResponse, Response
 
 from slm_runtime.deps import get_service
 from slm_runtime.ollama import serving
-from slm_runtime.ollama.protocol import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from slm_runtime.ollama.protocol import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    PullRequest,
+    ShowRequest,
+)
 from slm_runtime.service import ModelService
 
 __all__ = ["router"]
@@ -66,3 +73,16 @@ async def embed(body: EmbedRequest, request: Request, service: Service) -> Respo
 @router.post("/api/embeddings", summary="Embedding of one text (legacy endpoint)")
 async def embeddings(body: EmbeddingsRequest, request: Request, service: Service) -> Response:
     return await serving.embeddings(service, body, request)
+
+
+@router.post("/api/pull", summary="Pull a model (the served model is always present)")
+async def pull(body: PullRequest, service: Service) -> Response:
+    return serving.pull(service, body)
+
+
+@router.post("/api/create", summary="Not supported (403)", include_in_schema=False)
+@router.post("/api/copy", summary="Not supported (403)", include_in_schema=False)
+@router.post("/api/push", summary="Not supported (403)", include_in_schema=False)
+@router.delete("/api/delete", summary="Not supported (403)", include_in_schema=False)
+async def manage(request: Request) -> Response:
+    raise serving.unsupported(request.url.path.removeprefix("/api/"))

@@ -24,6 +24,7 @@ from slm_runtime.ollama.protocol import (
     Format,
     GenerateRequest,
     Options,
+    PullRequest,
     ShowRequest,
 )
 from slm_runtime.options import RequestOptions
@@ -37,9 +38,11 @@ __all__ = [
     "embeddings",
     "generate",
     "ps",
+    "pull",
     "request_options",
     "show",
     "tags",
+    "unsupported",
     "version",
 ]
 
@@ -260,6 +263,23 @@ async def embeddings(service: ModelService, body: EmbeddingsRequest, request: Re
     service.check_model(body.model)
     result = await service.embed([body.prompt], api="ollama", started=started, record=record, truncate=True)
     return JSONResponse({"embedding": result.vectors[0]})
+
+
+def pull(service: ModelService, body: PullRequest) -> Response:
+    """The served model is always present: a pull of it succeeds at once; any other model is not found."""
+    service.check_model(body.model or body.name)
+    if body.stream:
+        return Response(json.dumps({"status": "success"}) + "\n", media_type=NDJSON)
+    return JSONResponse({"status": "success"})
+
+
+def unsupported(operation: str) -> InvalidRequestError:
+    err = InvalidRequestError(
+        f"{operation} is not supported: this server serves one model, managed by slm-operator "
+        "(change spec.model of the SLMDeployment instead)"
+    )
+    err.status = 403
+    return err
 
 
 def version() -> dict[str, str]:

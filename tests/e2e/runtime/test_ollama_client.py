@@ -141,3 +141,17 @@ def test_missing_or_wrong_key_is_401(live_server: LiveServer) -> None:
         with pytest.raises(ollama.ResponseError) as err:
             client.list()
         assert err.value.status_code == 401
+
+
+def test_pull_of_the_served_model_succeeds_and_management_is_refused(client: ollama.Client) -> None:
+    assert client.pull(MODEL_NAME).status == "success"
+    assert [p.status for p in client.pull(MODEL_NAME, stream=True)] == ["success"]
+    with pytest.raises(ollama.ResponseError) as other:
+        client.pull("llama9:70b")
+    assert other.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as delete:
+        client.delete(MODEL_NAME)
+    assert delete.value.status_code == 403 and "slm-operator" in delete.value.error
+    with pytest.raises(ollama.ResponseError) as copy:
+        client.copy(MODEL_NAME, "other")
+    assert copy.value.status_code == 403
