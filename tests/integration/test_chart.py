@@ -213,6 +213,7 @@ class Release:
     watched: str  # the namespace it reconciles
     kubeconfig: Path
     crd_existed_before: bool
+    notes: str = ""  # what `helm install` printed (NOTES.txt)
 
     @property
     def fullname(self) -> str:
@@ -279,7 +280,7 @@ def release(
     }
     values_path = values_file(tmp_path_factory.mktemp("chart"), values)
     try:
-        helm(
+        rel.notes = helm(
             "install", rel.name, str(CHART), "--namespace", rel.namespace, "--values", str(values_path),
             "--wait", "--timeout", "180s",
             kubeconfig=rel.kubeconfig,
@@ -326,6 +327,8 @@ def test_install_runs_a_restricted_operator_pod_and_installs_the_crd(api: client
     with pytest.raises(ApiException) as missing:
         rbac.read_cluster_role(release.fullname)  # namespaced mode: no cluster-wide role with writes
     assert missing.value.status == 404
+    assert f"kubectl -n {release.namespace} rollout status deployment/{release.fullname}" in release.notes
+    assert f"It reconciles SLMDeployments in: {release.watched} (a Role and RoleBinding in each)." in release.notes
     dashboard = client.CoreV1Api(api).read_namespaced_config_map(f"{release.fullname}-dashboard", release.namespace)
     assert '"uid": "slm-operator"' in dashboard.data["slm-operator.json"]
 
@@ -408,6 +411,13 @@ class ChartOperator:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
 
+def assert_never_refused(log: str) -> None:
+    """No 403 from the apiserver and no degraded kopf mode for lack of permissions in the operator's log."""
+    for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+        assert refusal not in log, f"the operator was refused something:\n{log[-4000:]}"
+    assert "Handler 'on_spec' succeeded" in log
+
+
 @pytest.mark.cluster
 def test_operator_as_the_chart_service_account_reconciles_an_example_to_ready(
     api: client.ApiClient, release: Release, tmp_path: Path
@@ -443,9 +453,7 @@ def test_operator_as_the_chart_service_account_reconciles_an_example_to_ready(
         eventually(lambda: not _exists(lambda: slms.get("gemma3-270m")), what="SLMDeployment deleted", timeout=60)
     finally:
         operator.stop()
-    log = operator.log()
-    for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
-        assert refusal not in log, f"the operator was refused something:\n{log[-4000:]}"
+    assert_never_refused(operator.log())
 
 
 def _allowed(api: client.ApiClient, user: str, verb: str, resource: str, namespace: str | None, name: str = "") -> bool:
@@ -567,6 +575,28 @@ def test_upgrade_with_changed_values_then_uninstall_keeps_the_crd(
             lambda: apps.read_namespaced_deployment(fullname, home).status.available_replicas == 1,
             120,
         )
+
+        # The cluster-wide RBAC is sufficient as well, and the upgraded settings reach what the operator renders:
+        # an example without spec.resources gets the new defaultRequests.
+        team = f"team-upgrade-{suffix}"
+        _create_namespace(api, team, {"slm-operator.io/test": "integration"})
+        operator = ChartOperator(api, Release(name, home, team, kubeconfig, crd_existed_before=True), tmp_path)
+        assert "--namespace" not in operator.args
+        manifest = example("gemma3-270m.yaml")
+        del manifest["spec"]["resources"]
+        operator.start()
+        try:
+            slms = SLMs(api, team)
+            slms.create(manifest)
+            slms.wait_phase("gemma3-270m", "Ready", timeout=180)
+            deployment = apps.read_namespaced_deployment("gemma3-270m", team)
+            assert deployment.spec.template.spec.containers[0].resources.requests == {"cpu": "250m", "memory": "256Mi"}
+            slms.delete("gemma3-270m")
+            eventually(lambda: not _exists(lambda: slms.get("gemma3-270m")), what="SLMDeployment deleted", timeout=60)
+        finally:
+            operator.stop()
+            _delete_namespace(api, team)
+        assert_never_refused(operator.log())
 
         helm("uninstall", name, "-n", home, "--wait", kubeconfig=kubeconfig)
         # Helm never deletes (nor replaces) what it installed from crds/: the very same object is still there.
