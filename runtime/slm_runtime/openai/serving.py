@@ -200,7 +200,14 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
         "system_fingerprint": FINGERPRINT,
     }
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    return await _respond(request, events, stream=bool(body.stream), include_usage=include_usage, base=base, chat=True)
+    try:
+        return await _respond(
+            request, events, stream=bool(body.stream), include_usage=include_usage, base=base, chat=True
+        )
+    except InvalidRequestError as err:
+        if err.param == "format":  # the service speaks Ollama's name for the JSON constraint
+            err.param = "response_format"
+        raise
 
 
 async def completions(service: ModelService, body: CompletionRequest, request: Request) -> Response:

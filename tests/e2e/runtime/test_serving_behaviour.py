@@ -169,7 +169,7 @@ def test_json_schema_that_admits_nothing_is_400_before_streaming(http: httpx.Cli
             "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"not": {}}}},
         },
     )
-    assert openai.status_code == 400 and openai.json()["error"]["param"] == "format"
+    assert openai.status_code == 400 and openai.json()["error"]["param"] == "response_format"
 
 
 def test_oversized_body_is_413(http: httpx.Client) -> None:
