@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from slm_operator import __version__
-from slm_operator.cli import manifests, operator
+from slm_operator.cli import local, manifests, operator
 
 __all__ = ["build_parser", "main"]
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMAND_GROUPS: tuple[Register, ...] = (manifests.register, operator.register)
+COMMAND_GROUPS: tuple[Register, ...] = (manifests.register, operator.register, local.register)
 
 
 def _version(_: argparse.Namespace) -> int:

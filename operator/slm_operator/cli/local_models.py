@@ -1,0 +1,283 @@
+"""`slm pull`, `list`, `rm`, `ps` and `show`: the local cache and what a local server has loaded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from slm_operator.api import ManifestError, SLMDeployment
+from slm_operator.local.cache import find_cached, list_cached, remove_cached
+from slm_operator.local.client import ClientError, LocalClient, server_url
+from slm_operator.local.server import ServerError
+from slm_operator.local.table import human_age, human_size, render_table
+from slm_operator.local.targets import TargetError
+from slm_runtime.fetch import PullError, auto_progress, cached, default_dest, pull
+from slm_runtime.settings import SettingsError
+from slm_runtime.source import SourceError
+
+__all__ = ["EXPECTED_ERRORS", "cache_argument", "client_arguments", "fail", "register"]
+
+#: errors a user can cause: reported in one line, exit code 1
+EXPECTED_ERRORS = (
+    ManifestError,
+    TargetError,
+    PullError,
+    SourceError,
+    SettingsError,
+    ClientError,
+    ServerError,
+    ValueError,
+    OSError,
+)
+
+
+def fail(message: str, code: int = 1) -> int:
+    sys.stderr.write(f"Error: {message}\n")
+    return code
+
+
+def cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache", type=Path, default=default_dest(), help="model cache (default: $SLM_CACHE_HOME/models)"
+    )
+
+
+def client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=None, help="server to use when it serves the model (default: $OLLAMA_HOST or :11434)"
+    )
+    parser.add_argument("--api-key", default=os.environ.get("SLM_API_KEY"), help="bearer token (default $SLM_API_KEY)")
+
+
+def _source_of(target: str, name: str | None) -> tuple[str, str | None]:
+    """A source URI as is, or the model source and pin of a manifest / Modelfile."""
+    if "://" in target and not Path(target).exists():
+        return target, None
+    from slm_operator.local.targets import resource_for_target
+
+    spec = resource_for_target(target, name=name).spec
+    return spec.model.source, spec.model.sha256
+
+
+def _pull(args: argparse.Namespace) -> int:
+    try:
+        source, pin = _source_of(args.source, args.name)
+        model = pull(source, args.cache, sha256=args.sha256 or pin, progress=auto_progress)
+    except ManifestError as exc:
+        return fail(f"{args.source}: " + "; ".join(str(e) for e in exc.errors))
+    except EXPECTED_ERRORS as exc:
+        return fail(str(exc))
+    if args.json:
+        sys.stdout.write(model.to_json() + "\n")
+    else:
+        state = "already cached" if model.cached else "pulled"
+        sys.stdout.write(f"{source}: {state}, {human_size(model.size_bytes)}, {model.digest}\n{model.path}\n")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    models = list_cached(args.cache)
+    if args.json:
+        sys.stdout.write(json.dumps([m.record.model_dump(by_alias=True, exclude={"cached"}) for m in models]) + "\n")
+        return 0
+    rows = [
+        [
+            m.name,
+            m.record.sha256[:12],
+            human_size(m.record.size_bytes),
+            m.record.format or "?",
+            human_age(m.modified),
+            m.record.source,
+        ]
+        for m in models
+    ]
+    sys.stdout.write(render_table(["NAME", "ID", "SIZE", "FORMAT", "MODIFIED", "SOURCE"], rows))
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    failed = False
+    for reference in args.models:
+        matches = find_cached(args.cache, reference)
+        if not matches:
+            failed = True
+            fail(f"model '{reference}' not found in {args.cache}; `slm list` shows what is cached")
+            continue
+        if len(matches) > 1 and not args.all:
+            failed = True
+            sources = ", ".join(m.record.source for m in matches)
+            fail(f"'{reference}' matches {len(matches)} models ({sources}); name one by its source, or pass --all")
+            continue
+        for model in matches:
+            remove_cached(model, args.cache)
+            kept = " (the model file stays where it is)" if model.in_place(args.cache) else ""
+            sys.stdout.write(f"deleted '{model.name}' ({model.record.source}){kept}\n")
+    return 1 if failed else 0
+
+
+def _processor(entry: Mapping[str, Any]) -> str:
+    size = int(entry.get("size") or 0)
+    vram = int(entry.get("size_vram") or 0)
+    if vram <= 0 or size <= 0:
+        return "100% CPU"
+    if vram >= size:
+        return "100% GPU"
+    share = round(100 * vram / size)
+    return f"{100 - share}%/{share}% CPU/GPU"
+
+
+def _ps(args: argparse.Namespace) -> int:
+    url = server_url(args.url)
+    with LocalClient(url, api_key=args.api_key) as client:
+        try:
+            models = client.loaded()
+        except ClientError as exc:
+            return fail(str(exc))
+    rows = [
+        [
+            str(m.get("name", "")),
+            str(m.get("digest", ""))[:12],
+            human_size(int(m.get("size") or 0)),
+            _processor(m),
+            str(m.get("context_length", "")),
+            "Forever",
+        ]
+        for m in models
+    ]
+    sys.stdout.write(render_table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+    return 0
+
+
+def _section(title: str, pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    width = max(len(key) for key, _ in pairs)
+    body = "".join(f"    {key.ljust(width)}    {value}\n" for key, value in pairs)
+    return f"  {title}\n{body}\n"
+
+
+def _text_section(title: str, text: str | None) -> str:
+    if not text:
+        return ""
+    lines = text.strip().splitlines()
+    shown = lines[:8] + (["..."] if len(lines) > 8 else [])
+    return f"  {title}\n" + "".join(f"    {line}\n" for line in shown) + "\n"
+
+
+def _show_served(shown: Mapping[str, Any], model: str) -> str:
+    details = shown.get("details") or {}
+    info = shown.get("model_info") or {}
+    context = next((v for k, v in info.items() if str(k).endswith("context_length")), "")
+    pairs = [
+        ("name", model),
+        ("architecture", str(info.get("general.architecture", details.get("family", "")))),
+        ("parameters", str(details.get("parameter_size", ""))),
+        ("context length", str(context)),
+        ("quantization", str(details.get("quantization_level", ""))),
+        ("format", str(details.get("format", ""))),
+    ]
+    parameters = [tuple(line.split(" ", 1)) for line in str(shown.get("parameters", "")).splitlines() if " " in line]
+    return (
+        _section("Model", [(k, v) for k, v in pairs if v])
+        + _section("Parameters", [(k, v) for k, v in parameters])
+        + _text_section("System", shown.get("system"))
+        + _text_section("License", shown.get("license"))
+    )
+
+
+def _show_resource(resource: SLMDeployment, cache_dir: Path) -> str:
+    spec = resource.spec
+    pairs = [
+        ("name", spec.model.served_name()),
+        ("source", spec.model.source),
+        ("format", spec.resolved_format().value),
+        ("engine", spec.resolved_engine().value),
+        ("accelerator", (spec.hardware.accelerator.value if spec.hardware else "cpu")),
+    ]
+    try:
+        record = cached(spec.model.source, cache_dir, sha256=spec.model.sha256)
+    except (ValueError, PullError):
+        record = None
+    if record is not None:
+        pairs += [("digest", record.digest), ("size", human_size(record.size_bytes)), ("path", record.path)]
+    else:
+        pairs.append(("cached", f"no (`slm pull {spec.model.source}`)"))
+    parameters = [(k, str(v)) for k, v in (spec.parameters.to_wire() if spec.parameters else {}).items()]
+    return (
+        _section("Model", pairs)
+        + _section("Parameters", parameters)
+        + _text_section("System", spec.system)
+        + _text_section("Template", spec.template)
+    )
+
+
+def _show(args: argparse.Namespace) -> int:
+    from slm_operator.local.modelfile import to_modelfile
+    from slm_operator.local.session import resolve_target, tagged
+
+    url = server_url(args.url)
+    if (not args.env and not args.modelfile) or args.modelfile:
+        with LocalClient(url, api_key=args.api_key) as client:
+            try:
+                served = client.ready() and tagged(args.target) in {tagged(str(m["name"])) for m in client.models()}
+                if served:
+                    shown = client.show(args.target)
+                    sys.stdout.write(str(shown["modelfile"]) if args.modelfile else _show_served(shown, args.target))
+                    return 0
+            except ClientError as exc:
+                return fail(str(exc))
+    try:
+        resource = resolve_target(args.target, cache_dir=args.cache, name=args.name)
+        if args.env:
+            from slm_operator.local.config import plan_local
+
+            env = plan_local(resource, cache_dir=args.cache).env
+            sys.stdout.write("".join(f"{key}={json.dumps(value)}\n" for key, value in sorted(env.items())))
+        elif args.modelfile:
+            sys.stdout.write(to_modelfile(resource))
+        else:
+            sys.stdout.write(_show_resource(resource, args.cache))
+    except ManifestError as exc:
+        return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
+    except EXPECTED_ERRORS as exc:
+        return fail(str(exc))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pulled = subparsers.add_parser("pull", help="download a model into the local cache (with progress)")
+    pulled.add_argument("source", metavar="SOURCE", help="a model source URI, or a manifest / Modelfile naming one")
+    pulled.add_argument("--name", default=None, help="the SLMDeployment to use when the manifest holds several")
+    pulled.add_argument("--sha256", default=None, help="expected digest; refuse any other")
+    pulled.add_argument("--json", action="store_true", help="print the pull record as JSON")
+    cache_argument(pulled)
+    pulled.set_defaults(func=_pull)
+
+    listed = subparsers.add_parser("list", aliases=["ls"], help="list the models in the local cache")
+    listed.add_argument("--json", action="store_true", help="print the pull records as JSON")
+    cache_argument(listed)
+    listed.set_defaults(func=_list)
+
+    removed = subparsers.add_parser("rm", help="delete models from the local cache")
+    removed.add_argument("models", nargs="+", metavar="MODEL", help="name, source URI or digest prefix")
+    removed.add_argument("--all", action="store_true", help="delete every model a reference matches")
+    cache_argument(removed)
+    removed.set_defaults(func=_rm)
+
+    ps = subparsers.add_parser("ps", help="list the models a running local server has loaded")
+    client_arguments(ps)
+    ps.set_defaults(func=_ps)
+
+    show = subparsers.add_parser("show", help="show a model: served details, or a manifest's model and cache entry")
+    show.add_argument("target", metavar="MODEL", help="a served or cached model name, a manifest, Modelfile or URI")
+    show.add_argument("--name", default=None, help="the SLMDeployment to use when the manifest holds several")
+    show.add_argument("--modelfile", action="store_true", help="print it as an Ollama Modelfile")
+    show.add_argument("--env", action="store_true", help="print the SLM_* runtime environment rendered for it")
+    cache_argument(show)
+    client_arguments(show)
+    show.set_defaults(func=_show)
