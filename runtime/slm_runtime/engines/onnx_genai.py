@@ -62,6 +62,12 @@ class OnnxGenaiEngine:
         config.clear_providers()
         provider = settings.engine.execution_provider
         if provider != "cpu":
+            probe = getattr(og, f"is_{provider}_available", None)
+            if probe is not None and not probe():
+                raise RuntimeError(
+                    f"execution provider {provider!r} is not available in this onnxruntime-genai build "
+                    "(--execution-provider): install the matching onnxruntime-genai package or use cpu"
+                )
             config.append_provider(_PROVIDERS.get(provider, provider))
         model = og.Model(config)
         tokenizer = og.Tokenizer(model)

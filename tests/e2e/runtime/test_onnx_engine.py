@@ -104,3 +104,10 @@ def test_openai_chat_completions_and_streaming(openai_client: openai.OpenAI) -> 
     assert [m.id for m in openai_client.models.list().data] == [MODEL_NAME]
     with pytest.raises(openai.BadRequestError):
         openai_client.embeddings.create(model=MODEL_NAME, input="x")
+
+
+def test_unavailable_execution_provider_is_named(onnx_path: Path) -> None:
+    from slm_runtime.engines.onnx_genai import OnnxGenaiEngine
+
+    with pytest.raises(RuntimeError, match="'cuda' is not available"):
+        OnnxGenaiEngine.load(make_settings(onnx_path, execution_provider="cuda"))
