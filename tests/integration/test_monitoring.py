@@ -28,6 +28,9 @@ import yaml
 from harness import ROOT, free_port
 
 from cluster import binaries, load_versions
+from cluster.paths import cache_home
+from slm_operator.api.errors import validate_manifest
+from slm_operator.render.monitoring import build_service_monitor
 
 CHART = ROOT / "charts" / "slm-operator"
 ALERT_TESTS = Path(__file__).parent / "monitoring" / "alerts_test.yaml"
@@ -85,6 +88,38 @@ def test_alert_rules_pass_promtool_unit_tests(tmp_path: Path) -> None:
     tested = set(re.findall(r"alertname: (\w+)", ALERT_TESTS.read_text()))
     defined = set(re.findall(r"alert: (\w+)", rules.read_text()))
     assert tested == defined  # every alert has a firing and a quiet case above
+
+
+def test_monitoring_objects_match_the_prometheus_operator_schemas(tmp_path: Path) -> None:
+    """The chart's ServiceMonitor and PrometheusRule, and the ServiceMonitor the operator renders for a model,
+    pass the Prometheus Operator's own CRD schemas (no such CRDs on the test control plane)."""
+    models = cache_home() / "node" / "prometheus-operator-models"
+    if not (models / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.fail(f"{models} is missing: run hack/install-test-tools.sh")
+    rendered = subprocess.run(
+        [
+            str(binaries().helm), "template", "slm-operator", str(CHART), "--namespace", "slm-system",
+            "--kube-version", load_versions().kubernetes.lstrip("v"),
+            "--set", "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true",
+            "--show-only", "templates/servicemonitor.yaml", "--show-only", "templates/prometheusrule.yaml",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    objects = [d for d in yaml.safe_load_all(rendered) if d]
+    manifest = yaml.safe_load((ROOT / "examples" / "gemma3-270m.yaml").read_text())
+    manifest["metadata"]["namespace"] = "team-a"
+    manifest["spec"]["monitoring"] = {"serviceMonitor": True}
+    operator_monitor = build_service_monitor(validate_manifest(manifest), crd_available=True)
+    assert operator_monitor is not None
+    objects.append(operator_monitor)
+    (tmp_path / "objects.json").write_text(json.dumps(objects))
+    result = subprocess.run(
+        [tool("node"), str(Path(__file__).parent / "monitoring" / "validate_prometheus_operator.mjs"), str(models),
+         str(tmp_path / "objects.json")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("valid ") == 3 and "invalid" not in result.stdout
 
 
 # ------------------------------------------------------------------------------- a real Prometheus server
