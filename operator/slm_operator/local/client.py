@@ -60,10 +60,19 @@ def _error_text(response: httpx.Response) -> str:
 class LocalClient:
     """Ollama API calls used by `slm run`, `ps`, `show` and `bench`."""
 
-    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 600) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 600,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=5))
+        self._http = httpx.Client(
+            base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=5), transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()

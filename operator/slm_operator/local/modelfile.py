@@ -5,7 +5,8 @@ Instruction mapping (names are case-insensitive, as in Ollama):
 =================  ============================================================================================
 FROM               spec.model.source: ``name[:tag]`` -> ``ollama://name[:tag]``, a ``.gguf`` path (relative to
                    the Modelfile) -> ``file:///absolute/path``, a URI (hf://, https://, package:// ...) as is
-PARAMETER          spec.parameters: temperature, top_p, top_k, min_p, num_ctx (contextLength), num_predict,
+PARAMETER          spec.parameters: temperature, top_p, top_k, min_p, num_ctx or context_length (contextLength),
+                   num_predict,
                    repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, seed, stop (repeatable),
                    num_thread, num_batch
 PARAMETER num_gpu  spec.hardware: 0 -> accelerator cpu; any other value -> accelerator nvidia-gpu with fallback
@@ -58,6 +59,7 @@ _PARAMETERS = {
     "top_k": "top_k",
     "min_p": "min_p",
     "num_ctx": "context_length",
+    "context_length": "context_length",  # not Ollama's name, but Modelfiles in the wild use it
     "num_predict": "num_predict",
     "repeat_penalty": "repeat_penalty",
     "repeat_last_n": "repeat_last_n",
@@ -331,7 +333,7 @@ def to_modelfile(resource: SLMDeployment) -> str:
         lines.append(f"TEMPLATE {_quoted(spec.template)}")
     if spec.system is not None:
         lines.append(f"SYSTEM {_quoted(spec.system)}")
-    inverse = {field_name: key for key, field_name in _PARAMETERS.items()}
+    inverse = {field_name: key for key, field_name in reversed(_PARAMETERS.items())}
     if spec.parameters is not None:
         for field_name, value in spec.parameters.model_dump(exclude_none=True).items():
             values = value if isinstance(value, list) else [value]
