@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL_NAME, LiveServer, make_settings
+from conftest import API_KEY, MODEL_NAME, LiveServer, Streaming, make_settings
 from starlette.testclient import TestClient
 
 from slm_runtime.app import create_app
@@ -48,27 +48,34 @@ def test_two_generations_run_at_once_and_stay_greedy(two_slot_server: LiveServer
             body = {"model": MODEL_NAME, "prompt": prompts[index], "stream": False, "options": options}
             results[index] = client.post("/api/generate", json=body).json()["response"]
 
+        def running() -> float:
+            for line in client.get("/metrics").text.splitlines():
+                if line.startswith("slm_requests_running{"):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
         threads = [threading.Thread(target=generate, args=(i,)) for i in range(2)]
         for thread in threads:
             thread.start()
         while any(t.is_alive() for t in threads):
-            for line in client.get("/metrics").text.splitlines():
-                if line.startswith("slm_requests_running{"):
-                    running_seen.append(float(line.rsplit(" ", 1)[1]))
+            running_seen.append(running())
             time.sleep(0.05)
         for thread in threads:
             thread.join()
         assert max(running_seen) == 2
         assert [results[0], results[1]] == alone
         # Both slots busy and no queue: a third request is refused.
-        third = threading.Thread(target=generate, args=(0,))
-        fourth = threading.Thread(target=generate, args=(1,))
-        third.start()
-        fourth.start()
-        time.sleep(0.3)
+        long = {"temperature": 0.7, "num_predict": 300}
+        holders = [
+            Streaming(two_slot_server.url, "/api/generate", {"model": MODEL_NAME, "prompt": p, "options": long})
+            for p in prompts
+        ]
+        deadline = time.monotonic() + 30
+        while running() < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         busy = client.post("/api/generate", json={"model": MODEL_NAME, "prompt": "x", "stream": False})
-        third.join()
-        fourth.join()
+        for holder in holders:
+            holder.close()
         assert busy.status_code == 503
 
 

@@ -7,11 +7,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, CONTEXT, MODEL_NAME, LiveServer, make_settings
+from conftest import API_KEY, CONTEXT, MODEL_NAME, LiveServer, Streaming, make_settings, metric
 from starlette.testclient import TestClient
 
 from slm_runtime.app import create_app
@@ -22,50 +21,6 @@ from slm_runtime.settings import RuntimeSettings
 pytestmark = pytest.mark.model
 
 LONG = {"temperature": 0.7, "num_predict": 900, "seed": 5}
-
-
-class Streaming:
-    """A streaming generation held open in a background thread until ``close()``."""
-
-    def __init__(self, url: str, path: str, body: dict[str, Any]) -> None:
-        self.started = threading.Event()
-        self.closed = threading.Event()
-        self.status = 0
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._run, args=(url, path, body), daemon=True)
-        self._thread.start()
-
-    def _run(self, url: str, path: str, body: dict[str, Any]) -> None:
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        with (
-            httpx.Client(base_url=url, headers=headers, timeout=120) as client,
-            client.stream("POST", path, json=body) as response,
-        ):
-            self.status = response.status_code
-            for line in response.iter_lines():
-                if line:
-                    self.lines.append(line)
-                if len(self.lines) >= 3:
-                    self.started.set()
-                if self.closed.is_set():
-                    break  # leaving the block closes the connection mid-stream
-        self.started.set()
-
-    def close(self) -> None:
-        self.closed.set()
-        self._thread.join(timeout=30)
-        assert not self._thread.is_alive()
-
-
-def metric(http: httpx.Client, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(http.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def quick_generate(http: httpx.Client) -> httpx.Response:
