@@ -221,28 +221,41 @@ def prometheus(runtime: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         log.close()
 
 
+def generate(runtime: str, predict: int) -> int:
+    response = httpx.post(
+        f"{runtime}/api/generate",
+        json={"model": MODEL_NAME, "prompt": "Count to ten.", "stream": False, "options": {"num_predict": predict}},
+        timeout=120,
+    )
+    return response.status_code
+
+
 def traffic(runtime: str) -> dict[int, int]:
     """A few generations one after another, then a burst of five at once (one slot, one queue place)."""
     statuses: dict[int, int] = {}
     lock = threading.Lock()
 
-    def generate(predict: int) -> None:
-        response = httpx.post(
-            f"{runtime}/api/generate",
-            json={"model": MODEL_NAME, "prompt": "Count to ten.", "stream": False, "options": {"num_predict": predict}},
-            timeout=120,
-        )
+    def count(predict: int) -> None:
+        status = generate(runtime, predict)
         with lock:
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            statuses[status] = statuses.get(status, 0) + 1
 
     for _ in range(3):
-        generate(8)
-    burst = [threading.Thread(target=generate, args=(48,)) for _ in range(5)]
+        count(8)
+    burst = [threading.Thread(target=count, args=(48,)) for _ in range(5)]
     for thread in burst:
         thread.start()
     for thread in burst:
         thread.join(180)
     return statuses
+
+
+def scraped(prometheus: str, expr: str, what: str, timeout: float = 60) -> None:
+    """Wait until Prometheus has a sample for which ``expr`` returns something."""
+    deadline = time.monotonic() + timeout
+    while not query(prometheus, expr):
+        assert time.monotonic() < deadline, f"Prometheus never scraped {what}"
+        time.sleep(0.5)
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -265,13 +278,15 @@ def panel_queries() -> list[tuple[str, str]]:
 
 @pytest.mark.model
 def test_prometheus_scrapes_the_runtime_and_every_dashboard_query_returns_data(runtime: str, prometheus: str) -> None:
+    # One request first, scraped, so that every series has a sample from before the traffic: rate() counts
+    # increases between samples, and a series whose first sample already holds all requests shows none.
+    assert generate(runtime, 4) == 200
+    scraped(prometheus, "sum(slm_time_to_first_token_seconds_count) >= 1", "the first request")
     statuses = traffic(runtime)
     assert statuses.get(200, 0) >= 4 and statuses.get(503, 0) >= 1, statuses  # served, and refused when full
-    deadline = time.monotonic() + 30  # a few scrapes after the last request
-    while not query(prometheus, f'slm_requests_total{{outcome="busy",model="{MODEL_NAME}"}} > 0'):
-        assert time.monotonic() < deadline, "Prometheus never scraped the refused requests"
-        time.sleep(1)
-    time.sleep(3)
+    served = 1 + statuses[200]
+    scraped(prometheus, f"sum(slm_time_to_first_token_seconds_count) >= {served}", f"{served} requests")
+    scraped(prometheus, f'slm_requests_total{{outcome="busy",model="{MODEL_NAME}"}} > 0', "the refused requests")
 
     empty, runtime_values = [], {}
     for title, expr in panel_queries():
