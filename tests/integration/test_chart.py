@@ -67,7 +67,10 @@ def run(command: list[str], *, kubeconfig: Path | None = None, stdin: str | None
 
 
 def helm(*args: str, kubeconfig: Path | None = None) -> str:
-    return run([str(binaries().helm), *args], kubeconfig=kubeconfig)
+    binary = binaries().helm
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: make cluster-bins builds it", pytrace=False)
+    return run([str(binary), *args], kubeconfig=kubeconfig)
 
 
 def kubectl(*args: str, kubeconfig: Path, stdin: str | None = None) -> str:
