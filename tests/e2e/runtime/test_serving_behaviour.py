@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +23,18 @@ from slm_runtime.settings import RuntimeSettings
 pytestmark = pytest.mark.model
 
 LONG = {"temperature": 0.7, "num_predict": 900, "seed": 5}
+
+
+def raw_request(server: LiveServer, path: str, body: dict[str, Any]) -> socket.socket:
+    """Send a request on a bare socket and leave it unanswered (close the socket to hang up)."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(head.encode() + data)
+    return sock
 
 
 def quick_generate(http: httpx.Client) -> httpx.Response:
@@ -48,7 +62,8 @@ def test_queue_full_is_503_with_ollamas_message(http: httpx.Client, live_server:
     # parallel=1, max_queue=1: one generation runs, one waits, the third is refused.
     running = Streaming(live_server.url, "/api/generate", {"model": MODEL_NAME, "prompt": "A", "options": LONG})
     assert running.started.wait(60)
-    waiting = Streaming(live_server.url, "/v1/completions", {"model": MODEL_NAME, "prompt": "B", "stream": True})
+    # The queued client is a bare socket, so that it can hang up while no response has started.
+    waiting = raw_request(live_server, "/v1/completions", {"model": MODEL_NAME, "prompt": "B", "stream": True})
     deadline = time.monotonic() + 10
     while metric(http, "slm_requests_waiting") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -60,12 +75,15 @@ def test_queue_full_is_503_with_ollamas_message(http: httpx.Client, live_server:
     assert busy_openai.status_code == 503
     assert busy_openai.json()["error"]["message"] == OLLAMA_SERVER_BUSY
     assert busy_openai.json()["error"]["code"] == "server_busy"
-    # The queued client gives up: it leaves the queue, then the running one leaves too.
+    # The queued client hangs up: it leaves the queue while the first generation still runs.
+    cancelled_before = metric(http, "slm_requests_total", api="openai", outcome="cancelled")
     waiting.close()
     deadline = time.monotonic() + 5
     while metric(http, "slm_requests_waiting") > 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert metric(http, "slm_requests_waiting") == 0
+    assert metric(http, "slm_requests_running") == 1
+    assert metric(http, "slm_requests_total", api="openai", outcome="cancelled") == cancelled_before + 1
     running.close()
     assert quick_generate(http).status_code == 200
 
