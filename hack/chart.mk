@@ -20,8 +20,9 @@ chart-template: ## Render the chart to stdout (add CHART_VALUES=file.yaml)
 chart-package: chart-lint ## Package the chart into $(CHART_OUT)/
 	$(HELM) package $(CHART_DIR) --destination $(CHART_OUT)
 
-chart-test: install ## The chart, image and monitoring tests (chart ones on the real control plane)
-	$(PY) -m pytest tests/unit/chart tests/integration/test_chart.py tests/integration/test_monitoring.py
+chart-test: install ## Chart, image, read-only-root and monitoring tests (chart ones on the real control plane)
+	$(PY) -m pytest tests/unit/chart tests/integration/test_chart.py tests/integration/test_monitoring.py \
+		tests/integration/test_readonly_root.py
 
 chart-install: ## helm upgrade --install into $$KUBECONFIG's cluster, namespace slm-system
 	$(HELM) upgrade --install slm-operator $(CHART_DIR) --namespace slm-system --create-namespace --wait \
