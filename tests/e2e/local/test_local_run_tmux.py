@@ -1,0 +1,86 @@
+"""`slm run` in a real terminal (tmux): an interactive exchange, a multi-line message, /bye."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import MODEL, SlmServe, slm_command
+
+pytestmark = pytest.mark.model
+
+
+class Terminal:
+    """One tmux session on a private server socket, running a command and then reporting its exit code."""
+
+    def __init__(self, command: list[str]) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            pytest.fail("tmux is not installed; run hack/install-tmux.sh")
+        self.tmux = tmux
+        self.socket = f"slm-run-test-{os.getpid()}"
+        script = f"{shlex.join(command)}; echo EXIT=$?; sleep 600"
+        self._tmux("new-session", "-d", "-s", "chat", "-x", "160", "-y", "60", script)
+
+    def _tmux(self, *args: str) -> str:
+        result = subprocess.run(
+            [self.tmux, "-L", self.socket, *args], capture_output=True, text=True, timeout=30, check=True
+        )
+        return result.stdout
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "chat", "-l", text)
+        self._tmux("send-keys", "-t", "chat", "Enter")
+
+    def screen(self) -> list[str]:
+        return [line.rstrip() for line in self._tmux("capture-pane", "-p", "-t", "chat", "-S", "-200").splitlines()]
+
+    def wait_for(self, check: Callable[[list[str]], bool], what: str, timeout: float = 120) -> list[str]:
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            lines = self.screen()
+            if check(lines):
+                return lines
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; the screen:\n" + "\n".join(lines))
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def terminal(served: SlmServe) -> Iterator[Terminal]:
+    term = Terminal(slm_command("run", MODEL, "--url", served.url))
+    yield term
+    term.close()
+
+
+def prompts(lines: list[str]) -> int:
+    """Prompts on screen: the answered ones (>>> text) and the one waiting (>>>)."""
+    return sum(1 for line in lines if line.startswith(">>>"))
+
+
+def test_interactive_exchange(terminal: Terminal) -> None:
+    terminal.wait_for(lambda lines: prompts(lines) == 1, "the first >>> prompt", timeout=60)
+
+    terminal.type("Reply with one word: hello")
+    lines = terminal.wait_for(lambda lines: prompts(lines) == 2, "the reply and the next prompt")
+    asked = lines.index(">>> Reply with one word: hello")
+    reply = [line for line in lines[asked + 1 : lines.index(">>>", asked)] if line]
+    assert reply, f"no reply on screen: {lines}"
+
+    terminal.type('"""First line of a message,')
+    terminal.wait_for(lambda lines: any(line.startswith("...") for line in lines), "the ... continuation")
+    terminal.type('and its second line."""')
+    lines = terminal.wait_for(lambda lines: prompts(lines) == 3, "the multi-line reply")
+    assert '>>> """First line of a message,' in lines and '... and its second line."""' in lines
+
+    terminal.type("/bye")
+    lines = terminal.wait_for(lambda lines: any(line.startswith("EXIT=") for line in lines), "slm run to exit")
+    assert "EXIT=0" in lines
