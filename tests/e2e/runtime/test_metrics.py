@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import httpx
 import pytest
-from conftest import MODEL_NAME
 from prometheus_client.parser import text_string_to_metric_families
+from runtime_e2e import MODEL_NAME
 
 pytestmark = pytest.mark.model
 

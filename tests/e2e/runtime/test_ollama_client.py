@@ -6,7 +6,7 @@ import math
 
 import ollama
 import pytest
-from conftest import API_KEY, CONTEXT, MODEL_NAME, LiveServer
+from runtime_e2e import API_KEY, CONTEXT, MODEL_NAME, LiveServer
 
 pytestmark = pytest.mark.model
 

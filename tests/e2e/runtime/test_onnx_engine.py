@@ -13,7 +13,7 @@ from pathlib import Path
 import ollama
 import openai
 import pytest
-from conftest import API_KEY, MODEL_NAME, LiveServer, make_settings
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
 from slm_runtime.engines.base import Engine
 

@@ -7,7 +7,7 @@ import math
 
 import openai
 import pytest
-from conftest import API_KEY, MODEL_NAME, LiveServer
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer
 
 pytestmark = pytest.mark.model
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, MODEL_NAME, LiveServer, make_settings
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
 # schemathesis (and the hypothesis it brings) is a test tool not yet in the dev extra: without it this module
 # is reported as skipped, never as passed.

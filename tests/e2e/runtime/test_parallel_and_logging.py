@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL_NAME, LiveServer, Streaming, make_settings
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, Streaming, make_settings
 from starlette.testclient import TestClient
 
 from slm_runtime.app import create_app

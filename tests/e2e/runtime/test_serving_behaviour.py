@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, CONTEXT, MODEL_NAME, LiveServer, Streaming, make_settings, metric
+from runtime_e2e import API_KEY, CONTEXT, MODEL_NAME, LiveServer, Streaming, make_settings, metric
 from starlette.testclient import TestClient
 
 from slm_runtime.app import create_app
