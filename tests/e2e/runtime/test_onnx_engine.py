@@ -76,8 +76,13 @@ def test_generate_is_greedy_deterministic_and_streams(ollama_client: ollama.Clie
 
 
 def test_chat_and_show(ollama_client: ollama.Client) -> None:
-    reply = ollama_client.chat(model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], options=GREEDY)
+    messages = [{"role": "user", "content": "Hello!"}]
+    reply = ollama_client.chat(model=MODEL_NAME, messages=messages, options=GREEDY)
     assert reply.message.role == "assistant" and reply.done
+    chunks = list(ollama_client.chat(model=MODEL_NAME, messages=messages, options=GREEDY, stream=True))
+    assert "".join(c.message.content for c in chunks) == reply.message.content
+    running = ollama_client.ps().models
+    assert len(running) == 1 and running[0].details is not None and running[0].details.format == "onnx"
     shown = ollama_client.show(MODEL_NAME)
     assert shown.capabilities == ["completion"]
     assert shown.details is not None and shown.details.format == "onnx"
