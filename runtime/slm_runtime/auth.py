@@ -26,7 +26,7 @@ def flavor_of(path: str) -> ApiFlavor:
 class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, *, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -37,7 +37,8 @@ class ApiKeyMiddleware:
             if name == b"authorization":
                 given = value
                 break
-        if given and hmac.compare_digest(given, self._expected):
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected):
             await self.app(scope, receive, send)
             return
         what = "missing" if not given else "invalid"
