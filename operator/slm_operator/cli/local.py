@@ -89,6 +89,19 @@ def _prompt_text(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _status(message: str) -> None:
+    """A transient status line on an interactive stderr (erased by the next write), nothing otherwise."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{message}\x1b[K")
+        sys.stderr.flush()
+
+
+def _clear_status() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
 def _run(args: argparse.Namespace) -> int:
     from slm_operator.local.chat import ChatSession, repl, stream_reply
     from slm_operator.local.session import open_session
@@ -103,11 +116,13 @@ def _run(args: argparse.Namespace) -> int:
             name=args.name,
             offline=args.offline,
             progress=auto_progress,
+            notify=_status,
         )
     except ManifestError as exc:
         return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
     except EXPECTED_ERRORS as exc:
         return fail(str(exc))
+    _clear_status()
     with session:
         chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble)
         if prompt is not None:
@@ -141,11 +156,13 @@ def _bench(args: argparse.Namespace) -> int:
             name=args.name,
             offline=args.offline,
             progress=auto_progress,
+            notify=_status,
         )
     except ManifestError as exc:
         return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
     except EXPECTED_ERRORS as exc:
         return fail(str(exc))
+    _clear_status()
     with session:
         try:
             report = run_bench(

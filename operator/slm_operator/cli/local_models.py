@@ -169,6 +169,19 @@ def _text_section(title: str, text: str | None) -> str:
     return f"  {title}\n" + "".join(f"    {line}\n" for line in shown) + "\n"
 
 
+def _parameter_pairs(text: str) -> list[tuple[str, str]]:
+    """Ollama's parameters text ('name value' lines; a quoted value may hold newlines) as pairs."""
+    pairs: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if pairs and (not value or not name.isidentifier()):
+            key, previous = pairs[-1]
+            pairs[-1] = (key, previous + "\\n" + line)  # the continuation of a quoted value
+        elif value:
+            pairs.append((name, value.strip()))
+    return pairs
+
+
 def _show_served(shown: Mapping[str, Any], model: str) -> str:
     details = shown.get("details") or {}
     info = shown.get("model_info") or {}
@@ -181,10 +194,10 @@ def _show_served(shown: Mapping[str, Any], model: str) -> str:
         ("quantization", str(details.get("quantization_level", ""))),
         ("format", str(details.get("format", ""))),
     ]
-    parameters = [tuple(line.split(" ", 1)) for line in str(shown.get("parameters", "")).splitlines() if " " in line]
+    parameters = _parameter_pairs(str(shown.get("parameters", "")))
     return (
         _section("Model", [(k, v) for k, v in pairs if v])
-        + _section("Parameters", [(k, v) for k, v in parameters])
+        + _section("Parameters", parameters)
         + _text_section("System", shown.get("system"))
         + _text_section("License", shown.get("license"))
     )

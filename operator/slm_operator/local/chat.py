@@ -58,9 +58,10 @@ def stream_reply(session: ChatSession, text: str, out: TextIO) -> str:
     reply: list[str] = []
     try:
         for chunk in session.client.chat(session.model, session.messages(text), session.options or None):
-            if chunk.text:
-                reply.append(chunk.text)
-                out.write(chunk.text)
+            piece = chunk.text if reply else chunk.text.lstrip()  # SentencePiece models open with a space
+            if piece:
+                reply.append(piece)
+                out.write(piece)
                 out.flush()
     except KeyboardInterrupt:
         out.write("\n^C")

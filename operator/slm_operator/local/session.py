@@ -8,6 +8,7 @@ command ends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +87,12 @@ def open_session(
     name: str | None = None,
     offline: bool = False,
     progress: ProgressFactory | None = None,
+    notify: Callable[[str], None] = lambda _: None,
 ) -> Session:
-    """Attach to the server at ``url`` when it serves ``target``, else start one here."""
+    """Attach to the server at ``url`` when it serves ``target``, else start one here.
+
+    ``notify`` hears what takes time (loading a model) so a terminal can say so.
+    """
     client = LocalClient(url, api_key=api_key)
     served = _served_names(client)
     if tagged(target) in served:
@@ -107,6 +112,7 @@ def open_session(
     plan = plan_local(resource, cache_dir=cache_dir, port=free_port())
     _, settings = prepare(plan, offline=offline, progress=progress, api_key=api_key)
     server = BackgroundServer(settings)
+    notify(f"loading {settings.served_name} ...")
     seconds = server.start()
     key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
     local = LocalClient(server.url, api_key=key)

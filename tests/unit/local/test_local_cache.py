@@ -67,3 +67,15 @@ def test_cli_list_and_rm(cache: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_list_of_a_missing_cache_is_empty(tmp_path: Path) -> None:
     assert list_cached(tmp_path / "none") == []
+
+
+def test_a_cached_name_resolves_to_its_source(cache: Path, fake_gguf: Path) -> None:
+    from slm_operator.local.session import resolve_target
+    from slm_operator.local.targets import TargetError
+
+    pull(f"file://{fake_gguf}", cache)
+    resource = resolve_target("tiny", cache_dir=cache)
+    assert resource.spec.model.source == f"file://{fake_gguf}"
+    assert resource.spec.model.served_name() == "tiny"
+    with pytest.raises(TargetError, match="'other' is not a file, a model source or a model in the cache"):
+        resolve_target("other", cache_dir=cache)

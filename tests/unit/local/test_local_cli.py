@@ -88,3 +88,15 @@ def test_run_of_an_unknown_model_says_how_to_get_one(cache: Path, capsys: pytest
 def test_ps_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ps", "--url", NOBODY]) == 1
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_served_parameters_text_keeps_multi_line_stops() -> None:
+    from slm_operator.cli.local_models import _parameter_pairs
+
+    text = 'temperature 0.7\nstop "<end_of_turn>"\nstop "\nUser:"\nnum_ctx 2048'
+    assert _parameter_pairs(text) == [
+        ("temperature", "0.7"),
+        ("stop", '"<end_of_turn>"'),
+        ("stop", '"\\nUser:"'),
+        ("num_ctx", "2048"),
+    ]
