@@ -1,0 +1,13 @@
+# Local mode: the same manifests on this machine (`make run` in the top Makefile serves the default).
+
+.PHONY: chat bench-local test-local
+
+chat: install ## Chat with the embedded default model in this terminal (/bye leaves)
+	$(SLM) run examples/gemma3-270m.yaml
+
+bench-local: install ## Tokens/s, time to first token and load time of the default model on this machine
+	$(SLM) bench examples/gemma3-270m.yaml
+
+test-local: install ## Local-mode tests: unit, then the real model (official clients, Modelfile import, tmux REPL)
+	hack/install-tmux.sh
+	$(PY) -m pytest tests/unit/local tests/e2e/local
