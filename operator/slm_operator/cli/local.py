@@ -38,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     except EXPECTED_ERRORS as exc:
         return fail(str(exc))
+    except KeyboardInterrupt:  # while pulling
+        return INTERRUPTED
     out = sys.stdout
     out.write(
         f"Serving {settings.served_name} ({model.digest[:19]}, {plan.accelerator.value}) from {path} on "
@@ -89,6 +91,9 @@ def _prompt_text(args: argparse.Namespace) -> str | None:
     return None
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
+
+
 def _status(message: str) -> None:
     """A transient status line on an interactive stderr (erased by the next write), nothing otherwise."""
     if sys.stderr.isatty():
@@ -121,7 +126,11 @@ def _run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
     except EXPECTED_ERRORS as exc:
+        _clear_status()
         return fail(str(exc))
+    except KeyboardInterrupt:
+        _clear_status()
+        return INTERRUPTED
     _clear_status()
     with session:
         chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble)
@@ -161,7 +170,11 @@ def _bench(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
     except EXPECTED_ERRORS as exc:
+        _clear_status()
         return fail(str(exc))
+    except KeyboardInterrupt:
+        _clear_status()
+        return INTERRUPTED
     _clear_status()
     with session:
         try:
@@ -175,6 +188,8 @@ def _bench(args: argparse.Namespace) -> int:
             )
         except ClientError as exc:
             return fail(str(exc))
+        except KeyboardInterrupt:
+            return INTERRUPTED
     sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n" if args.json else report.render())
     return 0
 

@@ -18,7 +18,15 @@ import httpx
 
 from slm_runtime.settings import RuntimeSettings
 
-__all__ = ["BackgroundServer", "ServerError", "free_port", "port_in_use", "serve_foreground", "wait_ready"]
+__all__ = [
+    "BackgroundServer",
+    "ModelLoadError",
+    "ServerError",
+    "free_port",
+    "port_in_use",
+    "serve_foreground",
+    "wait_ready",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,18 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+class ModelLoadError(ServerError):
+    """The runtime reported that loading the model failed."""
+
+
+def _status(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("status", "")) if isinstance(body, dict) else ""
+
+
 def wait_ready(url: str, *, timeout: float, alive: Callable[[], bool] = lambda: True) -> float:
     """Poll ``url``/readyz until it answers 200; return the seconds it took. ``alive`` False stops early."""
     start = time.monotonic()
@@ -42,10 +62,13 @@ def wait_ready(url: str, *, timeout: float, alive: Callable[[], bool] = lambda: 
         if not alive():
             raise ServerError(f"the server at {url} stopped before it was ready")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return time.monotonic() - start
+            response = httpx.get(url + "/readyz", timeout=2)
         except httpx.TransportError:
-            pass
+            response = None
+        if response is not None and response.status_code == 200:
+            return time.monotonic() - start
+        if response is not None and _status(response) == "failed":
+            raise ModelLoadError(f"the model failed to load at {url}; the runtime logged why above")
         time.sleep(0.05)
     raise ServerError(f"the server at {url} was not ready after {timeout:.0f}s")
 
@@ -77,9 +100,15 @@ def serve_foreground(settings: RuntimeSettings, on_ready: Callable[[float], None
     url = f"http://{_client_host(settings.server.host)}:{settings.server.port}"
     server = uvicorn.Server(_config(settings))  # type: ignore[arg-type]
 
+    failures: list[ServerError] = []
+
     def watch() -> None:
         try:
-            seconds = wait_ready(url, timeout=3600, alive=lambda: not server.should_exit)
+            seconds = wait_ready(url, timeout=float("inf"), alive=lambda: not server.should_exit)
+        except ModelLoadError as exc:
+            failures.append(exc)
+            server.should_exit = True
+            return
         except ServerError:
             return
         if on_ready is not None:
@@ -88,6 +117,8 @@ def serve_foreground(settings: RuntimeSettings, on_ready: Callable[[float], None
     threading.Thread(target=watch, name="slm-ready-watch", daemon=True).start()
     with _signals_end_quietly():
         server.run()
+    if failures:
+        raise failures[0]
     if not server.started:
         raise ServerError(f"could not listen on {settings.server.host}:{settings.server.port}")
 

