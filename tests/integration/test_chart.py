@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import yaml
 from harness import ROOT, SLMs, eventually, example, free_port
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from sandbox import UID, image_env, sandboxed
 
 from cluster import Cluster, binaries, kube, load_versions, wait_until
 from slm_operator.api.resource import GROUP, PLURAL
@@ -372,16 +374,22 @@ def _token_kubeconfig(api: client.ApiClient, release: Release, path: Path) -> Pa
 
 
 class ChartOperator:
-    """`slm operator run` as the chart's Deployment runs it: its args, its settings file, its ServiceAccount."""
+    """`slm operator run` as the chart's Deployment runs it: the container's args and environment, the settings
+    ConfigMap as its file, the ServiceAccount's token (TokenRequest) instead of the mounted one, and the pod's
+    filesystem: uid 65532 on a read-only root with only /tmp writable (tests/integration/sandbox.py)."""
 
     def __init__(self, api: client.ApiClient, release: Release, workdir: Path) -> None:
         deployment = client.AppsV1Api(api).read_namespaced_deployment(release.fullname, release.namespace)
-        container = deployment.spec.template.spec.containers[0]
+        pod = deployment.spec.template.spec
+        container = pod.containers[0]
+        assert container.security_context.read_only_root_filesystem and pod.security_context.run_as_user == UID
+        assert [m.mount_path for m in container.volume_mounts] == ["/etc/slm-operator", "/tmp"]
         self.args: list[str] = list(container.args)
+        self.container_env = {e.name: e.value for e in container.env if e.value is not None}
         settings = client.CoreV1Api(api).read_namespaced_config_map(f"{release.fullname}-settings", release.namespace)
-        self.settings_path = workdir / "settings.yaml"
-        self.settings_path.write_text(settings.data["settings.yaml"])
+        self.settings = settings.data["settings.yaml"]
         self.kubeconfig = _token_kubeconfig(api, release, workdir / "operator.kubeconfig")
+        self.workdir = workdir
         self.log_path = workdir / "operator.log"
         self.metrics_port = free_port()
         self.namespace = release.namespace
@@ -389,21 +397,40 @@ class ChartOperator:
 
     def start(self) -> None:
         env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "SLM_OPERATOR_CONFIG": str(self.settings_path),
-            "SLM_OPERATOR_NAMESPACE": self.namespace,
-            "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            **image_env(ROOT / "operator" / "Dockerfile"),  # what the image starts with
+            **self.container_env,
+            "SLM_OPERATOR_CONFIG": "/tmp/settings.yaml",  # the chart mounts the ConfigMap at /etc/slm-operator
+            "SLM_OPERATOR_NAMESPACE": self.namespace,  # the chart's fieldRef
+            "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),  # host network here: a free port
             "SLM_RESYNC_SECONDS": "2",
+            "KUBECONFIG": "/tmp/kubeconfig",  # stands in for the mounted ServiceAccount token
         }
+        entrypoint = str(Path(sys.executable).parent / "slm")  # the image's ENTRYPOINT
+        command, sandbox_env = sandboxed(
+            [[entrypoint, *self.args, "--verbose"]],
+            env,
+            self.workdir,
+            files={"kubeconfig": self.kubeconfig.read_text(), "settings.yaml": self.settings},
+        )
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "slm_operator.cli", *self.args, "--verbose"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
+            self.process = subprocess.Popen(command, env=sandbox_env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until /healthz answers 200 (the operator leads); fails at once, with the log, if the process died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None and self.process.poll() is None, (
+                f"the operator exited:\n{self.log()[-3000:]}"
             )
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (
+                f"the operator did not lead within {timeout:.0f}s:\n{self.log()[-3000:]}"
+            )
+            time.sleep(0.5)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -439,6 +466,7 @@ def test_operator_as_the_chart_service_account_reconciles_an_example_to_ready(
     assert review.status.user_info.username == release.service_account
     operator.start()
     try:
+        operator.wait_ready()
         slms = SLMs(api, release.watched)
         slms.create(example("gemma3-270m.yaml"))
         status = slms.wait_phase("gemma3-270m", "Ready", timeout=180)
@@ -596,6 +624,7 @@ def test_upgrade_with_changed_values_then_uninstall_keeps_the_crd(
         del manifest["spec"]["resources"]
         operator.start()
         try:
+            operator.wait_ready()
             slms = SLMs(api, team)
             slms.create(manifest)
             slms.wait_phase("gemma3-270m", "Ready", timeout=180)

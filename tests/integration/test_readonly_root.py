@@ -2,9 +2,8 @@
 (`slm-runtime pull`, `slm-runtime serve`, their exact arguments and environment) run as uid 65532 on a read-only
 root filesystem, writing only to /tmp and the model-cache volume, and serve the real Gemma 3 270M model.
 
-A private mount namespace (unshare) stands in for the container: / is remounted read-only inside it, tmpfs
-volumes are mounted at /tmp and at the cache path, and setpriv drops to uid/gid 65532 as runAsUser/runAsGroup do.
-The runtime images (runtime/Dockerfile) set the same user, HOME=/tmp and these paths. Needs root (CI is root).
+tests/integration/sandbox.py stands in for the container (read-only root, tmpfs /tmp and cache volume, uid/gid
+65532); the environment adds what runtime/Dockerfile sets (HOME=/tmp ...). Needs root (CI is root).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import httpx
 import pytest
 import yaml
 from harness import ROOT, free_port
+from sandbox import UID, image_env, sandboxed
 
 from slm_operator.api.enums import Accelerator
 from slm_operator.api.errors import validate_manifest
@@ -31,32 +31,8 @@ from slm_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.model
 
-UID = 65532
 CACHE = "/srv"  # stands in for the cache volume's mount path (an existing, empty directory to mount over)
 TERMINATION_LOG = "/tmp/termination-log"  # the kubelet mounts /dev/termination-log; here it lives in /tmp
-
-SANDBOX = r"""
-set -eu
-# Everything below happens in this private mount namespace only.
-mount -o remount,bind,ro /
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs -o "uid=$UID,gid=$UID,mode=0755" tmpfs "$CACHE"
-# The test's interpreter may live under a home directory uid 65532 cannot enter (pyenv in /root); the image's
-# lives in /usr/local. Expose it, read-only, at the same path.
-if [ -n "$HIDDEN_UNDER" ]; then
-    mkdir /tmp/.prefix
-    mount --bind "$PREFIX" /tmp/.prefix
-    mount -t tmpfs -o mode=0755 tmpfs "$HIDDEN_UNDER"
-    mkdir -p "$PREFIX"
-    mount --bind /tmp/.prefix "$PREFIX"
-    mount -o remount,bind,ro "$PREFIX"
-    umount /tmp/.prefix
-    rmdir /tmp/.prefix
-fi
-drop="setpriv --reuid=$UID --regid=$UID --clear-groups"
-$drop "$SLM_RUNTIME" "$@"
-exec $drop env $SERVE_ENV "$SLM_RUNTIME" serve
-"""
 
 
 def pod_spec() -> dict[str, Any]:
@@ -67,14 +43,6 @@ def pod_spec() -> dict[str, Any]:
     (deployment,) = [m for m in rendered if m["kind"] == "Deployment"]
     spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
     return spec
-
-
-def hidden_ancestor(path: Path) -> Path | None:
-    """The top-most ancestor of ``path`` that others cannot traverse, if any."""
-    for parent in reversed(path.parents):
-        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
-            return parent
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +59,17 @@ def sandboxed_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     port = free_port()
     env = {e["name"]: e["value"] for e in serve["env"]}
     env.update({"SLM_HOST": "127.0.0.1", "SLM_PORT": str(port)})
-    image_env = {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "PYTHONDONTWRITEBYTECODE": "1"}  # runtime/Dockerfile
-    prefix = Path(sys.base_prefix).resolve()
-    hidden = hidden_ancestor(prefix)
-    log_path = tmp_path_factory.mktemp("pod") / "pod.log"
-    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox", *pull_args]
-    sandbox_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **image_env,
-        "UID": str(UID),
-        "CACHE": CACHE,
-        "PREFIX": str(prefix),
-        "HIDDEN_UNDER": str(hidden or ""),
-        "SLM_RUNTIME": str(Path(sys.executable).parent / "slm-runtime"),  # the image's ENTRYPOINT
-        "SERVE_ENV": " ".join(f"{k}={v}" for k, v in {**image_env, **env}.items()),
-    }
-    assert all(" " not in v for v in env.values())  # SERVE_ENV is split on spaces
+    image = image_env(ROOT / "runtime" / "Dockerfile")
+    assert image["HOME"] == "/tmp" and image["USER"]
+    entrypoint = str(Path(sys.executable).parent / "slm-runtime")  # the image's ENTRYPOINT
+    workdir = tmp_path_factory.mktemp("pod")
+    log_path = workdir / "pod.log"
+    command, sandbox_env = sandboxed(
+        [[entrypoint, *pull_args], [entrypoint, *serve["args"]]],
+        {**image, **env},
+        workdir,
+        volumes=[CACHE],
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=sandbox_env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
     url = f"http://127.0.0.1:{port}"

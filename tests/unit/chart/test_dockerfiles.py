@@ -123,3 +123,14 @@ def test_hadolint_is_clean() -> None:
         [hadolint, *map(str, DOCKERFILES.values())], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_the_user_has_a_name_and_a_writable_home(image: str) -> None:
+    """kopf (getpass.getuser) and other libraries look the user up: 65532 gets a passwd entry and USER is set;
+    HOME is /tmp, the one writable path besides the volumes on a read-only root."""
+    final = final_stage(DOCKERFILES[image])
+    runs = " ".join(rest for word, rest in final if word == "RUN")
+    assert "useradd --uid 65532 --gid 65532" in runs
+    env = " ".join(rest for word, rest in final if word == "ENV")
+    assert "HOME=/tmp" in env and "USER=nonroot" in env
