@@ -108,7 +108,7 @@ def _clear_status() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from slm_operator.local.chat import ChatSession, repl, stream_reply
+    from slm_operator.local.chat import ChatSession, format_stats, repl, stream_reply
     from slm_operator.local.session import open_session
 
     prompt = _prompt_text(args)
@@ -133,13 +133,15 @@ def _run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     _clear_status()
     with session:
-        chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble)
+        chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble, verbose=args.verbose)
         if prompt is not None:
             try:
                 stream_reply(chat, prompt, sys.stdout)
             except ClientError as exc:
                 return fail(str(exc))
             sys.stdout.write("\n")
+            if args.verbose and chat.last_stats:
+                sys.stderr.write("\n" + format_stats(chat.last_stats))
             return 0
         _enable_line_editing()
         return repl(chat, input, sys.stdout)
@@ -234,10 +236,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="chat with a model (interactive), or answer PROMPT and exit",
         description="Uses the server at --url when it serves MODEL, else serves MODEL from this process. "
-        'Interactive: /bye leaves, """ starts and ends a multi-line message, /clear forgets, /? helps.',
+        'Interactive: /bye leaves, """ starts and ends a multi-line message, /set parameter NAME VALUE, '
+        "/clear forgets, /? helps.",
     )
     _target_arguments(run)
     run.add_argument("prompt", nargs="*", metavar="PROMPT", help="answer this and exit (stdin is read when piped)")
+    run.add_argument("--verbose", action="store_true", help="print timing statistics after each reply")
     run.set_defaults(func=_run)
 
     bench = subparsers.add_parser(

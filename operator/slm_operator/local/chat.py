@@ -2,6 +2,8 @@
 
 Interactive input: ``>>> `` prompts a message; a message opening with \"\"\" continues over lines (``... ``)
 until a line ending with \"\"\"; /bye (or Ctrl-D) leaves; /clear forgets the conversation; /? lists commands.
+/set parameter NAME VALUE sets a request option (num_predict, temperature, stop ...), /set system TEXT replaces
+the system prompt, /set verbose and /set quiet switch the timing statistics after each reply.
 Ctrl-C stops the reply being streamed and keeps the chat going.
 """
 
@@ -13,12 +15,15 @@ from typing import Any, Protocol, TextIO
 
 from slm_operator.local.client import ClientError, StreamChunk
 
-__all__ = ["ChatClient", "ChatSession", "read_message", "repl", "stream_reply"]
+__all__ = ["ChatClient", "ChatSession", "format_stats", "read_message", "repl", "set_command", "stream_reply"]
 
 HELP = """Available commands:
-  /clear          Forget the conversation so far
-  /bye            Exit
-  /?, /help       Show this help
+  /set parameter NAME VALUE   Set a request option (temperature, num_predict, stop, seed ...)
+  /set system TEXT            Replace the system prompt
+  /set verbose, /set quiet    Show or hide timing statistics after each reply
+  /clear                      Forget the conversation so far
+  /bye                        Exit
+  /?, /help                   Show this help
 Use \"\"\" to begin and end a multi-line message.
 """
 
@@ -42,9 +47,13 @@ class ChatSession:
     preamble: list[dict[str, str]] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    system: str | None = None
+    verbose: bool = False
+    last_stats: dict[str, Any] = field(default_factory=dict)
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
-        return [*self.preamble, *self.history, {"role": "user", "content": user_text}]
+        system = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return [*system, *self.preamble, *self.history, {"role": "user", "content": user_text}]
 
     def clear(self) -> None:
         self.history.clear()
@@ -56,18 +65,74 @@ def stream_reply(session: ChatSession, text: str, out: TextIO) -> str:
     A KeyboardInterrupt stops the stream; what arrived so far is kept as the reply.
     """
     reply: list[str] = []
+    session.last_stats = {}
     try:
         for chunk in session.client.chat(session.model, session.messages(text), session.options or None):
+            if chunk.done:
+                session.last_stats = chunk.stats
             piece = chunk.text if reply else chunk.text.lstrip()  # SentencePiece models open with a space
             if piece:
                 reply.append(piece)
                 out.write(piece)
                 out.flush()
-    except KeyboardInterrupt:
-        out.write("\n^C")
+    except KeyboardInterrupt:  # the terminal has echoed ^C
+        out.write("\n")
     answer = "".join(reply)
     session.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
     return answer
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def set_command(session: ChatSession, argument: str) -> str:
+    """Apply ``/set ...``; return what to tell the user."""
+    what, _, rest = argument.strip().partition(" ")
+    if what == "parameter":
+        name, _, value = rest.strip().partition(" ")
+        if not name or not value:
+            return "Usage: /set parameter NAME VALUE"
+        if name == "stop":
+            session.options.setdefault("stop", []).append(value)
+        else:
+            session.options[name] = _number(value)
+        return f"Set parameter '{name}' to '{value}'"
+    if what == "system" and rest.strip():
+        session.system = rest.strip()
+        return "Set system message."
+    if what in ("verbose", "quiet"):
+        session.verbose = what == "verbose"
+        return f"Set '{what}' mode."
+    return "Usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | /set quiet"
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """The timing block `ollama run --verbose` prints, from a final chunk's counters (nanoseconds)."""
+
+    def seconds(key: str) -> float:
+        return float(stats.get(key) or 0) / 1e9
+
+    def rate(count_key: str, duration_key: str) -> str:
+        duration = seconds(duration_key)
+        return f"{int(stats.get(count_key) or 0) / duration:.2f} tokens/s" if duration > 0 else "n/a"
+
+    rows = [
+        ("total duration", f"{seconds('total_duration'):.3f}s"),
+        ("load duration", f"{seconds('load_duration') * 1000:.3f}ms"),
+        ("prompt eval count", f"{int(stats.get('prompt_eval_count') or 0)} token(s)"),
+        ("prompt eval duration", f"{seconds('prompt_eval_duration') * 1000:.3f}ms"),
+        ("prompt eval rate", rate("prompt_eval_count", "prompt_eval_duration")),
+        ("eval count", f"{int(stats.get('eval_count') or 0)} token(s)"),
+        ("eval duration", f"{seconds('eval_duration'):.3f}s"),
+        ("eval rate", rate("eval_count", "eval_duration")),
+    ]
+    return "".join(f"{label + ':':<22}{value}\n" for label, value in rows)
 
 
 def read_message(read: Callable[[str], str]) -> str | None:
@@ -118,6 +183,9 @@ def repl(session: ChatSession, read: Callable[[str], str], out: TextIO) -> int:
             session.clear()
             out.write("Cleared session context\n")
             continue
+        if command.startswith("/set ") or command == "/set":
+            out.write(set_command(session, command.removeprefix("/set")) + "\n")
+            continue
         if command.startswith("/") and " " not in command:
             out.write(f"Unknown command '{command}'. Type /? for help\n")
             continue
@@ -126,4 +194,6 @@ def repl(session: ChatSession, read: Callable[[str], str], out: TextIO) -> int:
         except ClientError as exc:
             out.write(f"Error: {exc}\n")
         out.write("\n\n")
+        if session.verbose and session.last_stats:
+            out.write(format_stats(session.last_stats) + "\n")
         out.flush()

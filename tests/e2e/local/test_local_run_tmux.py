@@ -1,7 +1,8 @@
-"""`slm run` in a real terminal (tmux): an interactive exchange, a multi-line message, /bye."""
+"""`slm run` in a real terminal (tmux): an interactive exchange, a multi-line message, /set, Ctrl-C, /bye."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import shutil
@@ -15,6 +16,9 @@ from conftest import MODEL, SlmServe, slm_command
 pytestmark = pytest.mark.model
 
 
+_SESSIONS = itertools.count()
+
+
 class Terminal:
     """One tmux session on a private server socket, running a command and then reporting its exit code."""
 
@@ -23,7 +27,7 @@ class Terminal:
         if tmux is None:
             pytest.fail("tmux is not installed; run hack/install-tmux.sh")
         self.tmux = tmux
-        self.socket = f"slm-run-test-{os.getpid()}"
+        self.socket = f"slm-run-test-{os.getpid()}-{next(_SESSIONS)}"  # a fresh tmux server per terminal
         script = f"{shlex.join(command)}; echo EXIT=$?; sleep 600"
         self._tmux("new-session", "-d", "-s", "chat", "-x", "160", "-y", "60", script)
 
@@ -37,8 +41,14 @@ class Terminal:
         self._tmux("send-keys", "-t", "chat", "-l", text)
         self._tmux("send-keys", "-t", "chat", "Enter")
 
+    def interrupt(self) -> None:
+        self._tmux("send-keys", "-t", "chat", "C-c")
+
     def screen(self) -> list[str]:
-        return [line.rstrip() for line in self._tmux("capture-pane", "-p", "-t", "chat", "-S", "-200").splitlines()]
+        lines = [line.rstrip() for line in self._tmux("capture-pane", "-p", "-t", "chat", "-S", "-200").splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()  # the empty rows below the cursor
+        return lines
 
     def wait_for(self, check: Callable[[list[str]], bool], what: str, timeout: float = 120) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -80,6 +90,36 @@ def test_interactive_exchange(terminal: Terminal) -> None:
     terminal.type('and its second line."""')
     lines = terminal.wait_for(lambda lines: prompts(lines) == 3, "the multi-line reply")
     assert '>>> """First line of a message,' in lines and '... and its second line."""' in lines
+
+    terminal.type("/bye")
+    lines = terminal.wait_for(lambda lines: any(line.startswith("EXIT=") for line in lines), "slm run to exit")
+    assert "EXIT=0" in lines
+
+
+def test_set_parameter_verbose_and_ctrl_c(terminal: Terminal) -> None:
+    terminal.wait_for(lambda lines: prompts(lines) == 1, "the first >>> prompt", timeout=60)
+    terminal.type("/set parameter num_predict 4")
+    terminal.type("/set verbose")
+    terminal.wait_for(lambda lines: "Set 'verbose' mode." in lines, "the /set answers")
+    assert "Set parameter 'num_predict' to '4'" in terminal.screen()
+
+    terminal.type("Tell me a story.")
+    # the server stopped after the 4 tokens the option asked for, and the statistics follow the reply
+    terminal.wait_for(lambda lines: "eval count:           4 token(s)" in lines, "4 tokens and the statistics")
+
+    terminal.type("/set parameter num_predict 1500")
+    terminal.type("/set parameter temperature 0")
+    terminal.type("Count from 1 to 1000, separated by commas.")
+
+    def replying(lines: list[str]) -> bool:
+        asked = ">>> Count from 1 to 1000, separated by commas."
+        return asked in lines and any(line.strip() for line in lines[lines.index(asked) + 1 :])
+
+    terminal.wait_for(replying, "the reply to start streaming")
+    terminal.interrupt()
+    lines = terminal.wait_for(lambda lines: lines[-1:] == [">>>"] and "^C" in "\n".join(lines), "^C and a prompt")
+    asked = lines.index(">>> Count from 1 to 1000, separated by commas.")
+    assert not any(line.startswith("eval count:") for line in lines[asked:]), "an interrupted reply has no stats"
 
     terminal.type("/bye")
     lines = terminal.wait_for(lambda lines: any(line.startswith("EXIT=") for line in lines), "slm run to exit")

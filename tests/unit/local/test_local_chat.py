@@ -6,7 +6,7 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from slm_operator.local.chat import ChatSession, read_message, repl, stream_reply
+from slm_operator.local.chat import ChatSession, format_stats, read_message, repl, stream_reply
 from slm_operator.local.client import ClientError, StreamChunk
 
 
@@ -84,3 +84,58 @@ def test_one_shot_reply() -> None:
     assert stream_reply(session, "question", out) == "reply 1"
     assert out.getvalue() == "reply 1"
     assert session.history[-1] == {"role": "assistant", "content": "reply 1"}
+
+
+class OptionsClient(FakeClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[dict[str, Any] | None] = []
+
+    def chat(
+        self, model: str, messages: Sequence[Mapping[str, str]], options: Mapping[str, Any] | None = None
+    ) -> Iterator[StreamChunk]:
+        self.options.append(dict(options) if options else None)
+        yield from super().chat(model, messages, options)
+
+
+def test_set_commands_change_the_next_requests() -> None:
+    client = OptionsClient()
+    session = ChatSession(client=client, model="m")
+    out = io.StringIO()
+    lines = [
+        "/set parameter num_predict 5",
+        "/set parameter temperature 0.5",
+        "/set parameter stop <end>",
+        "/set system Answer in French.",
+        "/set verbose",
+        "hi",
+        "/set bogus",
+    ]
+    assert repl(session, reader(lines), out) == 0
+    assert client.options == [{"num_predict": 5, "temperature": 0.5, "stop": ["<end>"]}]
+    assert client.sent[0][0] == {"role": "system", "content": "Answer in French."}
+    text = out.getvalue()
+    assert "Set parameter 'num_predict' to '5'" in text and "Set system message." in text
+    assert "eval count:           2 token(s)" in text  # verbose statistics after the reply
+    assert "Usage: /set parameter NAME VALUE" in text
+
+
+def test_format_stats() -> None:
+    stats = {
+        "total_duration": 2_000_000_000,
+        "load_duration": 1_000_000,
+        "prompt_eval_count": 10,
+        "prompt_eval_duration": 500_000_000,
+        "eval_count": 30,
+        "eval_duration": 1_500_000_000,
+    }
+    assert format_stats(stats).splitlines() == [
+        "total duration:       2.000s",
+        "load duration:        1.000ms",
+        "prompt eval count:    10 token(s)",
+        "prompt eval duration: 500.000ms",
+        "prompt eval rate:     20.00 tokens/s",
+        "eval count:           30 token(s)",
+        "eval duration:        1.500s",
+        "eval rate:            20.00 tokens/s",
+    ]
