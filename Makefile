@@ -28,13 +28,13 @@ unit: install ## Run only the unit tests (no cluster, no model)
 	$(PY) -m pytest tests/unit
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check operator runtime tests hack
-	$(VENV)/bin/ruff format --check operator runtime tests hack
+	$(VENV)/bin/ruff check operator runtime tests hack bench
+	$(VENV)/bin/ruff format --check operator runtime tests hack bench
 	$(VENV)/bin/mypy
 
 fmt: install ## Format and autofix
-	$(VENV)/bin/ruff format operator runtime tests hack
-	$(VENV)/bin/ruff check --fix operator runtime tests hack
+	$(VENV)/bin/ruff format operator runtime tests hack bench
+	$(VENV)/bin/ruff check --fix operator runtime tests hack bench
 
 crds: install ## Regenerate the CRD YAML (crds/ and charts/slm-operator/crds/)
 	$(SLM) crd --write crds/slm-operator.io_slmdeployments.yaml --write charts/slm-operator/crds/slm-operator.io_slmdeployments.yaml

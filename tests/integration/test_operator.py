@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,10 +30,16 @@ def operator(
     api: client.ApiClient, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     install_crd(api)
-    process = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    # A namespace of its own for the leader Lease, so operators of other test modules never hold it.
+    lease_namespace = f"slm-operator-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=lease_namespace)))
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(control_plane.kubeconfig, log_path, lease_namespace=lease_namespace)
     process.start()
     yield process
     process.stop()
+    core.delete_namespace(lease_namespace)
     sys.stderr.write(f"\n--- operator log tail ({process.log_path}) ---\n{process.log_tail(40)}\n")
 
 
@@ -72,6 +80,8 @@ def test_create_reaches_ready_with_deployment_service_and_endpoint(api: client.A
     assert service.spec.ports[0].port == 11434
     (pod,) = pods(api, slms.namespace, "gemma3-270m")
     assert ready(pod) and pod.spec.node_name
+    # no finalizer: SLMDeployments stay deletable while the operator is not running
+    assert not slms.get("gemma3-270m")["metadata"].get("finalizers")
     assert pod.spec.init_containers[0].args[0] == "pull"
     events = client.CoreV1Api(api).list_namespaced_event(slms.namespace).items
     assert any(e.reason == "Ready" and e.involved_object.kind == "SLMDeployment" for e in events)
@@ -231,3 +241,39 @@ def test_operator_killed_mid_reconcile_converges_on_restart(slms: SLMs, operator
     operator.kill()
     operator.start()
     slms.wait_phase("gemma3-270m", "Ready", timeout=120)
+
+
+def test_a_second_replica_waits_for_the_lease_and_takes_over(
+    api: client.ApiClient, slms: SLMs, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    standby = OperatorProcess(operator.kubeconfig, tmp_path / "standby.log", lease_namespace=operator.lease_namespace)
+    standby.start()
+    try:
+        eventually(lambda: "waiting for the leader lease" in standby.log_tail(), what="standby waiting", timeout=60)
+        slms.create(gemma())
+        slms.wait_phase("gemma3-270m", "Ready")
+        operator.stop()  # a graceful stop releases the lease at once
+        eventually(lambda: "acquired the leader lease" in standby.log_tail(), what="standby leading", timeout=60)
+        second = gemma()
+        second["metadata"]["name"] = "second"
+        slms.create(second)
+        slms.wait_phase("second", "Ready")
+    finally:
+        standby.stop()
+        operator.start()
+
+
+def test_one_hundred_slmdeployments_reach_ready(slms: SLMs) -> None:
+    names = [f"model-{i:03d}" for i in range(100)]
+    for name in names:  # small requests: the simulated nodes' CPUs, not the operator, would be the limit
+        manifest = gemma(resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}})
+        manifest["metadata"]["name"] = name
+        slms.create(manifest)
+
+    def not_ready() -> list[str]:
+        items = slms.custom.list_namespaced_custom_object(
+            "slm-operator.io", "v1alpha1", slms.namespace, "slmdeployments"
+        )
+        return [i["metadata"]["name"] for i in items["items"] if (i.get("status") or {}).get("phase") != "Ready"]
+
+    eventually(lambda: not not_ready(), what="100 SLMDeployments Ready", timeout=600, interval=3)

@@ -7,6 +7,7 @@ status and drives hardware fallback. Owned objects and pods are read from kopf i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -61,8 +62,14 @@ def _register_index(api_version: str, kind: str) -> None:
 
 
 for _api_version, _kind in OWNED_KINDS:
-    if _kind != "ServiceMonitor":  # watched only where the Prometheus Operator is installed; see startup
-        _register_index(_api_version, _kind)
+    # kopf watches a kind only while the cluster serves it (ServiceMonitor: where the Prometheus Operator is).
+    _register_index(_api_version, _kind)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def slm_phases(namespace: str | None, name: str, status: Mapping[str, Any], **_: Any) -> Any:
+    """The phase of every SLMDeployment, for the slm_operator_managed_slmdeployments gauge."""
+    return {(namespace or "", name): status.get("phase") or "Pending"}
 
 
 @kopf.index("", "v1", "pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
@@ -89,19 +96,21 @@ def configure(
     settings.networking.request_timeout = 60
     # Retries of failed handlers back off instead of hammering a struggling apiserver.
     settings.execution.max_workers = int(os.environ.get("SLM_OPERATOR_WORKERS", "16"))
-    # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
     api = load_kube_config()
     operator_settings = load_settings()
     namespace = os.environ.get("SLM_OPERATOR_NAMESPACE", "default")
-    elector = LeaseElector(api, namespace=namespace, name="slm-operator-leader")
-    elector.acquire_blocking()
+    lease = os.environ.get("SLM_OPERATOR_LEASE_NAME", "slm-operator-leader")
+    elector = LeaseElector(api, namespace=namespace, name=lease)
     memo.elector = elector
+    # /healthz answers for every replica (a waiting standby is healthy); /readyz only for the leader.
+    port = int(os.environ.get("SLM_OPERATOR_METRICS_PORT", "8080"))
+    if port:
+        memo.metrics_server = metrics.serve_metrics(port, ready=elector.is_leader)
+    # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
+    elector.acquire_blocking()
     memo.settings = operator_settings
     memo.kube = KubeClient(api, operator_settings.field_manager)
     memo.service_monitor_crd = memo.kube.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
-    port = int(os.environ.get("SLM_OPERATOR_METRICS_PORT", "8080"))
-    if port:
-        memo.metrics_server = metrics.serve_metrics(port, healthy=elector.is_leader)
     logger.info("slm-operator ready: leader %s, ServiceMonitor CRD %s", elector.identity, memo.service_monitor_crd)
 
 
@@ -151,6 +160,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     metrics.RECONCILES.labels(result="changed" if result.applied or result.deleted else "unchanged").inc()
+    metrics.set_phase_counts(phase for store in kwargs["slm_phases"].values() for phase in store)
     if result.fell_back_to:
         metrics.FALLBACKS.labels(to=result.fell_back_to).inc()
         kopf.warn(body, reason="HardwareFallback", message=result.status["hardware"]["reason"])
@@ -177,3 +187,16 @@ def on_spec(**kwargs: Any) -> None:
 def resync(**kwargs: Any) -> None:
     """Periodic reconcile: restores drifted or deleted objects and follows pods into status."""
     _reconcile(**kwargs)
+
+
+def _timers_without_finalizer(registry: kopf.OperatorRegistry) -> None:
+    """kopf puts a finalizer on every object that has a timer, so that it can stop the timer before the
+    object goes. Ours needs no such care (a late run only meets a 404), and the finalizer would leave
+    SLMDeployments, and their namespaces, undeletable whenever the operator is not running (after
+    `helm uninstall`, say). kopf (pinned) has no switch for it, so the registered timer is rebuilt without
+    the flag; tests/integration/test_operator.py checks that no finalizer appears."""
+    timers = registry._spawning._handlers  # no public API for this flag
+    timers[:] = [dataclasses.replace(handler, requires_finalizer=False) for handler in timers]
+
+
+_timers_without_finalizer(kopf.get_default_registry())

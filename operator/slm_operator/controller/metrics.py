@@ -16,6 +16,7 @@ __all__ = [
     "RECONCILES",
     "RECONCILE_SECONDS",
     "serve_metrics",
+    "set_phase_counts",
 ]
 
 RECONCILES = Counter("slm_operator_reconciles_total", "Reconciles of SLMDeployments by result.", ["result"])
@@ -31,16 +32,19 @@ API_WRITES = Counter(
 )
 
 
-def serve_metrics(port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Start /metrics and /healthz on a daemon thread; returns the server (call shutdown() to stop)."""
+def serve_metrics(port: int, ready: Callable[[], bool], host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start /metrics, /healthz (the process answers) and /readyz (``ready()``: this replica leads) on a
+    daemon thread; returns the server (call shutdown() to stop)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
-                ok = healthy()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                self._reply(200, b"ok\n", "text/plain")
+            elif self.path.startswith("/readyz"):
+                ok = ready()
+                self._reply(200 if ok else 503, b"leader\n" if ok else b"standby\n", "text/plain")
             else:
                 self._reply(404, b"not found\n", "text/plain")
 
