@@ -234,7 +234,7 @@ def _show(args: argparse.Namespace) -> int:
     from slm_operator.local.session import resolve_target, tagged
 
     url = server_url(args.url)
-    if (not args.env and not args.modelfile) or args.modelfile:
+    if not args.env:
         with LocalClient(url, api_key=args.api_key) as client:
             try:
                 served = client.ready() and tagged(args.target) in {tagged(str(m["name"])) for m in client.models()}

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, GEMMA_SOURCE, MODEL, SlmServe, slm_command
+from local_e2e import EXAMPLE, GEMMA_SOURCE, MODEL, SlmServe, slm_command
 
 pytestmark = pytest.mark.model
 

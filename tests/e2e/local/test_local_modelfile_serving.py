@@ -12,7 +12,7 @@ import httpx
 import ollama
 import pytest
 import yaml
-from conftest import GEMMA_SOURCE, REPO, SlmServe, slm_command
+from local_e2e import GEMMA_SOURCE, REPO, SlmServe, slm_command
 
 pytestmark = pytest.mark.model
 

@@ -6,7 +6,7 @@ import math
 
 import ollama
 import pytest
-from conftest import MODEL, SlmServe
+from local_e2e import MODEL, SlmServe
 
 pytestmark = pytest.mark.model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
-from conftest import MODEL, SlmServe
+from local_e2e import MODEL, SlmServe
 
 pytestmark = pytest.mark.model
 

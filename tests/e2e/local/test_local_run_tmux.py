@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import MODEL, SlmServe, slm_command
+from local_e2e import MODEL, SlmServe, slm_command
 
 pytestmark = pytest.mark.model
 
