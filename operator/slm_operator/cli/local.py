@@ -40,6 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except KeyboardInterrupt:  # while pulling
         return INTERRUPTED
+    if resource.spec.messages:
+        log.warning(
+            "spec.messages (%d) are replayed by `slm run`; API clients send their own history",
+            len(resource.spec.messages),
+        )
     out = sys.stdout
     out.write(
         f"Serving {settings.served_name} ({model.digest[:19]}, {plan.accelerator.value}) from {path} on "

@@ -165,8 +165,4 @@ def prepare(
             ref.key,
             API_KEY_ENV,
         )
-    if spec.messages:
-        log.warning(
-            "spec.messages (%d) are replayed by `slm run`; API clients send their own history", len(spec.messages)
-        )
     return model, settings_from_sources(flags, plan.env)
