@@ -11,12 +11,11 @@ from pathlib import Path
 
 from slm_operator.api import Accelerator, ManifestError
 from slm_operator.cli import local_models
-from slm_operator.cli.local_models import EXPECTED_ERRORS, cache_argument, client_arguments, fail
+from slm_operator.cli.local_models import EXPECTED_ERRORS, cache_argument, client_arguments, fail, pull_progress
 from slm_operator.local.bench import DEFAULT_PROMPT
 from slm_operator.local.client import ClientError, server_url
 from slm_operator.local.config import DEFAULT_HOST, load_resource, plan_local, prepare
 from slm_operator.local.server import ServerError, port_in_use, serve_foreground
-from slm_runtime.fetch import auto_progress
 
 __all__ = ["register"]
 
@@ -32,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
         port = int(plan.env["SLM_PORT"])
         if port_in_use(DEFAULT_HOST if args.host in ("0.0.0.0", "::") else args.host, port):
             return fail(f"port {port} is in use (another `slm serve` or `ollama serve`?); choose one with --port")
-        model, settings = prepare(plan, offline=args.offline, progress=auto_progress, api_key=args.api_key)
+        model, settings = prepare(plan, offline=args.offline, progress=pull_progress, api_key=args.api_key)
     except ManifestError as exc:
         sys.stderr.write(f"{path}: invalid\n" + "".join(f"  {error}\n" for error in exc.errors))
         return 1
@@ -125,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             name=args.name,
             offline=args.offline,
-            progress=auto_progress,
+            progress=pull_progress,
             notify=_status,
         )
     except ManifestError as exc:
@@ -171,7 +170,7 @@ def _bench(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             name=args.name,
             offline=args.offline,
-            progress=auto_progress,
+            progress=pull_progress,
             notify=_status,
         )
     except ManifestError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -16,11 +17,11 @@ from slm_operator.local.client import ClientError, LocalClient, server_url
 from slm_operator.local.server import ServerError
 from slm_operator.local.table import human_age, human_size, render_table
 from slm_operator.local.targets import TargetError
-from slm_runtime.fetch import PullError, auto_progress, cached, default_dest, pull
+from slm_runtime.fetch import LogProgress, Progress, PullError, TerminalProgress, cached, default_dest, pull
 from slm_runtime.settings import SettingsError
 from slm_runtime.source import SourceError
 
-__all__ = ["EXPECTED_ERRORS", "cache_argument", "client_arguments", "fail", "register"]
+__all__ = ["EXPECTED_ERRORS", "cache_argument", "client_arguments", "fail", "pull_progress", "register"]
 
 #: errors a user can cause: reported in one line, exit code 1
 EXPECTED_ERRORS = (
@@ -34,6 +35,17 @@ EXPECTED_ERRORS = (
     ValueError,
     OSError,
 )
+
+
+_PULL_LOG = logging.getLogger("slm_operator.pull")
+
+
+def pull_progress(label: str) -> Progress:
+    """A redrawn bar on a terminal; elsewhere (CI, files) a progress line every 10 s, shown whatever --log-level."""
+    if sys.stderr.isatty():
+        return TerminalProgress(label, sys.stderr)
+    _PULL_LOG.setLevel(logging.INFO)
+    return LogProgress(label, logger=_PULL_LOG)
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -67,7 +79,7 @@ def _source_of(target: str, name: str | None) -> tuple[str, str | None]:
 def _pull(args: argparse.Namespace) -> int:
     try:
         source, pin = _source_of(args.source, args.name)
-        model = pull(source, args.cache, sha256=args.sha256 or pin, progress=auto_progress)
+        model = pull(source, args.cache, sha256=args.sha256 or pin, progress=pull_progress)
     except ManifestError as exc:
         return fail(f"{args.source}: " + "; ".join(str(e) for e in exc.errors))
     except EXPECTED_ERRORS as exc:

@@ -100,3 +100,12 @@ def test_served_parameters_text_keeps_multi_line_stops() -> None:
         ("stop", '"\\nUser:"'),
         ("num_ctx", "2048"),
     ]
+
+
+def test_pull_off_a_terminal_reports_progress_in_log_lines(
+    manifest: Path, cache: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["pull", str(manifest), "--cache", str(cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"file://{manifest.parent}/weights/tiny.gguf: pulled, 1 KB, sha256:")
+    done = [r.getMessage() for r in caplog.records if r.name == "slm_operator.pull"]
+    assert len(done) == 1 and done[0].startswith("tiny.gguf: done, 100% 1.0 KiB/1.0 KiB"), done
