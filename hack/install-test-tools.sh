@@ -49,5 +49,8 @@ if [ ! -f "$models/node_modules/@kubernetes-models/prometheus-operator/package.j
     npm install --silent --no-audit --no-fund --prefix "$models" @kubernetes-models/prometheus-operator@6.0.0
 fi
 
+# tmux: tests/e2e/local drives `slm run` in a real terminal
+hack/install-tmux.sh
+
 echo "install-test-tools: $(promtool --version 2>&1 | head -1)"
 echo "install-test-tools: $("$VENV/bin/hadolint" --version)"
