@@ -79,9 +79,7 @@ async def admitted_stream(
     return events
 
 
-async def collect(
-    events: AsyncGenerator[GenerationEvent, None], request: Request
-) -> list[GenerationEvent] | None:
+async def collect(events: AsyncGenerator[GenerationEvent, None], request: Request) -> list[GenerationEvent] | None:
     """Every event of a non-streaming generation; None (generation stopped) if the client disconnects."""
     out: list[GenerationEvent] = []
     while True:
