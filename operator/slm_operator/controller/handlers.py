@@ -137,6 +137,10 @@ def _live(namespace: str, name: str, indexes: Mapping[str, Any]) -> LiveObjects:
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     namespace = body.get("metadata", {}).get("namespace", "")
     name = body.get("metadata", {}).get("name", "")
+    if body.get("metadata", {}).get("deletionTimestamp") or (namespace, name) not in kwargs["slm_phases"]:
+        # Being deleted, or already gone from the watch (without a finalizer a timer may fire once more):
+        # garbage collection removes the owned objects; applying now would only recreate them.
+        return
     previous = dict(body.get("status") or {})
     started = time.perf_counter()
     try:
