@@ -16,6 +16,7 @@ from slm_operator.local.bench import DEFAULT_PROMPT
 from slm_operator.local.client import ClientError, server_url
 from slm_operator.local.config import DEFAULT_HOST, load_resource, plan_local, prepare
 from slm_operator.local.server import ServerError, port_in_use, serve_foreground
+from slm_operator.local.session import Session
 
 __all__ = ["register"]
 
@@ -111,11 +112,10 @@ def _clear_status() -> None:
         sys.stderr.flush()
 
 
-def _run(args: argparse.Namespace) -> int:
-    from slm_operator.local.chat import ChatSession, format_stats, repl, stream_reply
+def _open_session(args: argparse.Namespace) -> Session | int:
+    """The session `run` and `bench` talk through, or the exit code of why there is none."""
     from slm_operator.local.session import open_session
 
-    prompt = _prompt_text(args)
     try:
         session = open_session(
             args.target,
@@ -136,6 +136,16 @@ def _run(args: argparse.Namespace) -> int:
         _clear_status()
         return INTERRUPTED
     _clear_status()
+    return session
+
+
+def _run(args: argparse.Namespace) -> int:
+    from slm_operator.local.chat import ChatSession, format_stats, repl, stream_reply
+
+    prompt = _prompt_text(args)
+    session = _open_session(args)
+    if isinstance(session, int):
+        return session
     with session:
         chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble, verbose=args.verbose)
         if prompt is not None:
@@ -160,28 +170,10 @@ def _enable_line_editing() -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from slm_operator.local.bench import run_bench
-    from slm_operator.local.session import open_session
 
-    try:
-        session = open_session(
-            args.target,
-            url=server_url(args.url),
-            cache_dir=args.cache,
-            api_key=args.api_key,
-            name=args.name,
-            offline=args.offline,
-            progress=pull_progress,
-            notify=_status,
-        )
-    except ManifestError as exc:
-        return fail(f"{args.target}: " + "; ".join(str(e) for e in exc.errors))
-    except EXPECTED_ERRORS as exc:
-        _clear_status()
-        return fail(str(exc))
-    except KeyboardInterrupt:
-        _clear_status()
-        return INTERRUPTED
-    _clear_status()
+    session = _open_session(args)
+    if isinstance(session, int):
+        return session
     with session:
         try:
             report = run_bench(
