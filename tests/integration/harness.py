@@ -65,6 +65,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; nothing when the process already ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 class OperatorProcess:
     """`slm operator run` as a real process, with its log kept for failure reports."""
 
@@ -100,13 +112,7 @@ class OperatorProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from harness import ROOT, SLMs, eventually, example, free_port
+from harness import ROOT, SLMs, eventually, example, free_port, stop_process
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from sandbox import UID, image_env, sandboxed
@@ -433,13 +433,7 @@ class ChartOperator:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
