@@ -15,6 +15,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+_BATCH_SEQUENCE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+_BATCH_TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -62,6 +64,20 @@ class Metrics:
         )
         self.prompt_tokens = Counter("slm_prompt_tokens", "Prompt tokens processed.", request_labels, registry=r)
         self.generation_tokens = Counter("slm_generation_tokens", "Tokens generated.", request_labels, registry=r)
+        self.batch_sequences = Histogram(
+            "slm_batch_sequences",
+            "Sequences decoded together in one engine step (1 when the engine runs one sequence per step).",
+            ["model"],
+            buckets=_BATCH_SEQUENCE_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "slm_batch_tokens",
+            "Tokens evaluated in one engine step: one per generating sequence plus prompt chunks.",
+            ["model"],
+            buckets=_BATCH_TOKEN_BUCKETS,
+            registry=r,
+        )
         self.requests_running = Gauge(
             "slm_requests_running", "Requests holding a generation slot.", ["model"], registry=r
         )
@@ -82,10 +98,17 @@ class Metrics:
         )
         self.requests_running.labels(model).set(0)
         self.requests_waiting.labels(model).set(0)
+        self._batch_sequences = self.batch_sequences.labels(model)
+        self._batch_tokens = self.batch_tokens.labels(model)
 
     def scheduler_changed(self, running: int, waiting: int) -> None:
         self.requests_running.labels(self.model).set(running)
         self.requests_waiting.labels(self.model).set(waiting)
+
+    def batch_step(self, sequences: int, tokens: int) -> None:
+        """One engine decode step (called from the engine's thread)."""
+        self._batch_sequences.observe(sequences)
+        self._batch_tokens.observe(tokens)
 
     def set_model_info(self, *, format: str, engine: str, quantization: str, digest: str) -> None:
         self.model_info.labels(self.model, format, engine, quantization, digest).set(1)

@@ -124,6 +124,7 @@ class ModelService:
             self.load_error = exc
             log.exception("loading model %s failed", self.name)
             raise
+        engine.observe_steps(self.metrics.batch_step)
         self._engine = engine
         self._template = template
         elapsed = time.perf_counter() - started

@@ -1,14 +1,15 @@
 """The engine interface every inference backend implements, and the value types that cross it.
 
-Engines are synchronous and blocking: the HTTP layer calls them from worker threads, one generation per
-*slot* at a time (a slot owns its own context/KV cache). Cancellation is cooperative: the caller sets the
-``cancel`` event and the engine stops before producing its next token.
+Engines are synchronous and blocking: the HTTP layer calls them from worker threads, one generation per *slot*
+at a time (a slot owns its own KV cache; the llama.cpp engine decodes all slots together in one batch).
+Cancellation is cooperative: the caller sets the ``cancel`` event and the engine stops before producing its next
+token.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -86,6 +87,10 @@ class Engine(Protocol):
     @property
     def slots(self) -> int:
         """How many generations may run at once (each on its own slot index 0..slots-1)."""
+        ...
+
+    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
+        """Call ``observer(sequences, tokens)`` after every decode step (batch-size metrics); None stops it."""
         ...
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

@@ -1,26 +1,28 @@
 """The llama.cpp engine (llama-cpp-python) for GGUF models.
 
-One ``Llama`` context per slot, all mapping the same GGUF file (``use_mmap``: the weights are shared through the
-page cache, each slot only adds its KV cache), plus one embedding context created on first use.
+One model and one context for all slots: the ``parallel`` sequences are decoded together in one batch per step
+(continuous batching, see :mod:`slm_runtime.engines.llama_batch`), each with ``context_length`` tokens of KV cache
+of its own; plus one embedding context created on first use.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
-from slm_runtime.errors import EmbeddingsUnsupportedError, InvalidRequestError
+from slm_runtime.engines.llama_batch import BatchDecoder, Generation, StepObserver, sampler_chain
+from slm_runtime.errors import ContextLengthExceededError, EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
-__all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "quantization_name"]
+__all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "context_params", "quantization_name"]
 
 log = logging.getLogger(__name__)
 
@@ -70,52 +72,55 @@ def quantization_name(file_type: str | int | None) -> str:
 
 
 class LlamaCppEngine:
-    """GGUF models through llama-cpp-python. Construct with :meth:`load`."""
+    """GGUF models through llama-cpp-python, all slots decoded together. Construct with :meth:`load`."""
 
-    def __init__(self, settings: RuntimeSettings, contexts: list[Any], info: ModelInfo) -> None:
+    def __init__(self, settings: RuntimeSettings, model: Any, context: Any, info: ModelInfo) -> None:
+        import llama_cpp
+
         self._settings = settings
-        self._contexts = contexts
+        self._model = model
+        self._context = context
         self._info = info
+        self._slots = int(llama_cpp.llama_n_seq_max(context.ctx))
+        self._decoder = BatchDecoder(
+            context.ctx,
+            model.vocab,
+            n_seq=self._slots,
+            n_batch=int(context.params.n_batch),
+            n_ctx_seq=info.context_length,
+        )
         self._embedder: Any | None = None
         self._embed_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: RuntimeSettings) -> LlamaCppEngine:
         import llama_cpp
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
 
         path = settings.model.model
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist (--model)")
-        threads = settings.engine.threads or os.cpu_count() or 1
-
-        def open_context(n_ctx: int) -> Any:
-            return llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=min(settings.engine.batch_size, n_ctx),
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=settings.engine.gpu_layers,
-                use_mmap=True,
-                verbose=False,
-            )
-
-        first = open_context(settings.model.context_length or DEFAULT_CONTEXT)
-        train = int(first._model.n_ctx_train())
-        if settings.model.context_length is None and 0 < train < first.n_ctx():
-            first.close()
-            first = open_context(train)
-        contexts = [first]
-        contexts += [open_context(first.n_ctx()) for _ in range(1, settings.server.parallel)]
-        log.debug("llama.cpp: %d slot(s) of %d tokens", len(contexts), first.n_ctx())
-        info = cls._describe(first, path)
-        return cls(settings, contexts, info)
+        set_verbose(False)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0x7FFFFFFF if settings.engine.gpu_layers < 0 else settings.engine.gpu_layers
+        model_params.use_mmap = True
+        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
+        try:
+            context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
+        except BaseException:
+            model.close()
+            raise
+        info = cls._describe(model, context, path)
+        log.debug("llama.cpp: %d sequence(s) of %d tokens", settings.server.parallel, info.context_length)
+        return cls(settings, model, context, info)
 
     @staticmethod
-    def _describe(llm: Any, path: Path) -> ModelInfo:
-        meta: dict[str, str] = dict(llm.metadata)
+    def _describe(model: Any, context: Any, path: Path) -> ModelInfo:
+        import llama_cpp
+
+        meta: dict[str, str] = model.metadata()
         arch = meta.get("general.architecture", "")
-        model = llm._model
         bos_id = int(model.token_bos())
         eos_id = int(model.token_eos())
         bos = model.token_get_text(bos_id) if bos_id >= 0 else ""
@@ -128,10 +133,10 @@ class LlamaCppEngine:
             family=arch,
             parameter_size=size_label,
             quantization=quantization_name(meta.get("general.file_type")),
-            context_length=int(llm.n_ctx()),
+            context_length=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
             train_context_length=int(model.n_ctx_train()),
             size_bytes=path.stat().st_size,
-            vocab_size=int(llm.n_vocab()),
+            vocab_size=int(model.n_vocab()),
             chat_template=meta.get("tokenizer.chat_template") or None,
             bos_token=bos if meta.get("tokenizer.ggml.add_bos_token", "true") != "false" else "",
             eos_token=eos,
@@ -155,14 +160,17 @@ class LlamaCppEngine:
 
     @property
     def slots(self) -> int:
-        return len(self._contexts)
+        return self._slots
+
+    def observe_steps(self, observer: StepObserver | None) -> None:
+        self._decoder.observer = observer
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        tokens: list[int] = self._contexts[0].tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
         return tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        data: bytes = self._contexts[0].detokenize(list(tokens))
+        data: bytes = self._model.detokenize(list(tokens))
         return data.decode("utf-8", errors="replace")
 
     def validate(self, params: SamplingParams) -> None:
@@ -172,45 +180,32 @@ class LlamaCppEngine:
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
-        import llama_cpp
-
-        llm = self._contexts[slot]
-        # llama.cpp takes 32-bit seeds and ints: keep request values in range instead of overflowing ctypes.
-        llm.set_seed((params.seed if params.seed is not None else random.randrange(2**31)) & 0xFFFFFFFF)
-        n_ctx = llm.n_ctx()
-        llm.last_n_tokens_size = min(params.repeat_last_n, n_ctx) if params.repeat_last_n >= 0 else n_ctx
-        top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
-        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
-        vocab = llm._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        produced = 0
         if params.max_tokens <= 0 or cancel.is_set():
             return
-        if not self._settings.engine.prompt_cache:
-            # Evaluating a whole prompt and only its uncached suffix round differently; reset for determinism.
-            llm.reset()
-        generator = llm.generate(
-            list(prompt),
-            top_k=top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            grammar=grammar,
-        )
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty: send at least one token", param="prompt")
+        if len(prompt) >= self._info.context_length:
+            raise ContextLengthExceededError(
+                f"the prompt is {len(prompt)} tokens; each of the {self._slots} parallel sequences has "
+                f"{self._info.context_length} tokens of context",
+                param="prompt",
+            )
+        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
+        # llama.cpp takes 32-bit seeds: keep request values in range instead of overflowing ctypes.
+        seed = (params.seed if params.seed is not None else random.randrange(2**31)) & 0xFFFFFFFF
+        last_n = params.repeat_last_n if params.repeat_last_n >= 0 else self._info.context_length
+        top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
+        params = replace(params, repeat_last_n=min(last_n, self._info.context_length), top_k=top_k)
+        sampler = sampler_chain(self._model.vocab, self._info.vocab_size, params, seed, grammar)
+        generation = Generation(slot, prompt, params.max_tokens, sampler, cancel)
         try:
-            for token in generator:
-                if cancel.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                piece = llm.detokenize([token])
-                produced += 1
-                yield GeneratedToken(int(token), decoder.decode(piece))
-                if produced >= params.max_tokens or cancel.is_set():
-                    break
-        finally:
-            generator.close()
+            self._decoder.submit(generation)
+        except BaseException:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(sampler)
+            raise
+        yield from generation.tokens()
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -267,12 +262,33 @@ class LlamaCppEngine:
         return self._embedder
 
     def close(self) -> None:
-        for llm in self._contexts:
-            llm.close()
-        self._contexts = []
+        self._decoder.close()
+        self._context.close()
+        self._model.close()
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
+
+
+def context_params(settings: RuntimeSettings, model: Any) -> Any:
+    """One context for every slot: ``parallel`` sequences of ``context_length`` tokens, each its own KV stream."""
+    import llama_cpp
+
+    parallel = settings.server.parallel
+    train = int(model.n_ctx_train())
+    per_sequence = settings.model.context_length or (min(DEFAULT_CONTEXT, train) if train > 0 else DEFAULT_CONTEXT)
+    threads = settings.engine.threads or os.cpu_count() or 1
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = per_sequence * parallel
+    params.n_batch = min(settings.engine.batch_size, per_sequence * parallel)
+    params.n_ubatch = params.n_batch
+    params.n_seq_max = parallel
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.kv_unified = False
+    params.swa_full = False
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    return params
 
 
 def _human_count(count: int) -> str:

@@ -1,9 +1,10 @@
 """The onnxruntime-genai engine for ONNX model folders (``genai_config.json`` plus weights and tokenizer).
 
 The model (one ONNX Runtime session) is shared; every generation gets its own ``Generator``, so slots run
-concurrently. The execution provider comes from ``--execution-provider`` (cpu, cuda, dml, qnn, openvino).
-Embeddings are not offered: onnxruntime-genai exposes no pooled hidden states. JSON-constrained output is not
-offered either (0.18's guidance support depends on how the wheel was built).
+concurrently, each decoding its own sequence (no batching across slots: onnxruntime-genai's continuous-batching
+``Engine`` is not used; see docs/batching.md). The execution provider comes from ``--execution-provider`` (cpu,
+cuda, dml, qnn, openvino). Embeddings are not offered: onnxruntime-genai exposes no pooled hidden states. JSON-
+constrained output is not offered either (0.18's guidance support depends on how the wheel was built).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class OnnxGenaiEngine:
         self._info = info
         self._eos_ids = eos_ids
         self._bos_id = bos_id
+        self._observer: Callable[[int, int], None] | None = None
 
     @classmethod
     def load(cls, settings: RuntimeSettings) -> OnnxGenaiEngine:
@@ -109,6 +111,9 @@ class OnnxGenaiEngine:
     def slots(self) -> int:
         return self._settings.server.parallel
 
+    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
+        self._observer = observer
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         tokens = [int(t) for t in self._tokenizer.encode(text)]
         if add_special and self._bos_id >= 0 and (not tokens or tokens[0] != self._bos_id):
@@ -152,15 +157,23 @@ class OnnxGenaiEngine:
         generator_params.set_search_options(**search)
         generator = og.Generator(self._model, generator_params)
         generator.append_tokens(np.asarray(list(prompt), dtype=np.int32))
+        self._observe(1, len(prompt))
         decoder = self._tokenizer.create_stream()
         produced = 0
         while not generator.is_done() and not cancel.is_set() and produced < params.max_tokens:
             generator.generate_next_token()
+            self._observe(1, 1)
             token = int(generator.get_next_tokens()[0])
             if token in self._eos_ids:
                 break
             produced += 1
             yield GeneratedToken(token, decoder.decode(token))
+
+    def _observe(self, sequences: int, tokens: int) -> None:
+        # Each slot runs its own Generator: a step carries one sequence, never a batch of them.
+        observer = self._observer
+        if observer is not None:
+            observer(sequences, tokens)
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
         raise EmbeddingsUnsupportedError("the onnxruntime-genai engine does not produce embeddings")

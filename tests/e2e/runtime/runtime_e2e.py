@@ -72,6 +72,9 @@ class SharedEngine:
     def slots(self) -> int:
         return self._engine.slots
 
+    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
+        self._engine.observe_steps(observer)
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self._engine.tokenize(text, add_special=add_special)
 

@@ -1,0 +1,298 @@
+"""Continuous batching for llama.cpp: many generations decoded together in one context.
+
+One llama context holds up to ``parallel`` sequences, each in its own KV cache stream (``kv_unified`` off, as
+llama-server does by default): sequence *i* uses seq id *i* (the scheduler's slot) and ``context_length``
+cells of its own. A single decoder thread runs the loop; every step decodes the next token of every generating
+sequence in one call, then prompt chunks of newly admitted ones (:func:`plan_step`), and samples each
+sequence that produced logits with its own sampler chain (its own temperature, top-k/p, penalties, seed and
+grammar). A sequence that ends (end of generation, ``max_tokens``, cancelled) frees its cells at once and its
+slot can take the next request.
+
+Every sequence has its own cache stream and its prompt is evaluated in the same chunks as when it runs alone
+(see :mod:`slm_runtime.engines.batch_plan`): with greedy sampling its tokens are the same whether it runs alone
+or beside seven others.
+
+Consumers iterate :meth:`Generation.tokens` on their own thread; the decoder hands tokens over through a
+queue, so the per-step Python work on the decoder thread stays small (fill the batch, decode, sample, post).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from slm_runtime.engines.base import GeneratedToken, SamplingParams
+from slm_runtime.engines.batch_plan import BatchEntry, plan_step
+
+__all__ = ["BatchDecoder", "Generation", "StepObserver", "sampler_chain"]
+
+log = logging.getLogger(__name__)
+
+StepObserver = Callable[[int, int], None]
+"""Called after each decode step with (sequences in the batch, tokens in the batch)."""
+
+
+class _Finished:
+    """The end marker of a generation's token queue."""
+
+
+_FINISHED = _Finished()
+
+
+def sampler_chain(vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None) -> Any:
+    """A llama.cpp sampler chain for one request, in the order llama-cpp-python's ``Llama.generate`` builds it.
+
+    Penalties, then the grammar, then greedy (temperature 0) or top-k, top-p, min-p, temperature and a seeded
+    draw. The caller owns the chain (``llama_sampler_free``).
+    """
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    add(
+        chain,
+        llama_cpp.llama_sampler_init_penalties(
+            n_vocab,
+            params.repeat_last_n,
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        ),
+    )
+    if grammar is not None:
+        add(
+            chain,
+            llama_cpp.llama_sampler_init_grammar(
+                vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+            ),
+        )
+    if params.temperature <= 0.0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+    add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Generation:
+    """One sequence in the batch: its decoding state (decoder thread) and its token queue (consumer)."""
+
+    def __init__(
+        self, seq_id: int, prompt: Sequence[int], max_tokens: int, sampler: Any, cancel: threading.Event
+    ) -> None:
+        self.seq_id = seq_id
+        self.position = 0
+        self.next_token: int | None = None
+        self.prompt_left: Sequence[int] = list(prompt)
+        self.max_tokens = max_tokens
+        self.produced = 0
+        self.sampler = sampler
+        self.cancel = cancel
+        self.stopping = False
+        """Set by the consumer when it stops reading early; the decoder then drops the sequence."""
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._queue: queue.SimpleQueue[GeneratedToken | BaseException | _Finished] = queue.SimpleQueue()
+        self._finished = threading.Event()
+
+    # --- decoder side -----------------------------------------------------------------------------------
+
+    def emit(self, token: int, piece: bytes) -> None:
+        self.produced += 1
+        self._queue.put(GeneratedToken(token, self._utf8.decode(piece)))
+
+    def fail(self, error: BaseException) -> None:
+        self._queue.put(error)
+
+    def finish(self) -> None:
+        self._queue.put(_FINISHED)
+        self._finished.set()
+
+    # --- consumer side ----------------------------------------------------------------------------------
+
+    def tokens(self) -> Iterator[GeneratedToken]:
+        """The generated tokens; closing the iterator early stops the sequence and waits until it is dropped."""
+        try:
+            while True:
+                item = self._queue.get()
+                if isinstance(item, _Finished):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not self._finished.is_set():
+                self.stopping = True
+                self._finished.wait()
+
+
+class BatchDecoder:
+    """The decoder thread and the sequences it runs; ``submit`` from any thread, one sequence per seq id."""
+
+    def __init__(
+        self,
+        ctx: Any,
+        vocab: Any,
+        *,
+        n_seq: int,
+        n_batch: int,
+        n_ctx_seq: int,
+        observer: StepObserver | None = None,
+    ) -> None:
+        import llama_cpp
+
+        self._ctx = ctx
+        self._vocab = vocab
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.n_seq = n_seq
+        self.n_batch = n_batch
+        self.n_ctx_seq = n_ctx_seq
+        self.observer = observer
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+        self._lock = threading.Condition()
+        self._incoming: list[Generation] = []
+        self._running: list[Generation] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="slm-decoder", daemon=True)
+        self._thread.start()
+
+    def submit(self, generation: Generation) -> None:
+        if not 0 <= generation.seq_id < self.n_seq:
+            raise ValueError(f"seq id {generation.seq_id} out of range 0..{self.n_seq - 1}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the decoder is closed")
+            self._incoming.append(generation)
+            self._lock.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the decoder thread (running sequences end with an error) and free the batch."""
+        import llama_cpp
+
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._incoming and not self._running and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    break
+                self._admit()
+            self._drop_stopped()
+            if not self._running:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode must not kill the thread: fail the sequences instead
+                log.exception("llama.cpp decode step failed")
+                for generation in list(self._running):
+                    generation.fail(exc)
+                    self._release(generation)
+        for generation in [*self._running, *self._incoming]:
+            generation.fail(RuntimeError("the model is shutting down"))
+            self._release(generation)
+        self._incoming.clear()
+
+    def _admit(self) -> None:
+        for generation in self._incoming:
+            if any(other.seq_id == generation.seq_id for other in self._running):
+                # The slot protocol prevents this; refuse rather than corrupt the running sequence's cache.
+                generation.fail(RuntimeError(f"seq id {generation.seq_id} is already running"))
+                generation.finish()
+                continue
+            self._clear(generation.seq_id)
+            self._running.append(generation)
+        self._incoming.clear()
+
+    def _drop_stopped(self) -> None:
+        for generation in [g for g in self._running if g.stopping or g.cancel.is_set()]:
+            self._release(generation)
+
+    def _step(self) -> None:
+        import llama_cpp
+
+        by_id = {g.seq_id: g for g in self._running}
+        for entries in plan_step(self._running, self.n_batch):
+            samples = self._fill(entries)
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with status {rc}")
+            if self.observer is not None:
+                self.observer(len(entries), self._batch.n_tokens)
+            for entry in entries:
+                generation = by_id[entry.seq_id]
+                generation.position += len(entry.tokens)
+                if generation.next_token is None:
+                    generation.prompt_left = generation.prompt_left[len(entry.tokens) :]
+            for seq_id, index in samples:
+                self._sample(by_id[seq_id], index)
+
+    def _fill(self, entries: list[BatchEntry]) -> list[tuple[int, int]]:
+        """Write the entries into the native batch; the (seq id, batch index) pairs whose logits are wanted."""
+        batch = self._batch
+        token, pos, n_seq_id, seq_ids, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        samples: list[tuple[int, int]] = []
+        index = 0
+        for entry in entries:
+            position = entry.position
+            for value in entry.tokens:
+                token[index] = value
+                pos[index] = position
+                n_seq_id[index] = 1
+                seq_ids[index][0] = entry.seq_id
+                logits[index] = 0
+                position += 1
+                index += 1
+            if entry.sample:
+                logits[index - 1] = 1
+                samples.append((entry.seq_id, index - 1))
+        batch.n_tokens = index
+        return samples
+
+    def _sample(self, generation: Generation, index: int) -> None:
+        import llama_cpp
+
+        token = int(llama_cpp.llama_sampler_sample(generation.sampler, self._ctx, index))
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token) or generation.cancel.is_set():
+            self._release(generation)
+            return
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        generation.emit(token, self._piece.raw[: max(size, 0)])
+        if generation.produced >= generation.max_tokens or generation.position >= self.n_ctx_seq:
+            self._release(generation)
+        else:
+            generation.next_token = token
+
+    def _release(self, generation: Generation) -> None:
+        """Drop a sequence: free its KV cells and sampler, end its token stream."""
+        import llama_cpp
+
+        if generation in self._running:
+            self._running.remove(generation)
+        self._clear(generation.seq_id)
+        if generation.sampler is not None:
+            llama_cpp.llama_sampler_free(generation.sampler)
+            generation.sampler = None
+        generation.finish()
+
+    def _clear(self, seq_id: int) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

@@ -1,0 +1,104 @@
+"""Planning of continuous-batching steps: which tokens each llama.cpp decode call of a step carries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from slm_runtime.engines.batch_plan import BatchEntry, plan_step
+
+
+@dataclass
+class Seq:
+    seq_id: int
+    prompt_left: Sequence[int] = field(default_factory=list)
+    position: int = 0
+    next_token: int | None = None
+
+
+def advance(seqs: list[Seq], calls: list[list[BatchEntry]]) -> None:
+    """What the decoder does after a step: move positions on, consume prompts, pretend to sample token 7."""
+    by_id = {s.seq_id: s for s in seqs}
+    for call in calls:
+        for entry in call:
+            seq = by_id[entry.seq_id]
+            seq.position += len(entry.tokens)
+            if seq.next_token is None:
+                seq.prompt_left = list(seq.prompt_left)[len(entry.tokens) :]
+            if entry.sample:
+                seq.next_token = 7
+
+
+def test_generating_sequences_share_one_call_with_one_token_each() -> None:
+    seqs = [Seq(0, position=10, next_token=5), Seq(3, position=4, next_token=6)]
+    assert plan_step(seqs, 512) == [[BatchEntry(0, (5,), 10, True), BatchEntry(3, (6,), 4, True)]]
+
+
+def test_each_prompt_chunk_gets_a_call_of_its_own_after_the_generating_tokens() -> None:
+    seqs = [Seq(0, position=3, next_token=9), Seq(1, prompt_left=[1, 2, 3]), Seq(2, prompt_left=[4, 5])]
+    assert plan_step(seqs, 512) == [
+        [BatchEntry(0, (9,), 3, True)],
+        [BatchEntry(1, (1, 2, 3), 0, True)],
+        [BatchEntry(2, (4, 5), 0, True)],
+    ]
+
+
+def test_a_long_prompt_is_cut_at_multiples_of_n_batch_and_samples_only_at_its_end() -> None:
+    seq = Seq(0, prompt_left=list(range(10)))
+    chunks = []
+    while seq.next_token is None:
+        calls = plan_step([seq], 4)
+        chunks.append(calls)
+        advance([seq], calls)
+    assert chunks == [
+        [[BatchEntry(0, (0, 1, 2, 3), 0, False)]],
+        [[BatchEntry(0, (4, 5, 6, 7), 4, False)]],
+        [[BatchEntry(0, (8, 9), 8, True)]],
+    ]
+
+
+def test_chunk_boundaries_do_not_depend_on_other_sequences() -> None:
+    """A prompt is chunked the same way alone and beside others (what keeps greedy output load-independent)."""
+
+    def boundaries(others: int) -> list[int]:
+        target = Seq(0, prompt_left=list(range(11)))
+        seqs = [Seq(i + 1, prompt_left=list(range(3))) for i in range(others)] + [target]
+        seen = []
+        while target.next_token is None:
+            calls = plan_step(seqs, 4)
+            seen += [e.position for call in calls for e in call if e.seq_id == 0]
+            advance(seqs, calls)
+        return seen
+
+    assert boundaries(0) == boundaries(3) == [0, 4, 8]
+
+
+def test_prompt_tokens_per_step_are_bounded_by_n_batch() -> None:
+    seqs = [Seq(i, prompt_left=list(range(3))) for i in range(4)]
+    calls = plan_step(seqs, 7)
+    assert [(e.seq_id, len(e.tokens)) for call in calls for e in call] == [(0, 3), (1, 3)]
+    advance(seqs, calls)
+    calls = plan_step(seqs, 7)
+    # The two sampled sequences generate in one call; the waiting prompts follow, again within the budget.
+    assert [[(e.seq_id, len(e.tokens)) for e in call] for call in calls] == [[(0, 1), (1, 1)], [(2, 3)], [(3, 3)]]
+
+
+def test_the_first_prompt_chunk_of_a_step_is_taken_even_when_the_budget_is_small() -> None:
+    seqs = [Seq(0, prompt_left=list(range(9)))]
+    assert plan_step(seqs, 4) == [[BatchEntry(0, (0, 1, 2, 3), 0, False)]]
+
+
+def test_many_generating_sequences_are_split_into_calls_of_n_batch() -> None:
+    seqs = [Seq(i, position=1, next_token=i) for i in range(5)]
+    assert [[e.seq_id for e in call] for call in plan_step(seqs, 2)] == [[0, 1], [2, 3], [4]]
+
+
+def test_nothing_to_do_plans_no_call() -> None:
+    assert plan_step([], 8) == []
+
+
+def test_n_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="n_batch"):
+        plan_step([Seq(0, prompt_left=[1])], 0)
