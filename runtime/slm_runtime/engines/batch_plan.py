@@ -1,16 +1,16 @@
 """What the next decode step evaluates: pure planning, no native calls (unit-tested on its own).
 
 A step is a list of llama.cpp decode calls. The first carries the next token of every sequence that is generating
-(one token each, its logits wanted); then come prompt chunks of newly admitted sequences in admission order, each
-in a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one always does). A prompt is cut into chunks
-at multiples of ``n_batch`` from its start, exactly as when it runs alone; only the chunk holding a prompt's last
-token asks for logits, so the sequence samples its first token in that same step. Running sequences advance every
-step while prompts are fed in beside them (continuous batching).
+(one token each, its logits wanted); then come prompt chunks of newly admitted sequences in admission order, each in
+a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one always does). A prompt is cut
+into chunks at multiples of ``n_batch`` from its start, exactly as when it runs alone; only the chunk holding a
+prompt's last token asks for logits, so the sequence samples its first token in that same step. Running sequences
+advance every step while prompts are fed in beside them (continuous batching).
 
 Why a prompt chunk never shares a call with other sequences: llama.cpp splits a call into micro-batches with an
 equal number of tokens per sequence, and the rounding of a sequence's activations then depends on which other
-sequences share its micro-batch. Evaluating each prompt chunk on its own (and one token per sequence in the
-shared call) keeps every sequence's arithmetic identical to a run alone, so greedy outputs do not depend on load.
+sequences share its micro-batch. Evaluating each prompt chunk on its own (and one token per sequence in the shared
+call) keeps every sequence's arithmetic identical to a run alone, so greedy outputs do not depend on load.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Every sequence has its own cache stream and its prompt is evaluated in the same 
 (see :mod:`slm_runtime.engines.batch_plan`): with greedy sampling its tokens are the same whether it runs alone
 or beside seven others.
 
+With ``reuse_prefixes`` (the ``prompt_cache`` setting) a finished sequence leaves its cells in place, and the next
+request on the same slot skips re-evaluating the prefix it shares with them (multi-turn chat on one slot).
+
 Consumers iterate :meth:`Generation.tokens` on their own thread; the decoder hands tokens over through a
 queue, so the per-step Python work on the decoder thread stays small (fill the batch, decode, sample, post).
 """
@@ -29,7 +32,7 @@ from typing import Any
 from slm_runtime.engines.base import GeneratedToken, SamplingParams
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
 
-__all__ = ["BatchDecoder", "Generation", "StepObserver", "sampler_chain"]
+__all__ = ["BatchDecoder", "Generation", "StepObserver", "sampler_chain", "shared_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,9 @@ class Generation:
     ) -> None:
         self.seq_id = seq_id
         self.position = 0
+        self.evaluated: list[int] = []
+        """Tokens in this sequence's KV cache, in order (what a later request may reuse as its prefix)."""
+        self.failed = False
         self.next_token: int | None = None
         self.prompt_left: Sequence[int] = list(prompt)
         self.max_tokens = max_tokens
@@ -109,6 +115,7 @@ class Generation:
         self._queue.put(GeneratedToken(token, self._utf8.decode(piece)))
 
     def fail(self, error: BaseException) -> None:
+        self.failed = True
         self._queue.put(error)
 
     def finish(self) -> None:
@@ -144,6 +151,7 @@ class BatchDecoder:
         n_seq: int,
         n_batch: int,
         n_ctx_seq: int,
+        reuse_prefixes: bool = False,
         observer: StepObserver | None = None,
     ) -> None:
         import llama_cpp
@@ -154,7 +162,10 @@ class BatchDecoder:
         self.n_seq = n_seq
         self.n_batch = n_batch
         self.n_ctx_seq = n_ctx_seq
+        self.reuse_prefixes = reuse_prefixes
         self.observer = observer
+        self._kept: dict[int, list[int]] = {}
+        """Per seq id, the tokens a finished sequence left in its cache (only when reusing prefixes)."""
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._lock = threading.Condition()
@@ -217,7 +228,7 @@ class BatchDecoder:
                 generation.fail(RuntimeError(f"seq id {generation.seq_id} is already running"))
                 generation.finish()
                 continue
-            self._clear(generation.seq_id)
+            self._reuse_or_clear(generation)
             self._running.append(generation)
         self._incoming.clear()
 
@@ -239,6 +250,7 @@ class BatchDecoder:
             for entry in entries:
                 generation = by_id[entry.seq_id]
                 generation.position += len(entry.tokens)
+                generation.evaluated += entry.tokens
                 if generation.next_token is None:
                     generation.prompt_left = generation.prompt_left[len(entry.tokens) :]
             for seq_id, index in samples:
@@ -286,13 +298,43 @@ class BatchDecoder:
 
         if generation in self._running:
             self._running.remove(generation)
-        self._clear(generation.seq_id)
+        if self.reuse_prefixes and not generation.failed:
+            self._kept[generation.seq_id] = generation.evaluated
+        else:
+            self._clear(generation.seq_id)
         if generation.sampler is not None:
             llama_cpp.llama_sampler_free(generation.sampler)
             generation.sampler = None
         generation.finish()
 
+    def _reuse_or_clear(self, generation: Generation) -> None:
+        """Start the sequence after the longest prefix its slot still holds (prompt cache), or from scratch."""
+        import llama_cpp
+
+        kept = self._kept.pop(generation.seq_id, [])
+        prompt = generation.prompt_left
+        # At least the prompt's last token is evaluated again: its logits give the first sampled token.
+        common = shared_prefix(kept, prompt, limit=len(prompt) - 1)
+        if common and llama_cpp.llama_memory_seq_rm(self._memory, generation.seq_id, common, -1):
+            generation.position = common
+            generation.evaluated = list(prompt[:common])
+            generation.prompt_left = prompt[common:]
+            log.debug("seq %d reuses %d cached prompt tokens", generation.seq_id, common)
+            return
+        self._clear(generation.seq_id)
+
     def _clear(self, seq_id: int) -> None:
         import llama_cpp
 
+        self._kept.pop(seq_id, None)
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+
+def shared_prefix(first: Sequence[int], second: Sequence[int], limit: int) -> int:
+    """How many leading tokens the two sequences share, at most ``limit``."""
+    count = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b or count >= limit:
+            break
+        count += 1
+    return count

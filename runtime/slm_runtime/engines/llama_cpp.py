@@ -88,6 +88,7 @@ class LlamaCppEngine:
             n_seq=self._slots,
             n_batch=int(context.params.n_batch),
             n_ctx_seq=info.context_length,
+            reuse_prefixes=settings.engine.prompt_cache,
         )
         self._embedder: Any | None = None
         self._embed_lock = threading.Lock()
@@ -105,6 +106,9 @@ class LlamaCppEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if settings.engine.gpu_layers < 0 else settings.engine.gpu_layers
         model_params.use_mmap = True
+        # No runtime weight repacking: the repacked CPU kernels compute a token's row differently (gemv alone,
+        # 4-row gemm in a batch), so a sequence's greedy output would depend on what else is decoded with it.
+        model_params.use_extra_bufts = False
         model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         try:
             context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
@@ -286,8 +290,10 @@ def context_params(settings: RuntimeSettings, model: Any) -> Any:
     params.n_threads = threads
     params.n_threads_batch = threads
     params.kv_unified = False
-    params.swa_full = False
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    # Reusing a cached prefix needs the sliding-window layers' full history; otherwise keep them small.
+    params.swa_full = settings.engine.prompt_cache
+    # Flash attention's CPU kernel, too, rounds a sequence's attention differently beside other sequences.
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     return params
 
 

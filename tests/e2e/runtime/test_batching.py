@@ -182,3 +182,21 @@ def test_concurrent_streaming_clients_get_their_solo_answers_and_metrics_show_ba
     # Some decode steps carried more than one sequence (cumulative buckets: +Inf counts more than le=1).
     assert buckets["+Inf"] > buckets["1.0"]
     assert buckets["4.0"] == buckets["+Inf"]
+
+
+def test_the_prompt_cache_skips_the_prefix_a_slot_already_holds(gguf_path: Path) -> None:
+    engine = LlamaCppEngine.load(make_settings(gguf_path, parallel=1, context_length=1024, prompt_cache=True))
+    steps: list[tuple[int, int]] = []
+    engine.observe_steps(lambda sequences, tokens: steps.append((sequences, tokens)))
+    try:
+        first_turn = engine.tokenize(HISTORY * 4 + "Who built the lighthouse?")
+        answer = generate(engine, 0, first_turn)
+        second_turn = first_turn + answer + engine.tokenize(" And when was it rebuilt?", add_special=False)
+        steps.clear()
+        generate(engine, 0, second_turn)
+        prompt_tokens = steps[0][1]
+    finally:
+        engine.close()
+    # Only the part after what the slot already held (first turn + its answer) was evaluated again.
+    assert prompt_tokens <= len(second_turn) - len(first_turn)
+    assert prompt_tokens >= 1

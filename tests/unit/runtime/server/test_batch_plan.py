@@ -102,3 +102,12 @@ def test_nothing_to_do_plans_no_call() -> None:
 def test_n_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="n_batch"):
         plan_step([Seq(0, prompt_left=[1])], 0)
+
+
+def test_shared_prefix_counts_leading_equal_tokens_up_to_a_limit() -> None:
+    from slm_runtime.engines.llama_batch import shared_prefix
+
+    assert shared_prefix([1, 2, 3, 4], [1, 2, 9], limit=10) == 2
+    assert shared_prefix([1, 2, 3], [1, 2, 3], limit=2) == 2
+    assert shared_prefix([], [1], limit=5) == 0
+    assert shared_prefix([5], [1], limit=5) == 0
