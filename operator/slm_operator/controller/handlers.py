@@ -96,7 +96,7 @@ def configure(
     settings.networking.request_timeout = 60
     # Retries of failed handlers back off instead of hammering a struggling apiserver.
     settings.execution.max_workers = int(os.environ.get("SLM_OPERATOR_WORKERS", "16"))
-    api = load_kube_config()
+    api = load_kube_config(connections=settings.execution.max_workers or 16)
     operator_settings = load_settings()
     namespace = os.environ.get("SLM_OPERATOR_NAMESPACE", "default")
     lease = os.environ.get("SLM_OPERATOR_LEASE_NAME", "slm-operator-leader")
@@ -187,9 +187,12 @@ def on_spec(**kwargs: Any) -> None:
     _reconcile(**kwargs)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, sharp=False)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, sharp=False)
 def resync(**kwargs: Any) -> None:
-    """Periodic reconcile: restores drifted or deleted objects and follows pods into status."""
+    """Periodic reconcile: restores drifted or deleted objects and follows pods into status.
+
+    The first run waits one interval: a new object was just reconciled by ``on_spec`` (without the delay both ran
+    at once, applying every object twice)."""
     _reconcile(**kwargs)
 
 

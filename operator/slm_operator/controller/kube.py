@@ -21,13 +21,19 @@ __all__ = ["KubeClient", "load_kube_config"]
 log = logging.getLogger(__name__)
 
 
-def load_kube_config() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+def load_kube_config(connections: int = 16) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config).
+
+    ``connections`` sizes the HTTP connection pool: one per handler worker, so that concurrent reconciles do not
+    discard and reopen connections (the client's default pool holds 10).
+    """
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 class KubeClient:
