@@ -57,7 +57,12 @@ class ServerSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a pod).")
     port: int = Field(11434, ge=1, le=65535, description="TCP port to listen on (Ollama's 11434 by default).")
-    parallel: int = Field(1, ge=1, le=256, description="Generations that run at the same time (slots).")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Generations that run at the same time (slots); llama.cpp decodes them together in one batch.",
+    )
     max_queue: int = Field(
         64,
         ge=0,
@@ -109,7 +114,9 @@ class ModelSettings(_Section):
     )
     system: str | None = Field(None, description="Default system prompt (Ollama SYSTEM).")
     context_length: int | None = Field(
-        None, ge=64, description="Context window in tokens (num_ctx); default: min(4096, the model's)."
+        None,
+        ge=64,
+        description="Context window of each slot in tokens (num_ctx); default: min(4096, the model's).",
     )
 
 

@@ -128,7 +128,11 @@ class Parameters(ApiModel):
         default=None, ge=0, le=1, description="Minimum probability relative to the top token (min_p)."
     )
     context_length: int | None = Field(
-        default=None, ge=64, le=1048576, description="Context window in tokens (Ollama num_ctx)."
+        default=None,
+        ge=64,
+        le=1048576,
+        description="Context window of each generation in tokens (Ollama num_ctx); a pod holds `server.parallel` "
+        "of them (docs/batching.md).",
     )
     num_predict: int | None = Field(
         default=None, ge=-2, description="Maximum tokens to generate; -1 unlimited, -2 fill the context (num_predict)."
@@ -306,7 +310,13 @@ class ServerSpec(ApiModel):
     port: int = Field(
         default=11434, ge=1024, le=65535, description="Port of the Ollama/OpenAI API (Ollama's is 11434)."
     )
-    parallel: int = Field(default=1, ge=1, le=64, description="Generations processed at once per pod.")
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Generations decoded together per pod (continuous batching with llama-cpp); each has "
+        "`contextLength` tokens of KV cache of its own (docs/batching.md).",
+    )
     max_queue: int = Field(
         default=64, ge=0, le=100000, description="Requests waiting beyond `parallel`; more get HTTP 503 (server busy)."
     )
