@@ -133,6 +133,12 @@ class EngineSettings(_Section):
         description="onnxruntime-genai execution provider: cpu, cuda, rocm, dml, qnn, openvino, webgpu.",
     )
     embeddings: bool = Field(True, description="Serve the embedding endpoints when the engine supports them.")
+    batch_invariant: bool = Field(
+        True,
+        description="Keep each generation's arithmetic independent of what else is decoded with it (llama.cpp): "
+        "greedy output is then the same under any load. false: repacked weights and flash attention, faster "
+        "under concurrency, but output may vary with load.",
+    )
     prompt_cache: bool = Field(
         False,
         description="Reuse the KV cache of a matching prompt prefix (llama.cpp): faster multi-turn chat, but "

@@ -27,17 +27,44 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from slm_runtime.engines.base import GeneratedToken, SamplingParams
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
 
-__all__ = ["BatchDecoder", "Generation", "StepObserver", "sampler_chain", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "StepObserver", "sampler_chain", "shared_prefix"]
 
 log = logging.getLogger(__name__)
 
 StepObserver = Callable[[int, int], None]
 """Called after each decode step with (sequences in the batch, tokens in the batch)."""
+
+
+class _QuickCalls:
+    """The llama.cpp calls of a decode step that take microseconds, bound without releasing the GIL.
+
+    ctypes releases the GIL around every foreign call, and taking it back waits for whichever Python thread holds
+    it (up to the 5 ms switch interval) — per call. With eight streams the decoder thread made dozens of such
+    calls per step while the HTTP threads ran, and spent most of each step waiting for the GIL. Only
+    ``llama_decode`` (milliseconds of matrix work) still releases it; the rest go through a ``PyDLL`` view of the
+    same loaded library, with the signatures llama-cpp-python declares.
+    """
+
+    def __init__(self) -> None:
+        from llama_cpp import llama_cpp as native
+
+        library = ctypes.PyDLL(native._lib._name)
+        self.sample = self._bind(library, native.llama_sampler_sample)
+        self.token_to_piece = self._bind(library, native.llama_token_to_piece)
+        self.is_eog = self._bind(library, native.llama_vocab_is_eog)
+
+    @staticmethod
+    def _bind(library: ctypes.PyDLL, declared: Any) -> Any:
+        function = getattr(library, declared.__name__)
+        function.argtypes = declared.argtypes
+        function.restype = declared.restype
+        return function
 
 
 class _Finished:
@@ -140,40 +167,51 @@ class Generation:
                 self._finished.wait()
 
 
+@dataclass(frozen=True)
+class DecodeTarget:
+    """The llama.cpp context the decoder drives, and its shape."""
+
+    ctx: Any
+    vocab: Any
+    n_seq: int
+    n_batch: int
+    n_ctx_seq: int
+
+
 class BatchDecoder:
     """The decoder thread and the sequences it runs; ``submit`` from any thread, one sequence per seq id."""
 
     def __init__(
         self,
-        ctx: Any,
-        vocab: Any,
+        open_context: Callable[[], DecodeTarget],
         *,
-        n_seq: int,
-        n_batch: int,
-        n_ctx_seq: int,
         reuse_prefixes: bool = False,
         observer: StepObserver | None = None,
     ) -> None:
-        import llama_cpp
-
-        self._ctx = ctx
-        self._vocab = vocab
-        self._memory = llama_cpp.llama_get_memory(ctx)
-        self.n_seq = n_seq
-        self.n_batch = n_batch
-        self.n_ctx_seq = n_ctx_seq
         self.reuse_prefixes = reuse_prefixes
         self.observer = observer
         self._kept: dict[int, list[int]] = {}
         """Per seq id, the tokens a finished sequence left in its cache (only when reusing prefixes)."""
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._lock = threading.Condition()
         self._incoming: list[Generation] = []
         self._running: list[Generation] = []
         self._closed = False
+        self._open(open_context())
         self._thread = threading.Thread(target=self._loop, name="slm-decoder", daemon=True)
         self._thread.start()
+
+    def _open(self, target: DecodeTarget) -> None:
+        import llama_cpp
+
+        self._ctx = target.ctx
+        self._vocab = target.vocab
+        self._memory = llama_cpp.llama_get_memory(target.ctx)
+        self.n_seq = target.n_seq
+        self.n_batch = target.n_batch
+        self.n_ctx_seq = target.n_ctx_seq
+        self._batch: Any = llama_cpp.llama_batch_init(target.n_batch, 0, 1)
+        self._quick = _QuickCalls()
 
     def submit(self, generation: Generation) -> None:
         if not 0 <= generation.seq_id < self.n_seq:
@@ -279,13 +317,13 @@ class BatchDecoder:
         return samples
 
     def _sample(self, generation: Generation, index: int) -> None:
-        import llama_cpp
 
-        token = int(llama_cpp.llama_sampler_sample(generation.sampler, self._ctx, index))
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token) or generation.cancel.is_set():
+        quick = self._quick
+        token = int(quick.sample(generation.sampler, self._ctx, index))
+        if quick.is_eog(self._vocab, token) or generation.cancel.is_set():
             self._release(generation)
             return
-        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        size = quick.token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
         generation.emit(token, self._piece.raw[: max(size, 0)])
         if generation.produced >= generation.max_tokens or generation.position >= self.n_ctx_seq:
             self._release(generation)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
-from slm_runtime.engines.llama_batch import BatchDecoder, Generation, StepObserver, sampler_chain
+from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation, StepObserver, sampler_chain
 from slm_runtime.errors import ContextLengthExceededError, EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
@@ -74,22 +74,15 @@ def quantization_name(file_type: str | int | None) -> str:
 class LlamaCppEngine:
     """GGUF models through llama-cpp-python, all slots decoded together. Construct with :meth:`load`."""
 
-    def __init__(self, settings: RuntimeSettings, model: Any, context: Any, info: ModelInfo) -> None:
-        import llama_cpp
-
+    def __init__(
+        self, settings: RuntimeSettings, model: Any, context: Any, info: ModelInfo, decoder: BatchDecoder
+    ) -> None:
         self._settings = settings
         self._model = model
         self._context = context
         self._info = info
-        self._slots = int(llama_cpp.llama_n_seq_max(context.ctx))
-        self._decoder = BatchDecoder(
-            context.ctx,
-            model.vocab,
-            n_seq=self._slots,
-            n_batch=int(context.params.n_batch),
-            n_ctx_seq=info.context_length,
-            reuse_prefixes=settings.engine.prompt_cache,
-        )
+        self._slots = decoder.n_seq
+        self._decoder = decoder
         self._embedder: Any | None = None
         self._embed_lock = threading.Lock()
 
@@ -106,18 +99,32 @@ class LlamaCppEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if settings.engine.gpu_layers < 0 else settings.engine.gpu_layers
         model_params.use_mmap = True
-        # No runtime weight repacking: the repacked CPU kernels compute a token's row differently (gemv alone,
-        # 4-row gemm in a batch), so a sequence's greedy output would depend on what else is decoded with it.
-        model_params.use_extra_bufts = False
-        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
-        try:
-            context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
-        except BaseException:
-            model.close()
-            raise
+        # Batch invariance: no runtime weight repacking, whose CPU kernels compute a token's row differently
+        # (gemv alone, 4-row gemm in a batch), so that a sequence's output does not depend on its neighbours.
+        model_params.use_extra_bufts = not settings.engine.batch_invariant
+        opened: dict[str, Any] = {}
+
+        def open_context() -> DecodeTarget:
+            model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
+            try:
+                context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
+            except BaseException:
+                model.close()
+                raise
+            opened.update(model=model, context=context)
+            return DecodeTarget(
+                ctx=context.ctx,
+                vocab=model.vocab,
+                n_seq=int(llama_cpp.llama_n_seq_max(context.ctx)),
+                n_batch=int(context.params.n_batch),
+                n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
+            )
+
+        decoder = BatchDecoder(open_context, reuse_prefixes=settings.engine.prompt_cache)
+        model, context = opened["model"], opened["context"]
         info = cls._describe(model, context, path)
-        log.debug("llama.cpp: %d sequence(s) of %d tokens", settings.server.parallel, info.context_length)
-        return cls(settings, model, context, info)
+        log.debug("llama.cpp: %d sequence(s) of %d tokens", decoder.n_seq, info.context_length)
+        return cls(settings, model, context, info, decoder)
 
     @staticmethod
     def _describe(model: Any, context: Any, path: Path) -> ModelInfo:
@@ -293,7 +300,10 @@ def context_params(settings: RuntimeSettings, model: Any) -> Any:
     # Reusing a cached prefix needs the sliding-window layers' full history; otherwise keep them small.
     params.swa_full = settings.engine.prompt_cache
     # Flash attention's CPU kernel, too, rounds a sequence's attention differently beside other sequences.
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    invariant = settings.engine.batch_invariant
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED if invariant else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    )
     return params
 
 
