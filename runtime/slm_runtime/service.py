@@ -31,6 +31,7 @@ from slm_runtime.errors import (
     RequestTimeoutError,
     ServerBusyError,
 )
+from slm_runtime.mailbox import Mailbox
 from slm_runtime.metrics import Metrics
 from slm_runtime.options import RequestOptions, resolve_sampling
 from slm_runtime.scheduler import Lease, Scheduler
@@ -95,6 +96,7 @@ class ModelService:
         self.load_duration_ns = 0
         self.loaded_at: datetime | None = None
         self.workers = SlotThreads(settings.server.parallel)
+        self._mailbox_box: Mailbox | None = None
         self.scheduler = Scheduler(settings.server.parallel, settings.server.max_queue, metrics.scheduler_changed)
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -358,6 +360,11 @@ class ModelService:
             context=[*tokens, *generated],
         )
 
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> Mailbox:
+        if self._mailbox_box is None or self._mailbox_box.loop is not loop:
+            self._mailbox_box = Mailbox(loop)
+        return self._mailbox_box
+
     async def _run(
         self,
         engine: Engine,
@@ -366,14 +373,20 @@ class ModelService:
         params: SamplingParams,
         deadline: float,
     ) -> AsyncGenerator[GeneratedToken, None]:
-        """The engine's tokens, produced in a thread that stops when this generator is closed."""
+        """The engine's tokens, produced in a thread that stops when this generator is closed.
+
+        An engine with ``start`` (llama.cpp) hands each token over from its decoder thread; others are iterated
+        on the slot's own thread. Either way tokens reach the loop through the mailbox, a burst in one wake-up.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GeneratedToken | BaseException | _End] = asyncio.Queue()
         cancel = threading.Event()
 
+        mailbox = self._mailbox(loop)
+
         def post(item: GeneratedToken | BaseException | _End) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                mailbox.put(queue, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 cancel.set()
 
@@ -390,7 +403,24 @@ class ModelService:
                 with suppress(RuntimeError):
                     loop.call_soon_threadsafe(lease.release)
 
-        self.workers.submit(lease.slot, work)
+        def sink(item: GeneratedToken | BaseException | None) -> None:
+            # Engines that push tokens from their own thread (llama.cpp's decoder) call this directly.
+            if item is not None:
+                post(item)
+                return
+            post(_END)
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(lease.release)
+
+        start = getattr(engine, "start", None)
+        if callable(start):
+            try:
+                await asyncio.to_thread(start, lease.slot, prompt, params, cancel, sink)
+            except BaseException:
+                lease.release()
+                raise
+        else:
+            self.workers.submit(lease.slot, work)
         try:
             while True:
                 remaining = deadline - time.perf_counter()

@@ -33,12 +33,15 @@ from typing import Any
 from slm_runtime.engines.base import GeneratedToken, SamplingParams
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "StepObserver", "sampler_chain", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "StepObserver", "TokenSink", "sampler_chain", "shared_prefix"]
 
 log = logging.getLogger(__name__)
 
 StepObserver = Callable[[int, int], None]
 """Called after each decode step with (sequences in the batch, tokens in the batch)."""
+
+TokenSink = Callable[[GeneratedToken | BaseException | None], None]
+"""Receives a generation's tokens on the decoder thread, then an error or None at its end (exactly one end)."""
 
 
 class _QuickCalls:
@@ -116,7 +119,13 @@ class Generation:
     """One sequence in the batch: its decoding state (decoder thread) and its token queue (consumer)."""
 
     def __init__(
-        self, seq_id: int, prompt: Sequence[int], max_tokens: int, sampler: Any, cancel: threading.Event
+        self,
+        seq_id: int,
+        prompt: Sequence[int],
+        max_tokens: int,
+        sampler: Any,
+        cancel: threading.Event,
+        sink: TokenSink | None = None,
     ) -> None:
         self.seq_id = seq_id
         self.position = 0
@@ -134,20 +143,33 @@ class Generation:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._queue: queue.SimpleQueue[GeneratedToken | BaseException | _Finished] = queue.SimpleQueue()
         self._finished = threading.Event()
+        self._sink = sink
 
     # --- decoder side -----------------------------------------------------------------------------------
 
     def emit(self, token: int, piece: bytes) -> None:
         self.produced += 1
-        self._queue.put(GeneratedToken(token, self._utf8.decode(piece)))
+        item = GeneratedToken(token, self._utf8.decode(piece))
+        if self._sink is not None:
+            self._sink(item)
+        else:
+            self._queue.put(item)
 
     def fail(self, error: BaseException) -> None:
         self.failed = True
-        self._queue.put(error)
+        if self._sink is not None:
+            self._sink(error)
+        else:
+            self._queue.put(error)
 
     def finish(self) -> None:
-        self._queue.put(_FINISHED)
+        if self._finished.is_set():
+            return
         self._finished.set()
+        if self._sink is not None:
+            self._sink(None)
+        else:
+            self._queue.put(_FINISHED)
 
     # --- consumer side ----------------------------------------------------------------------------------
 

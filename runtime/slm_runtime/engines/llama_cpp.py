@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
-from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation, StepObserver, sampler_chain
+from slm_runtime.engines.llama_batch import (
+    BatchDecoder,
+    DecodeTarget,
+    Generation,
+    StepObserver,
+    TokenSink,
+    sampler_chain,
+)
 from slm_runtime.errors import ContextLengthExceededError, EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
@@ -193,6 +200,27 @@ class LlamaCppEngine:
     ) -> Iterator[GeneratedToken]:
         if params.max_tokens <= 0 or cancel.is_set():
             return
+        generation = self._submit(slot, prompt, params, cancel, None)
+        yield from generation.tokens()
+
+    def start(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
+    ) -> None:
+        """Like :meth:`stream`, without a consumer thread: ``sink`` gets each token on the decoder thread, then
+        an error or None once the sequence is dropped (its slot is free again). Setting ``cancel`` stops it."""
+        if params.max_tokens <= 0 or cancel.is_set():
+            sink(None)
+            return
+        self._submit(slot, prompt, params, cancel, sink)
+
+    def _submit(
+        self,
+        slot: int,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        cancel: threading.Event,
+        sink: TokenSink | None,
+    ) -> Generation:
         if not prompt:
             raise InvalidRequestError("the prompt is empty: send at least one token", param="prompt")
         if len(prompt) >= self._info.context_length:
@@ -208,7 +236,7 @@ class LlamaCppEngine:
         top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
         params = replace(params, repeat_last_n=min(last_n, self._info.context_length), top_k=top_k)
         sampler = sampler_chain(self._model.vocab, self._info.vocab_size, params, seed, grammar)
-        generation = Generation(slot, prompt, params.max_tokens, sampler, cancel)
+        generation = Generation(slot, prompt, params.max_tokens, sampler, cancel, sink)
         try:
             self._decoder.submit(generation)
         except BaseException:
@@ -216,7 +244,7 @@ class LlamaCppEngine:
 
             llama_cpp.llama_sampler_free(sampler)
             raise
-        yield from generation.tokens()
+        return generation
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
