@@ -22,6 +22,8 @@ class Mailbox:
         self._items: collections.deque[tuple[asyncio.Queue[Any], Any]] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._delivered = threading.Event()
+        self._delivered.set()
 
     def put(self, queue: asyncio.Queue[Any], item: Any) -> None:
         """Deliver ``item`` to ``queue`` on the loop (from any thread); RuntimeError once the loop is closed."""
@@ -30,6 +32,7 @@ class Mailbox:
             if self._scheduled:
                 return
             self._scheduled = True
+            self._delivered.clear()
         try:
             self.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
@@ -43,3 +46,14 @@ class Mailbox:
             self._scheduled = False
         for queue, item in items:
             queue.put_nowait(item)
+        # Runs after the consumers that these items woke (they were scheduled first).
+        self.loop.call_soon(self._delivered.set)
+
+    def wait_delivered(self, timeout: float = 0.01) -> None:
+        """Block (a producer thread, at most ``timeout`` s) until the loop has handled what was put so far.
+
+        llama.cpp's decoder calls this between steps: the loop's per-token work (streaming the chunks out)
+        then runs while the compute threads are idle instead of preempting one of them mid-step, which on a
+        small machine stalls the other at its barrier.
+        """
+        self._delivered.wait(timeout)

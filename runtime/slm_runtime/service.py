@@ -127,6 +127,10 @@ class ModelService:
             log.exception("loading model %s failed", self.name)
             raise
         engine.observe_steps(self.metrics.batch_step)
+        mailbox = self._mailbox(asyncio.get_running_loop())
+        after_steps = getattr(engine, "after_steps", None)
+        if callable(after_steps):
+            after_steps(mailbox.wait_delivered)
         self._engine = engine
         self._template = template
         elapsed = time.perf_counter() - started

@@ -212,6 +212,8 @@ class BatchDecoder:
     ) -> None:
         self.reuse_prefixes = reuse_prefixes
         self.observer = observer
+        self.after_step: Callable[[], None] | None = None
+        """Called on the decoder thread after each step (the server waits there for its tokens to go out)."""
         self._kept: dict[int, list[int]] = {}
         """Per seq id, the tokens a finished sequence left in its cache (only when reusing prefixes)."""
         self._piece = ctypes.create_string_buffer(256)
@@ -271,6 +273,8 @@ class BatchDecoder:
                 continue
             try:
                 self._step()
+                if self.after_step is not None:
+                    self.after_step()
             except Exception as exc:  # a failed decode must not kill the thread: fail the sequences instead
                 log.exception("llama.cpp decode step failed")
                 for generation in list(self._running):

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,10 @@ class LlamaCppEngine:
 
     def observe_steps(self, observer: StepObserver | None) -> None:
         self._decoder.observer = observer
+
+    def after_steps(self, callback: Callable[[], None] | None) -> None:
+        """Run ``callback`` on the decoder thread between steps (see Mailbox.wait_delivered)."""
+        self._decoder.after_step = callback
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)

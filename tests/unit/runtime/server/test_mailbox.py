@@ -61,3 +61,29 @@ def test_a_closed_loop_refuses_items() -> None:
     loop.close()
     with pytest.raises(RuntimeError):
         Mailbox(loop).put(asyncio.Queue(), 1)
+
+
+def test_a_producer_can_wait_until_the_loop_has_handled_its_items() -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        events: list[str] = []
+
+        async def consumer() -> None:
+            await queue.get()
+            events.append("consumed")
+
+        task = asyncio.create_task(consumer())
+        await asyncio.sleep(0)
+
+        def produce() -> None:
+            mailbox.put(queue, 1)
+            mailbox.wait_delivered(timeout=5)
+            events.append("producer resumed")
+
+        await asyncio.to_thread(produce)
+        await task
+        return events
+
+    assert asyncio.run(scenario()) == ["consumed", "producer resumed"]
