@@ -522,3 +522,23 @@ async def wave(url: str, bodies: Sequence[dict[str, Any]], limit: float | None =
         except TimeoutError:
             raise TooSlowError(f"{len(bodies)} request(s) took over {limit:.0f}s") from None
         return list(timings), time.perf_counter() - start
+
+
+def compare_pairs(pairs: Sequence[tuple[Timing, Timing]], first: str, second: str) -> dict[str, Any]:
+    """Token counts, decode tokens/s and TTFT of paired runs (``first`` is the baseline), with the per-run ratio
+    second/first and TTFT difference second - first."""
+    a_side = [pair[0] for pair in pairs]
+    b_side = [pair[1] for pair in pairs]
+    return {
+        "tokens": {first: [t.tokens for t in a_side], second: [t.tokens for t in b_side]},
+        "decode_tok_s": {
+            first: spread([t.decode_tok_s for t in a_side], 1),
+            second: spread([t.decode_tok_s for t in b_side], 1),
+        },
+        "ratio": spread([ratio(b.decode_tok_s, a.decode_tok_s) for a, b in pairs]),
+        "ttft_ms": {
+            first: spread([t.ttft * 1000 for t in a_side], 1),
+            second: spread([t.ttft * 1000 for t in b_side], 1),
+        },
+        "ttft_overhead_ms": spread([(b.ttft - a.ttft) * 1000 for a, b in pairs], 1),
+    }

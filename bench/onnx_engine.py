@@ -126,21 +126,7 @@ def pair(engine: Any, baseline: tuple[Any, Any], run: int, args: argparse.Namesp
 
 
 def summarize(pairs: list[tuple[Timing, Timing]]) -> dict[str, Any]:
-    base = [p[0] for p in pairs]
-    ours = [p[1] for p in pairs]
-    return {
-        "tokens": {"baseline": [t.tokens for t in base], "ours": [t.tokens for t in ours]},
-        "decode_tok_s": {
-            "baseline": benchlib.spread([t.decode_tok_s for t in base], 1),
-            "ours": benchlib.spread([t.decode_tok_s for t in ours], 1),
-        },
-        "ratio": benchlib.spread([benchlib.ratio(b.decode_tok_s, a.decode_tok_s) for a, b in pairs]),
-        "ttft_ms": {
-            "baseline": benchlib.spread([t.ttft * 1000 for t in base], 1),
-            "ours": benchlib.spread([t.ttft * 1000 for t in ours], 1),
-        },
-        "ttft_overhead_ms": benchlib.spread([(b.ttft - a.ttft) * 1000 for a, b in pairs], 1),
-    }
+    return benchlib.compare_pairs(pairs, "baseline", "ours")
 
 
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:

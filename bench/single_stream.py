@@ -111,22 +111,9 @@ def pair(llm: Any, url: str, run: int, args: argparse.Namespace) -> tuple[Timing
 
 
 def summarize(pairs: list[tuple[Timing, Timing]]) -> dict[str, Any]:
-    local = [p[0] for p in pairs]
-    remote = [p[1] for p in pairs]
-    return {
-        "tokens": {"in_process": [t.tokens for t in local], "http": [t.tokens for t in remote]},
-        "same_text": sum(a.text == b.text for a, b in pairs),
-        "decode_tok_s": {
-            "in_process": benchlib.spread([t.decode_tok_s for t in local], 1),
-            "http": benchlib.spread([t.decode_tok_s for t in remote], 1),
-        },
-        "ratio": benchlib.spread([benchlib.ratio(b.decode_tok_s, a.decode_tok_s) for a, b in pairs]),
-        "ttft_ms": {
-            "in_process": benchlib.spread([t.ttft * 1000 for t in local], 1),
-            "http": benchlib.spread([t.ttft * 1000 for t in remote], 1),
-        },
-        "ttft_overhead_ms": benchlib.spread([(b.ttft - a.ttft) * 1000 for a, b in pairs], 1),
-    }
+    summary = benchlib.compare_pairs(pairs, "in_process", "http")
+    summary["same_text"] = sum(a.text == b.text for a, b in pairs)
+    return summary
 
 
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:

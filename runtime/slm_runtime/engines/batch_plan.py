@@ -73,8 +73,8 @@ def plan_step(sequences: Sequence[Schedulable], n_batch: int) -> list[list[Batch
         if seq.next_token is not None or not left:
             continue
         size = min(len(left), n_batch - seq.position % n_batch)
-        if size > budget and budget < n_batch:
-            break  # the step is full; the first chunk of a step is always taken, so prompts make progress
+        if size > budget:
+            break  # the step is full (a first chunk always fits: it is at most n_batch)
         calls.append([BatchEntry(seq.seq_id, tuple(left[:size]), seq.position, size == len(left))])
         budget -= size
     return calls

@@ -205,7 +205,7 @@ class BatchDecoder:
 
     def __init__(
         self,
-        open_context: Callable[[], DecodeTarget],
+        target: DecodeTarget,
         *,
         reuse_prefixes: bool = False,
         observer: StepObserver | None = None,
@@ -221,7 +221,7 @@ class BatchDecoder:
         self._incoming: list[Generation] = []
         self._running: list[Generation] = []
         self._closed = False
-        self._open(open_context())
+        self._open(target)
         self._thread = threading.Thread(target=self._loop, name="slm-decoder", daemon=True)
         self._thread.start()
 

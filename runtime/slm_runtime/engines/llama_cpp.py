@@ -109,26 +109,20 @@ class LlamaCppEngine:
         # Batch invariance: no runtime weight repacking, whose CPU kernels compute a token's row differently
         # (gemv alone, 4-row gemm in a batch), so that a sequence's output does not depend on its neighbours.
         model_params.use_extra_bufts = not settings.engine.batch_invariant
-        opened: dict[str, Any] = {}
-
-        def open_context() -> DecodeTarget:
-            model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
-            try:
-                context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
-            except BaseException:
-                model.close()
-                raise
-            opened.update(model=model, context=context)
-            return DecodeTarget(
-                ctx=context.ctx,
-                vocab=model.vocab,
-                n_seq=int(llama_cpp.llama_n_seq_max(context.ctx)),
-                n_batch=int(context.params.n_batch),
-                n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
-            )
-
-        decoder = BatchDecoder(open_context, reuse_prefixes=settings.engine.prompt_cache)
-        model, context = opened["model"], opened["context"]
+        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
+        try:
+            context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
+        except BaseException:
+            model.close()
+            raise
+        target = DecodeTarget(
+            ctx=context.ctx,
+            vocab=model.vocab,
+            n_seq=int(llama_cpp.llama_n_seq_max(context.ctx)),
+            n_batch=int(context.params.n_batch),
+            n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
+        )
+        decoder = BatchDecoder(target, reuse_prefixes=settings.engine.prompt_cache)
         info = cls._describe(model, context, path)
         log.debug("llama.cpp: %d sequence(s) of %d tokens", decoder.n_seq, info.context_length)
         return cls(settings, model, context, info, decoder)

@@ -85,11 +85,6 @@ def test_prompt_tokens_per_step_are_bounded_by_n_batch() -> None:
     assert [[(e.seq_id, len(e.tokens)) for e in call] for call in calls] == [[(0, 1), (1, 1)], [(2, 3)], [(3, 3)]]
 
 
-def test_the_first_prompt_chunk_of_a_step_is_taken_even_when_the_budget_is_small() -> None:
-    seqs = [Seq(0, prompt_left=list(range(9)))]
-    assert plan_step(seqs, 4) == [[BatchEntry(0, (0, 1, 2, 3), 0, False)]]
-
-
 def test_many_generating_sequences_are_split_into_calls_of_n_batch() -> None:
     seqs = [Seq(i, position=1, next_token=i) for i in range(5)]
     assert [[e.seq_id for e in call] for call in plan_step(seqs, 2)] == [[0, 1], [2, 3], [4]]
