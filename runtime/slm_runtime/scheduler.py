@@ -6,7 +6,9 @@ every slot is busy and ``max_queue`` requests already wait, :meth:`Scheduler.acq
 (HTTP 503 with Ollama's message). A waiter that is cancelled (client gone, timeout) leaves the queue at once.
 
 A batching engine slots in by declaring as many slots as its batch holds: admission and queueing stay
-the same.
+the same. A request gets the lowest-numbered free slot, so that the busy slots stay packed at the low numbers:
+llama.cpp decodes only a run of consecutive sequence ids in one pass over the weights, and every gap between busy
+slots costs another pass.
 All methods run on the event loop; engine threads hand slots back through ``loop.call_soon_threadsafe``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 from collections.abc import Callable
 
 from slm_runtime.errors import ServerBusyError
@@ -47,7 +50,8 @@ class Scheduler:
             raise ValueError("max_queue must be >= 0")
         self.slots = slots
         self.max_queue = max_queue
-        self._free: collections.deque[int] = collections.deque(range(slots))
+        self._free: list[int] = list(range(slots))
+        """A heap: the lowest free slot first."""
         self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
         self._on_change = on_change
 
@@ -66,7 +70,7 @@ class Scheduler:
     async def acquire(self) -> Lease:
         """A lease on a free slot, waiting in FIFO order; ServerBusyError when the queue is full."""
         if self._free and not self._waiters:
-            lease = Lease(self, self._free.popleft())
+            lease = Lease(self, heapq.heappop(self._free))
             self._changed()
             return lease
         if self.waiting >= self.max_queue:
@@ -101,5 +105,5 @@ class Scheduler:
                 waiter.set_result(slot)
                 self._changed()
                 return
-        self._free.append(slot)
+        heapq.heappush(self._free, slot)
         self._changed()

@@ -1,7 +1,7 @@
 """What the next decode step evaluates: pure planning, no native calls (unit-tested on its own).
 
 A step is a list of llama.cpp decode calls. The first carries the next token of every sequence that is generating
-(one token each, its logits wanted); then come prompt chunks of newly admitted sequences in admission order, each in
+(one token each, its logits wanted), in sequence id order; then come prompt chunks of newly admitted sequences in admission order, each in
 a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one always does). A prompt is cut
 into chunks at multiples of ``n_batch`` from its start, exactly as when it runs alone; only the chunk holding a
 prompt's last token asks for logits, so the sequence samples its first token in that same step. Running sequences
@@ -11,6 +11,10 @@ Why a prompt chunk never shares a call with other sequences: llama.cpp splits a 
 equal number of tokens per sequence, and the rounding of a sequence's activations then depends on which other
 sequences share its micro-batch. Evaluating each prompt chunk on its own (and one token per sequence in the shared
 call) keeps every sequence's arithmetic identical to a run alone, so greedy outputs do not depend on load.
+
+Why the generating tokens are sorted by sequence id: with a KV stream per sequence, llama.cpp puts only a run of
+*consecutive* sequence ids (in batch order) into one micro-batch. Tokens of sequences 0, 2, 1, 3 would take
+two micro-batches, each a full pass over the weights, and decoding a step would cost twice as much.
 """
 
 from __future__ import annotations
@@ -62,9 +66,10 @@ def plan_step(sequences: Sequence[Schedulable], n_batch: int) -> list[list[Batch
     if n_batch < 1:
         raise ValueError("n_batch must be >= 1")
     calls: list[list[BatchEntry]] = []
-    generating = [
-        BatchEntry(seq.seq_id, (seq.next_token,), seq.position, True) for seq in sequences if seq.next_token is not None
-    ]
+    generating = sorted(
+        (BatchEntry(seq.seq_id, (seq.next_token,), seq.position, True) for seq in sequences if seq.next_token is not None),
+        key=lambda entry: entry.seq_id,
+    )
     for start in range(0, len(generating), n_batch):
         calls.append(generating[start : start + n_batch])
     budget = n_batch
