@@ -1,11 +1,11 @@
 """What the next decode step evaluates: pure planning, no native calls (unit-tested on its own).
 
 A step is a list of llama.cpp decode calls. The first carries the next token of every sequence that is generating
-(one token each, its logits wanted), in sequence id order; then come prompt chunks of newly admitted sequences in admission order, each in
-a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one always does). A prompt is cut
-into chunks at multiples of ``n_batch`` from its start, exactly as when it runs alone; only the chunk holding a
-prompt's last token asks for logits, so the sequence samples its first token in that same step. Running sequences
-advance every step while prompts are fed in beside them (continuous batching).
+(one token each, its logits wanted), in sequence id order; then come prompt chunks of newly admitted sequences in
+admission order, each in a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one
+always does). A prompt is cut into chunks at multiples of ``n_batch`` from its start, exactly as when it runs alone;
+only the chunk holding a prompt's last token asks for logits, so the sequence samples its first token in that same
+step. Running sequences advance every step while prompts are fed in beside them (continuous batching).
 
 Why a prompt chunk never shares a call with other sequences: llama.cpp splits a call into micro-batches with an
 equal number of tokens per sequence, and the rounding of a sequence's activations then depends on which other
@@ -66,10 +66,11 @@ def plan_step(sequences: Sequence[Schedulable], n_batch: int) -> list[list[Batch
     if n_batch < 1:
         raise ValueError("n_batch must be >= 1")
     calls: list[list[BatchEntry]] = []
-    generating = sorted(
-        (BatchEntry(seq.seq_id, (seq.next_token,), seq.position, True) for seq in sequences if seq.next_token is not None),
-        key=lambda entry: entry.seq_id,
-    )
+    generating = [
+        BatchEntry(seq.seq_id, (seq.next_token,), seq.position, True)
+        for seq in sorted(sequences, key=lambda seq: seq.seq_id)
+        if seq.next_token is not None
+    ]
     for start in range(0, len(generating), n_batch):
         calls.append(generating[start : start + n_batch])
     budget = n_batch

@@ -30,8 +30,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from slm_runtime.engines.base import GeneratedToken, SamplingParams
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
+from slm_runtime.engines.greedy import GreedyPicker
 
 __all__ = ["BatchDecoder", "DecodeTarget", "Generation", "StepObserver", "TokenSink", "sampler_chain", "shared_prefix"]
 
@@ -61,6 +64,7 @@ class _QuickCalls:
         self.sample = self._bind(library, native.llama_sampler_sample)
         self.token_to_piece = self._bind(library, native.llama_token_to_piece)
         self.is_eog = self._bind(library, native.llama_vocab_is_eog)
+        self.logits = self._bind(library, native.llama_get_logits_ith)
 
     @staticmethod
     def _bind(library: ctypes.PyDLL, declared: Any) -> Any:
@@ -126,6 +130,7 @@ class Generation:
         sampler: Any,
         cancel: threading.Event,
         sink: TokenSink | None = None,
+        picker: GreedyPicker | None = None,
     ) -> None:
         self.seq_id = seq_id
         self.position = 0
@@ -137,6 +142,8 @@ class Generation:
         self.max_tokens = max_tokens
         self.produced = 0
         self.sampler = sampler
+        """A llama.cpp sampler chain, or None when ``picker`` chooses the tokens (greedy fast path)."""
+        self.picker = picker
         self.cancel = cancel
         self.stopping = False
         """Set by the consumer when it stops reading early; the decoder then drops the sequence."""
@@ -198,6 +205,7 @@ class DecodeTarget:
     n_seq: int
     n_batch: int
     n_ctx_seq: int
+    n_vocab: int
 
 
 class BatchDecoder:
@@ -234,6 +242,7 @@ class BatchDecoder:
         self.n_seq = target.n_seq
         self.n_batch = target.n_batch
         self.n_ctx_seq = target.n_ctx_seq
+        self.n_vocab = target.n_vocab
         self._batch: Any = llama_cpp.llama_batch_init(target.n_batch, 0, 1)
         self._quick = _QuickCalls()
 
@@ -343,9 +352,12 @@ class BatchDecoder:
         return samples
 
     def _sample(self, generation: Generation, index: int) -> None:
-
         quick = self._quick
-        token = int(quick.sample(generation.sampler, self._ctx, index))
+        if generation.picker is not None:
+            logits = np.ctypeslib.as_array(quick.logits(self._ctx, index), shape=(self.n_vocab,))
+            token = generation.picker.pick(logits)
+        else:
+            token = int(quick.sample(generation.sampler, self._ctx, index))
         if quick.is_eog(self._vocab, token) or generation.cancel.is_set():
             self._release(generation)
             return

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.engines.greedy import GreedyPicker, fast_greedy_applies
 from slm_runtime.engines.llama_batch import (
     BatchDecoder,
     DecodeTarget,
@@ -121,6 +122,7 @@ class LlamaCppEngine:
             n_seq=int(llama_cpp.llama_n_seq_max(context.ctx)),
             n_batch=int(context.params.n_batch),
             n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
+            n_vocab=int(model.n_vocab()),
         )
         decoder = BatchDecoder(target, reuse_prefixes=settings.engine.prompt_cache)
         info = cls._describe(model, context, path)
@@ -233,14 +235,19 @@ class LlamaCppEngine:
         last_n = params.repeat_last_n if params.repeat_last_n >= 0 else self._info.context_length
         top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
         params = replace(params, repeat_last_n=min(last_n, self._info.context_length), top_k=top_k)
-        sampler = sampler_chain(self._model.vocab, self._info.vocab_size, params, seed, grammar)
-        generation = Generation(slot, prompt, params.max_tokens, sampler, cancel, sink)
+        if fast_greedy_applies(params, constrained=grammar is not None):
+            picker = GreedyPicker(params.repeat_penalty, params.repeat_last_n)
+            generation = Generation(slot, prompt, params.max_tokens, None, cancel, sink, picker)
+        else:
+            sampler = sampler_chain(self._model.vocab, self._info.vocab_size, params, seed, grammar)
+            generation = Generation(slot, prompt, params.max_tokens, sampler, cancel, sink)
         try:
             self._decoder.submit(generation)
         except BaseException:
             import llama_cpp
 
-            llama_cpp.llama_sampler_free(sampler)
+            if generation.sampler is not None:
+                llama_cpp.llama_sampler_free(generation.sampler)
             raise
         return generation
 

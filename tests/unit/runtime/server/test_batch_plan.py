@@ -106,3 +106,11 @@ def test_shared_prefix_counts_leading_equal_tokens_up_to_a_limit() -> None:
     assert shared_prefix([1, 2, 3], [1, 2, 3], limit=2) == 2
     assert shared_prefix([], [1], limit=5) == 0
     assert shared_prefix([5], [1], limit=5) == 0
+
+
+def test_generating_tokens_go_in_sequence_id_order_whatever_the_admission_order() -> None:
+    """llama.cpp takes only consecutive sequence ids into one micro-batch: 2, 0, 1 would cost two passes."""
+    seqs = [Seq(2, next_token=20, position=5), Seq(0, next_token=10, position=9), Seq(1, next_token=15, position=3)]
+    (call,) = plan_step(seqs, n_batch=8)
+    assert [entry.seq_id for entry in call] == [0, 1, 2]
+    assert [entry.tokens for entry in call] == [(10,), (15,), (20,)]

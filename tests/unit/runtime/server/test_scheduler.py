@@ -93,3 +93,18 @@ def test_zero_queue_rejects_at_once() -> None:
         (await scheduler.acquire()).release()
 
     asyncio.run(scenario())
+
+
+def test_the_lowest_free_slot_is_handed_out_first() -> None:
+    """Busy slots stay packed at the low numbers (llama.cpp decodes consecutive sequence ids in one pass)."""
+
+    async def scenario() -> None:
+        scheduler = Scheduler(slots=4, max_queue=0)
+        leases = [await scheduler.acquire() for _ in range(4)]
+        assert [lease.slot for lease in leases] == [0, 1, 2, 3]
+        leases[2].release()
+        leases[0].release()
+        assert (await scheduler.acquire()).slot == 0
+        assert (await scheduler.acquire()).slot == 2
+
+    asyncio.run(scenario())
