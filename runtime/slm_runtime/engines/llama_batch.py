@@ -313,14 +313,19 @@ class BatchDecoder:
         import llama_cpp
 
         by_id = {g.seq_id: g for g in self._running}
-        for entries in plan_step(self._running, self.n_batch):
+        for entries in plan_step(self._running, self.n_batch, self._free_positions(by_id)):
             samples = self._fill(entries)
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            fillers = [entry for entry in entries if entry.filler]
+            for entry in fillers:
+                llama_cpp.llama_memory_seq_rm(self._memory, entry.seq_id, entry.position, -1)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with status {rc}")
             if self.observer is not None:
-                self.observer(len(entries), self._batch.n_tokens)
+                self.observer(len(entries) - len(fillers), self._batch.n_tokens - len(fillers))
             for entry in entries:
+                if entry.filler:
+                    continue
                 generation = by_id[entry.seq_id]
                 generation.position += len(entry.tokens)
                 generation.evaluated += entry.tokens
@@ -328,6 +333,21 @@ class BatchDecoder:
                     generation.prompt_left = generation.prompt_left[len(entry.tokens) :]
             for seq_id, index in samples:
                 self._sample(by_id[seq_id], index)
+
+    def _free_positions(self, running: dict[int, Generation]) -> dict[int, int]:
+        """Where each sequence that is not generating could take a filler token: the end of its cache stream."""
+        positions: dict[int, int] = {}
+        for seq_id in range(self.n_seq):
+            generation = running.get(seq_id)
+            if generation is None:
+                position = len(self._kept.get(seq_id, ()))
+            elif generation.next_token is None:
+                position = generation.position
+            else:
+                continue
+            if position < self.n_ctx_seq:
+                positions[seq_id] = position
+        return positions
 
     def _fill(self, entries: list[BatchEntry]) -> list[tuple[int, int]]:
         """Write the entries into the native batch; the (seq id, batch index) pairs whose logits are wanted."""

@@ -18,8 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
-from slm_runtime.engines import load_engine
+from slm_runtime.engines import batch_plan, llama_batch, load_engine
 from slm_runtime.engines.base import SamplingParams
+from slm_runtime.engines.batch_plan import BatchEntry
 from slm_runtime.engines.llama_cpp import LlamaCppEngine
 
 pytestmark = pytest.mark.model
@@ -80,6 +81,21 @@ def run_together(jobs: list[tuple[int, list[int], threading.Event | None]], engi
     return results
 
 
+@pytest.fixture
+def fillers(monkeypatch: pytest.MonkeyPatch) -> list[BatchEntry]:
+    """The filler entries the decoder's plans contain (an observation: plans are made and run unchanged)."""
+    seen: list[BatchEntry] = []
+    plan = batch_plan.plan_step
+
+    def observed(*args: object, **kwargs: object) -> list[list[BatchEntry]]:
+        calls = plan(*args, **kwargs)  # type: ignore[arg-type]
+        seen.extend(entry for call in calls for entry in call if entry.filler)
+        return calls
+
+    monkeypatch.setattr(llama_batch, "plan_step", observed)
+    return seen
+
+
 def test_eight_concurrent_greedy_generations_equal_their_solo_runs(
     batch_engine: LlamaCppEngine, inputs: list[list[int]], alone: list[list[int]]
 ) -> None:
@@ -99,8 +115,36 @@ def test_eight_concurrent_greedy_generations_equal_their_solo_runs(
     assert max(tokens for _, tokens in steps) <= BATCH
 
 
+def test_a_prompt_read_between_generating_slots_is_unchanged_by_fillers(
+    batch_engine: LlamaCppEngine, inputs: list[list[int]], alone: list[list[int]], fillers: list[BatchEntry]
+) -> None:
+    """Slots 0 and 2 generate while slot 1 reads a long prompt over several steps: each generating step carries a
+    filler in slot 1 at the end of what it has read so far, and all three answer exactly as alone."""
+    started = threading.Barrier(3)
+    results: dict[int, list[int]] = {}
+
+    def neighbour(slot: int) -> None:
+        tokens = []
+        for token in batch_engine.stream(slot, inputs[slot], GREEDY, threading.Event()):
+            tokens.append(token.token_id)
+            if len(tokens) == 1:
+                started.wait(timeout=60)
+        results[slot] = tokens
+
+    threads = [threading.Thread(target=neighbour, args=(slot,)) for slot in (0, 2)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=60)  # both neighbours are generating
+    assert len(inputs[1]) > 2 * BATCH
+    results[1] = generate(batch_engine, 1, inputs[1])
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results == {0: alone[0], 1: alone[1], 2: alone[2]}
+    assert any(entry.seq_id == 1 and entry.position >= BATCH for entry in fillers)
+
+
 def test_cancelling_one_sequence_leaves_the_others_untouched(
-    batch_engine: LlamaCppEngine, inputs: list[list[int]], alone: list[list[int]]
+    batch_engine: LlamaCppEngine, inputs: list[list[int]], alone: list[list[int]], fillers: list[BatchEntry]
 ) -> None:
     cancel = threading.Event()
     received: list[int] = []
@@ -118,6 +162,8 @@ def test_cancelling_one_sequence_leaves_the_others_untouched(
     assert others == [alone[0], alone[2], alone[3]]
     assert 3 <= len(received) < GREEDY.max_tokens
     assert received == alone[1][: len(received)]
+    # Once slot 1 was free, slots 0 and 2 went on with a filler between them.
+    assert any(entry.seq_id == 1 and entry.position == 0 for entry in fillers)
     # The cancelled slot's cache was freed: the same slot serves the same prompt from scratch, unchanged.
     assert generate(batch_engine, 1, inputs[1]) == alone[1]
 
@@ -200,3 +246,31 @@ def test_the_prompt_cache_skips_the_prefix_a_slot_already_holds(gguf_path: Path)
     # Only the part after what the slot already held (first turn + its answer) was evaluated again.
     assert prompt_tokens <= len(second_turn) - len(first_turn)
     assert prompt_tokens >= 1
+
+
+def test_fillers_leave_the_prefix_an_idle_slot_holds_intact(gguf_path: Path, fillers: list[BatchEntry]) -> None:
+    """Slot 1 keeps a conversation (prompt cache) while slots 0 and 2 generate around it with fillers in slot 1;
+    its second turn then reuses the prefix and answers exactly as on an engine where nothing ran beside it."""
+    settings = make_settings(gguf_path, parallel=3, context_length=1024, prompt_cache=True)
+
+    def conversation(neighbours: bool) -> tuple[list[int], int]:
+        engine = LlamaCppEngine.load(settings)
+        steps: list[tuple[int, int]] = []
+        try:
+            first_turn = engine.tokenize(HISTORY * 2 + "Who built the lighthouse?")
+            answer = generate(engine, 1, first_turn)
+            if neighbours:
+                others = [engine.tokenize(f"Keeper {i}: write a story about the sea.") for i in (0, 2)]
+                run_together([(0, others[0], None), (2, others[1], None)], engine)
+            second_turn = first_turn + answer + engine.tokenize(" When was it rebuilt?", add_special=False)
+            engine.observe_steps(lambda sequences, tokens: steps.append((sequences, tokens)))
+            return generate(engine, 1, second_turn), steps[0][1]
+        finally:
+            engine.close()
+
+    quiet, _ = conversation(neighbours=False)
+    assert not fillers
+    busy, evaluated = conversation(neighbours=True)
+    assert any(entry.seq_id == 1 and entry.position > 0 for entry in fillers)
+    assert busy == quiet
+    assert evaluated <= 8  # only the new question: the first turn and its answer stayed in slot 1's cache

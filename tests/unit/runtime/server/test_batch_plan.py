@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from slm_runtime.engines.batch_plan import BatchEntry, plan_step
+from slm_runtime.engines.batch_plan import FILLER_TOKEN, MAX_FILLED_GAP, BatchEntry, plan_step
 
 
 @dataclass
@@ -114,3 +114,31 @@ def test_generating_tokens_go_in_sequence_id_order_whatever_the_admission_order(
     (call,) = plan_step(seqs, n_batch=8)
     assert [entry.seq_id for entry in call] == [0, 1, 2]
     assert [entry.tokens for entry in call] == [(10,), (15,), (20,)]
+
+
+def test_short_gaps_between_generating_sequences_get_fillers_at_the_free_positions() -> None:
+    seqs = [Seq(0, next_token=10, position=9), Seq(2, next_token=20, position=5), Seq(5, next_token=50, position=7)]
+    (call,) = plan_step(seqs, n_batch=16, free_positions={1: 0, 3: 12, 4: 3, 6: 0})
+    assert call == [
+        BatchEntry(0, (10,), 9, True),
+        BatchEntry(1, (FILLER_TOKEN,), 0, False, filler=True),
+        BatchEntry(2, (20,), 5, True),
+        BatchEntry(3, (FILLER_TOKEN,), 12, False, filler=True),
+        BatchEntry(4, (FILLER_TOKEN,), 3, False, filler=True),
+        BatchEntry(5, (50,), 7, True),
+    ]  # no filler after the last generating sequence: only gaps split a call
+
+
+def test_long_gaps_and_ids_without_a_free_position_are_left_to_the_split() -> None:
+    long_gap = [Seq(0, next_token=1, position=4), Seq(MAX_FILLED_GAP + 2, next_token=2, position=4)]
+    free = dict.fromkeys(range(1, 8), 0)
+    assert not any(entry.filler for call in plan_step(long_gap, 16, free) for entry in call)
+    full_stream = [Seq(0, next_token=1, position=4), Seq(2, next_token=2, position=4)]
+    assert not any(entry.filler for call in plan_step(full_stream, 16, {3: 0}) for entry in call)
+    assert not any(entry.filler for call in plan_step(full_stream, 16) for entry in call)
+
+
+def test_fillers_never_push_the_generating_call_past_n_batch() -> None:
+    seqs = [Seq(0, next_token=1, position=4), Seq(2, next_token=2, position=4)]
+    assert plan_step(seqs, 2, {1: 0}) == [[BatchEntry(0, (1,), 4, True), BatchEntry(2, (2,), 4, True)]]
+    assert len(plan_step(seqs, 3, {1: 0})[0]) == 3
