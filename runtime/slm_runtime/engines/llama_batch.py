@@ -5,8 +5,10 @@ llama-server does by default): sequence *i* uses seq id *i* (the scheduler's slo
 cells of its own. A single decoder thread runs the loop; every step decodes the next token of every generating
 sequence in one call, then prompt chunks of newly admitted ones (:func:`plan_step`), and samples each
 sequence that produced logits with its own sampler chain (its own temperature, top-k/p, penalties, seed and
-grammar). A sequence that ends (end of generation, ``max_tokens``, cancelled) frees its cells at once and its
-slot can take the next request.
+grammar), or, for a plain greedy request, takes the top logit directly (:mod:`slm_runtime.engines.greedy`). The
+generating tokens go into the call in sequence-id order, with fillers in short gaps, so that llama.cpp decodes them
+in one pass over the weights (see :mod:`slm_runtime.engines.batch_plan`). A sequence that ends (end of
+generation, ``max_tokens``, cancelled) frees its cells at once and its slot can take the next request.
 
 Every sequence has its own cache stream and its prompt is evaluated in the same chunks as when it runs alone
 (see :mod:`slm_runtime.engines.batch_plan`): with greedy sampling its tokens are the same whether it runs alone
@@ -15,8 +17,9 @@ or beside seven others.
 With ``reuse_prefixes`` (the ``prompt_cache`` setting) a finished sequence leaves its cells in place, and the next
 request on the same slot skips re-evaluating the prefix it shares with them (multi-turn chat on one slot).
 
-Consumers iterate :meth:`Generation.tokens` on their own thread; the decoder hands tokens over through a
-queue, so the per-step Python work on the decoder thread stays small (fill the batch, decode, sample, post).
+Consumers iterate :meth:`Generation.tokens` on their own thread, or receive the tokens on the decoder thread
+through a sink (the server's mailbox); the per-step Python work on the decoder thread stays small (fill the
+batch, decode, sample, post).
 """
 
 from __future__ import annotations
@@ -374,8 +377,10 @@ class BatchDecoder:
     def _sample(self, generation: Generation, index: int) -> None:
         quick = self._quick
         if generation.picker is not None:
-            logits = np.ctypeslib.as_array(quick.logits(self._ctx, index), shape=(self.n_vocab,))
-            token = generation.picker.pick(logits)
+            row = quick.logits(self._ctx, index)
+            if not row:
+                raise RuntimeError(f"llama.cpp has no logits for batch index {index}")
+            token = generation.picker.pick(np.ctypeslib.as_array(row, shape=(self.n_vocab,)))
         else:
             token = int(quick.sample(generation.sampler, self._ctx, index))
         if quick.is_eog(self._vocab, token) or generation.cancel.is_set():
