@@ -3,10 +3,10 @@
 
     .venv/bin/python bench/report.py [--state .state/bench] [--out docs/benchmarks.md]
 
-Reads what the bench scripts wrote (single_stream.json, concurrency.json, onnx_engine.json, operator_scale.json,
-and pull_throughput.log when present); a missing result is reported as "not run". Plots (matplotlib, Agg,
-small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s against clients per server,
-TTFT and inter-token latency p50/p99 against clients, operator times against the number of SLMDeployments.
+Reads what the bench scripts wrote (single_stream.json, concurrency.json, slot_gaps.json, onnx_engine.json,
+operator_scale.json, and pull_throughput.log when present); a missing result is reported as "not run". Plots
+(matplotlib, Agg, small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s against clients per
+server, TTFT and inter-token latency p50/p99 against clients, operator times against the number of SLMDeployments.
 Every figure is the median over repeated runs with [min-max]; comparisons are ratios taken within one run.
 """
 
@@ -343,6 +343,31 @@ def section_onnx(result: Result | None) -> list[str]:
     ]
 
 
+def section_slot_gaps(result: Result | None) -> list[str]:
+    title = "Slot gaps: packed slots, spread slots with fillers, without"
+    if result is None:
+        return not_run(title, "bench/slot_gaps.py")
+    p, tok_s, ratios = result["params"], result["tok_s"], result["ratio_to_packed"]
+    labels = {
+        "packed": "slots 0, 1, 2, 3",
+        "spread": "slots 0, 2, 4, 6, gaps filled",
+        "spread_unfilled": "slots 0, 2, 4, 6, fillers off",
+    }
+    rows = [[labels[name], sp(tok_s[name]), f"**{sp(ratios[name], 2)}**"] for name in labels]
+    return [
+        f"## {title}",
+        "",
+        f"One engine in process (`--parallel 8`, {p['threads']} threads), four greedy generations of {p['tokens']} "
+        f"tokens started together, {p['runs']} runs of the three layouts in rotating order. llama.cpp decodes only "
+        "consecutive sequence ids in one pass over the weights; see docs/batching.md.",
+        "",
+        *table(["layout", "aggregate tok/s", "÷ packed (per run)"], rows),
+        "",
+        noise(result),
+        "",
+    ]
+
+
 def _cell(value: Any, digits: int) -> str:
     """A spread, a mapping of counts, or a number."""
     if isinstance(value, Mapping) and "median" in value:
@@ -427,13 +452,14 @@ def section_setup(results: list[Result]) -> list[str]:
 def render(state: Path, out: Path) -> str:
     images = out.parent / out.stem
     single, conc, onnx = load(state, "single_stream"), load(state, "concurrency"), load(state, "onnx_engine")
-    operator = load(state, "operator_scale")
-    present = [r for r in (single, conc, onnx, operator) if r is not None and "machine" in r]
+    operator, gaps = load(state, "operator_scale"), load(state, "slot_gaps")
+    present = [r for r in (single, conc, gaps, onnx, operator) if r is not None and "machine" in r]
     parts: list[Callable[[], list[str]]] = [
         lambda: section_setup(present),
         lambda: section_single(single),
         lambda: section_concurrency(conc, images),
         lambda: section_memory(single, conc),
+        lambda: section_slot_gaps(gaps),
         lambda: section_onnx(onnx),
         lambda: section_operator(operator, images),
         lambda: section_pull(state),

@@ -1,6 +1,6 @@
 # Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, the ONNX engine against
 # onnxruntime-genai's own loop, the operator at scale; bench/report.py turns .state/bench/*.json into
-# docs/benchmarks.md and docs/benchmarks/*.png. On 2 cores `make bench` takes about 18 minutes with llama-server
+# docs/benchmarks.md and docs/benchmarks/*.png. On 2 cores `make bench` takes about 19 minutes with llama-server
 # cached (runtime part ~6, operator part ~11; the first llama-server build adds 8-13); fewer runs:
 # `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2`. On a shared machine the scripts wait up to BENCH_SETTLE seconds
 # for quiet before each run and redo runs that other work disturbed (see bench/benchlib.py).
@@ -26,13 +26,15 @@ bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONN
 	$(MAKE) --no-print-directory bench-operator
 	$(MAKE) --no-print-directory bench-report
 
-bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, ONNX engine, pull throughput
+bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, slot gaps, ONNX engine, pull throughput
 	@mkdir -p $(BENCH_STATE)
 	hack/build-llama-server.sh $(PY) || echo ">> llama-server could not be built: the sweep skips it"
 	$(PY) bench/single_stream.py --runs $(BENCH_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
 		--out $(BENCH_STATE)/single_stream.json
 	$(PY) bench/concurrency.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) --parallel $(BENCH_PARALLEL) \
 		$(BENCH_COMMON) --out $(BENCH_STATE)/concurrency.json
+	$(PY) bench/slot_gaps.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
+		--out $(BENCH_STATE)/slot_gaps.json
 	$(PY) bench/onnx_engine.py --runs $(BENCH_RUNS) $(BENCH_COMMON) --out $(BENCH_STATE)/onnx_engine.json
 	set -o pipefail; $(PY) bench/pull_throughput.py --size-mib 256 --rounds 2 2>&1 | tee $(BENCH_STATE)/pull_throughput.log
 
