@@ -215,16 +215,31 @@ class ModelService:
         return await asyncio.to_thread(engine.tokenize, text, add_special=add_special)
 
     def chat_text(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt of a chat: the default system prompt (unless a message is a system one), the preset
+        messages (Ollama MESSAGE), then the request's messages."""
+        messages = [*self._preset(), *messages]
         system = self.settings.model.system
         if system and not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", system), *messages]
         return self.template.render_chat(messages)
 
-    def generate_text(self, prompt: str, system: str | None, template: str | None, raw: bool) -> str:
+    def generate_text(
+        self, prompt: str, system: str | None, template: str | None, raw: bool, *, first_turn: bool = True
+    ) -> str:
+        """The prompt of a generate request. As in Ollama, a first turn (no ``context`` carried over) gets the
+        preset messages between the system prompt and the prompt; a raw request gets its text unchanged."""
         if raw:
             return prompt
         chosen: PromptTemplate = OllamaTemplate(template) if template else self.template
-        return chosen.render_generate(prompt, system if system is not None else self.settings.model.system)
+        system = system if system is not None else self.settings.model.system
+        preset = self._preset() if first_turn else []
+        if preset:
+            head = [ChatMessage("system", system)] if system else []
+            return chosen.render_chat([*head, *preset, ChatMessage("user", prompt)])
+        return chosen.render_generate(prompt, system)
+
+    def _preset(self) -> list[ChatMessage]:
+        return [ChatMessage(m.role, m.content) for m in self.settings.model.messages]
 
     def stops_for(self, template: str | None, raw: bool) -> tuple[str, ...]:
         if raw or template:

@@ -26,6 +26,7 @@ __all__ = [
     "ExecutionProvider",
     "ModelFormat",
     "ModelSettings",
+    "PresetMessage",
     "RuntimeSettings",
     "SamplingDefaults",
     "ServerSettings",
@@ -34,6 +35,7 @@ __all__ = [
     "flag_name",
     "load_metadata",
     "metadata_overrides",
+    "parse_messages",
     "settings_from_sources",
 ]
 
@@ -81,6 +83,13 @@ class ServerSettings(_Section):
     log_prompts: bool = Field(False, description="Write prompt text into the access log (off: only counts).")
 
 
+class PresetMessage(_Section):
+    """A message placed before every chat conversation (Ollama's Modelfile MESSAGE)."""
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who speaks: system, user or assistant.")
+    content: str = Field(description="The message text.")
+
+
 class ModelSettings(_Section):
     """The model to serve and how it is presented to clients."""
 
@@ -113,6 +122,11 @@ class ModelSettings(_Section):
         None, description="Prompt template (Ollama TEMPLATE syntax); default: the model's own chat template."
     )
     system: str | None = Field(None, description="Default system prompt (Ollama SYSTEM).")
+    messages: tuple[PresetMessage, ...] = Field(
+        (),
+        description='Messages placed before every chat conversation (Ollama MESSAGE): a JSON list of {"role", '
+        '"content"} objects, roles system, user or assistant.',
+    )
     context_length: int | None = Field(
         None,
         ge=64,
@@ -220,7 +234,22 @@ def _section_of(field: str) -> str:
     raise KeyError(field)
 
 
+def parse_messages(source: str, raw: str) -> Any:
+    """The JSON list of ``--messages`` / SLM_MESSAGES; SettingsError naming ``source`` when it is not JSON."""
+    try:
+        value = json.loads(raw) if raw.strip() else []
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f'{source} is not JSON: give a list like [{{"role": "user", "content": "Hi"}}] ({exc})'
+        ) from exc
+    if not isinstance(value, list):
+        raise SettingsError(f'{source} must be a JSON list of {{"role", "content"}} objects')
+    return value
+
+
 def _parse_env_value(field: str, raw: str) -> Any:
+    if field == "messages":
+        return parse_messages(env_name(field), raw)
     if field == "stop":
         stripped = raw.strip()
         if stripped.startswith("["):

@@ -40,11 +40,6 @@ def _serve(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except KeyboardInterrupt:  # while pulling
         return INTERRUPTED
-    if resource.spec.messages:
-        log.warning(
-            "spec.messages (%d) are replayed by `slm run`; API clients send their own history",
-            len(resource.spec.messages),
-        )
     out = sys.stdout
     out.write(
         f"Serving {settings.served_name} ({model.digest[:19]}, {plan.accelerator.value}) from {path} on "
@@ -147,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(session, int):
         return session
     with session:
-        chat = ChatSession(client=session.client, model=session.model, preamble=session.preamble, verbose=args.verbose)
+        chat = ChatSession(client=session.client, model=session.model, verbose=args.verbose)
         if prompt is not None:
             try:
                 stream_reply(chat, prompt, sys.stdout)

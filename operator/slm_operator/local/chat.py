@@ -40,11 +40,10 @@ class ChatClient(Protocol):
 
 @dataclass
 class ChatSession:
-    """The conversation: messages replayed first (spec.messages), then the turns of this session."""
+    """The conversation: the turns of this session (the server puts spec.messages before them)."""
 
     client: ChatClient
     model: str
-    preamble: list[dict[str, str]] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     system: str | None = None
@@ -53,7 +52,7 @@ class ChatSession:
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system is not None else []
-        return [*system, *self.preamble, *self.history, {"role": "user", "content": user_text}]
+        return [*system, *self.history, {"role": "user", "content": user_text}]
 
     def clear(self) -> None:
         self.history.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from slm_operator.api import SLMDeployment
@@ -36,7 +36,6 @@ class Session:
 
     client: LocalClient
     model: str
-    preamble: list[dict[str, str]] = field(default_factory=list)
     load_seconds: float | None = None
     server: BackgroundServer | None = None
 
@@ -102,12 +101,10 @@ def open_session(
     except TargetError:
         client.close()
         raise
-    spec = resource.spec
-    preamble = [m.model_dump() for m in spec.messages or []]
-    model = spec.model.served_name()
+    model = resource.spec.model.served_name()
     if tagged(model) in served:
         log.info("using %s served at %s", model, url)
-        return Session(client=client, model=model, preamble=preamble)
+        return Session(client=client, model=model)
     client.close()
     plan = plan_local(resource, cache_dir=cache_dir, port=free_port())
     _, settings = prepare(plan, offline=offline, progress=progress, api_key=api_key)
@@ -116,4 +113,4 @@ def open_session(
     seconds = server.start()
     key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
     local = LocalClient(server.url, api_key=key)
-    return Session(client=local, model=settings.served_name, preamble=preamble, load_seconds=seconds, server=server)
+    return Session(client=local, model=settings.served_name, load_seconds=seconds, server=server)

@@ -76,5 +76,7 @@ def runtime_environment(
         env["SLM_SYSTEM"] = spec.system
     if spec.template is not None:
         env["SLM_TEMPLATE"] = spec.template
+    if spec.messages:
+        env["SLM_MESSAGES"] = json.dumps([message.model_dump() for message in spec.messages])
     env.update(_parameters(spec.parameters))
     return env

@@ -166,7 +166,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
     if not body.prompt and not body.context:
         return _load_response(body.model, chat=False)
-    text = service.generate_text(body.prompt, body.system, body.template, body.raw)
+    text = service.generate_text(body.prompt, body.system, body.template, body.raw, first_turn=not body.context)
     record.prompt_text = body.prompt
     if body.context:
         service.check_token_ids(engine, body.context, "context")

@@ -14,7 +14,15 @@ from typing import Any, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from slm_runtime.settings import SECTIONS, RuntimeSettings, SettingsError, env_name, flag_name, settings_from_sources
+from slm_runtime.settings import (
+    SECTIONS,
+    RuntimeSettings,
+    SettingsError,
+    env_name,
+    flag_name,
+    parse_messages,
+    settings_from_sources,
+)
 
 __all__ = ["add_settings_arguments", "register", "run_serve", "settings_from_args"]
 
@@ -31,6 +39,13 @@ def _bool(text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _messages(text: str) -> Any:
+    try:
+        return parse_messages(flag_name("messages"), text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _choices(annotation: Any) -> list[str] | None:
@@ -65,6 +80,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": _help(name, field)}
             if name == "stop":
                 kwargs.update(action="append", metavar="TEXT")
+            elif name == "messages":
+                kwargs.update(type=_messages, metavar="JSON")
             elif _is_bool(field.annotation):
                 kwargs.update(type=_bool, nargs="?", const=True, metavar="BOOL")
             else:

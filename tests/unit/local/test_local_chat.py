@@ -52,7 +52,7 @@ def test_read_message_single_and_multi_line() -> None:
 
 def test_repl_streams_keeps_history_and_leaves_on_bye() -> None:
     client = FakeClient()
-    session = ChatSession(client=client, model="m", preamble=[{"role": "system", "content": "sys"}])
+    session = ChatSession(client=client, model="m", system="sys")
     out = io.StringIO()
     code = repl(session, reader(["hi", "", "/?", '"""multi', 'line"""', "/clear", "again", "/bye", "never"]), out)
     assert code == 0

@@ -101,9 +101,14 @@ def test_runtime_container_gets_engine_parameters_and_server_settings() -> None:
         parameters={"temperature": 0.2, "topK": 20, "contextLength": 4096, "numThread": 4, "stop": ["</s>"]},
         system="Be brief.",
         template="{{ .System }} {{ .Prompt }}",
+        messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
         server={"parallel": 4, "maxQueue": 8, "requestTimeout": "2m"},
     )
     values = env(render(resource))
+    assert json.loads(values["SLM_MESSAGES"]) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     assert values["SLM_MODEL_SOURCE"] == "ollama://qwen2.5:3b"
     assert values["SLM_MODEL_NAME"] == "qwen2.5:3b"
     assert values["SLM_ENGINE"] == "llama-cpp"

@@ -145,3 +145,48 @@ def test_operator_rendered_environment_is_accepted(tmp_path: Path) -> None:
     assert settings.engine.threads == 2
     assert (settings.sampling.temperature, settings.sampling.top_k, settings.sampling.top_p) == (0.7, 40, 0.9)
     assert settings.model.model_digest == pulled.digest
+
+
+def test_preset_messages_from_the_environment_and_the_flag(tmp_path: Path) -> None:
+    import argparse
+
+    from slm_runtime.server.cli import settings_from_args
+
+    preset = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    env = {"SLM_MODEL": str(tmp_path / "m.gguf"), "SLM_MESSAGES": json.dumps(preset)}
+    settings = settings_from_sources({}, env)
+    assert [(m.role, m.content) for m in settings.model.messages] == [("user", "Hi"), ("assistant", "Hello!")]
+    assert settings_from_sources({}, {"SLM_MODEL": "m.gguf"}).model.messages == ()
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--model", "g.gguf", "--messages", json.dumps(preset[:1])])
+    assert [m.content for m in settings_from_args(args).model.messages] == ["Hi"]
+
+
+def test_bad_preset_messages_name_the_variable_and_the_fix(tmp_path: Path) -> None:
+    model = str(tmp_path / "m.gguf")
+    with pytest.raises(SettingsError, match=r'SLM_MESSAGES is not JSON: give a list like \[\{"role"'):
+        settings_from_sources({}, {"SLM_MODEL": model, "SLM_MESSAGES": "user: hi"})
+    with pytest.raises(SettingsError, match="SLM_MESSAGES must be a JSON list"):
+        settings_from_sources({}, {"SLM_MODEL": model, "SLM_MESSAGES": '{"role": "user"}'})
+    with pytest.raises(SettingsError, match="--messages / SLM_MESSAGES"):
+        settings_from_sources({}, {"SLM_MODEL": model, "SLM_MESSAGES": '[{"role": "tool", "content": "x"}]'})
+
+
+def test_preset_messages_the_operator_renders_reach_the_runtime(tmp_path: Path) -> None:
+    from slm_operator.api.errors import load_manifest
+    from slm_operator.api.spec import ChatMessage
+    from slm_operator.hardware import profile_for
+    from slm_operator.render.runtime_env import runtime_environment
+
+    root = Path(__file__).resolve().parents[4]
+    slm = load_manifest(root / "examples" / "gemma3-270m.yaml")[0]
+    preset = [ChatMessage(role="system", content='Answer in "quotes".'), ChatMessage(role="user", content="Hé")]
+    spec = slm.spec.model_copy(update={"messages": preset})
+    env = runtime_environment(spec, profile_for(spec.hardware.accelerator), cache_dir=str(tmp_path))
+    settings = settings_from_sources({"model": str(tmp_path / "m.gguf")}, env)
+    assert [(m.role, m.content) for m in settings.model.messages] == [
+        ("system", 'Answer in "quotes".'),
+        ("user", "Hé"),
+    ]
