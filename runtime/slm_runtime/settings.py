@@ -84,7 +84,7 @@ class ServerSettings(_Section):
 
 
 class PresetMessage(_Section):
-    """A message placed before every chat conversation (Ollama's Modelfile MESSAGE)."""
+    """A message placed before every conversation (Ollama's Modelfile MESSAGE)."""
 
     role: Literal["system", "user", "assistant"] = Field(description="Who speaks: system, user or assistant.")
     content: str = Field(description="The message text.")
@@ -124,8 +124,8 @@ class ModelSettings(_Section):
     system: str | None = Field(None, description="Default system prompt (Ollama SYSTEM).")
     messages: tuple[PresetMessage, ...] = Field(
         (),
-        description='Messages placed before every chat conversation (Ollama MESSAGE): a JSON list of {"role", '
-        '"content"} objects, roles system, user or assistant.',
+        description="Messages placed before every conversation, chats and a generate request's first turn (Ollama "
+        'MESSAGE): a JSON list of {"role", "content"} objects, roles system, user or assistant.',
     )
     context_length: int | None = Field(
         None,
