@@ -80,9 +80,12 @@ def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 20) -> 
 class OperatorProcess:
     """`slm operator run` as a real process, with its log kept for failure reports."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, lease_namespace: str = "default") -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, lease_namespace: str = "default", resync_seconds: float = 2
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.resync_seconds = resync_seconds
         self.metrics_port = free_port()
         self.lease_namespace = lease_namespace
         self.process: subprocess.Popen[bytes] | None = None
@@ -91,7 +94,7 @@ class OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "SLM_RESYNC_SECONDS": "2",
+            "SLM_RESYNC_SECONDS": str(self.resync_seconds),
             "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "SLM_OPERATOR_NAMESPACE": self.lease_namespace,
         }

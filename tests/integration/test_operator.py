@@ -286,6 +286,25 @@ def test_a_second_replica_waits_for_the_lease_and_takes_over(
         operator.start()
 
 
+def test_status_follows_the_owned_deployment_without_waiting_for_a_resync(
+    slms: SLMs, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """With a resync period of ten minutes, an SLMDeployment still turns Ready as soon as its pods do: the
+    operator watches the Deployments it owns (its create handler alone leaves the phase at Progressing)."""
+    operator.stop()
+    slow = OperatorProcess(
+        operator.kubeconfig, tmp_path / "slow.log", lease_namespace=operator.lease_namespace, resync_seconds=600
+    )
+    slow.start()
+    try:
+        slms.create(gemma(replicas=2))
+        slms.wait_phase("gemma3-270m", "Ready", timeout=60)
+        eventually(lambda: slms.status("gemma3-270m").get("readyReplicas") == 2, what="2 ready", timeout=30)
+    finally:
+        slow.stop()
+        operator.start()
+
+
 def test_one_hundred_slmdeployments_reach_ready(slms: SLMs) -> None:
     names = [f"model-{i:03d}" for i in range(100)]
     for name in names:  # small requests: the simulated nodes' CPUs, not the operator, would be the limit

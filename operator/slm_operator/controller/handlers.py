@@ -1,7 +1,8 @@
 """kopf handlers: the only place where the operator meets kopf. Run with `slm operator run`.
 
-Changes to an SLMDeployment's spec are reconciled at once (create/update/resume); a timer reconciles every
-``SLM_RESYNC_SECONDS`` as well, which restores owned objects edited or deleted by hand, follows pods into
+Changes to an SLMDeployment's spec are reconciled at once (create/update/resume), and so is a change of an owned
+Deployment (its pods becoming ready, a rollout moving on, a hand edit or deletion); a timer reconciles every
+``SLM_RESYNC_SECONDS`` as well, which restores other owned objects edited or deleted by hand, follows pods into
 status and drives hardware fallback. Owned objects and pods are read from kopf indexes (watch caches).
 """
 
@@ -70,6 +71,12 @@ for _api_version, _kind in OWNED_KINDS:
 def slm_phases(namespace: str | None, name: str, status: Mapping[str, Any], **_: Any) -> Any:
     """The phase of every SLMDeployment, for the slm_operator_managed_slmdeployments gauge."""
     return {(namespace or "", name): status.get("phase") or "Pending"}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def slm_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Every SLMDeployment as last seen, for reconciles that a change of an owned Deployment starts."""
+    return {(namespace or "", name): dict(body)}
 
 
 @kopf.index("", "v1", "pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
@@ -194,6 +201,24 @@ def resync(**kwargs: Any) -> None:
     The first run waits one interval: a new object was just reconciled by ``on_spec`` (without the delay both ran
     at once, applying every object twice)."""
     _reconcile(**kwargs)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+def owned_deployment_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
+    """An owned Deployment changed (pods became ready, a rollout moved on) or was deleted: reconcile its
+    SLMDeployment now, so that status follows at once instead of at the next resync. The initial listing and our
+    own creations are left to the handlers above."""
+    if kwargs["type"] not in ("MODIFIED", "DELETED"):
+        return
+    for stored in kwargs["slm_bodies"].get(_key(namespace, labels), []):
+        body = kopf.Body(stored)
+        patch = kopf.Patch()
+        indexes = {key: value for key, value in kwargs.items() if key not in ("body", "patch")}
+        _reconcile(body=body, patch=patch, memo=memo, **indexes)
+        if patch.status:
+            memo.kube.patch_status(
+                body["apiVersion"], PLURAL, namespace or "", body["metadata"]["name"], dict(patch.status)
+            )
 
 
 def _timers_without_finalizer(registry: kopf.OperatorRegistry) -> None:

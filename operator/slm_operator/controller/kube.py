@@ -1,4 +1,4 @@
-"""The controller's only door to the apiserver: server-side apply, delete, and discovery.
+"""The controller's only door to the apiserver: server-side apply, delete, status patches and discovery.
 
 Every write goes through ``KubeClient`` so it is counted (slm_operator_api_writes_total), which is how
 tests and benchmarks prove that a steady state writes nothing.
@@ -41,6 +41,7 @@ class KubeClient:
 
     def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
         self._dynamic = DynamicClient(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
         self._field_manager = field_manager
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -67,6 +68,17 @@ class KubeClient:
             field_manager=self._field_manager,
             force_conflicts=True,
         )
+
+    def patch_status(self, api_version: str, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge ``status`` into a custom object's status subresource, ignoring an object that is already gone."""
+        group, _, version = api_version.rpartition("/")
+        metrics.API_WRITES.labels(verb="patch", kind=plural).inc()
+        body = {"status": status}
+        try:
+            self._custom.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object, ignoring one that is already gone."""
