@@ -23,8 +23,8 @@ The figures:
 
 - seconds_to_deployments: from the first create until every Deployment exists (a watch in the benchmark).
 - seconds_to_ready: from the first create until every SLMDeployment reports phase Ready for its generation.
-  Pods are Ready at once under kwok, but the operator follows pods into status on its resync timer, so this
-  includes up to one resync period.
+  Pods are Ready at once under kwok; the operator follows its Deployments into status as they change (before
+  8a6dd2d only on its resync timer, which added up to one resync period).
 - api_requests_per_slm: the operator's requests to the apiserver from the first create until it settled (all
   Ready, then no operator write for --settle-seconds, at most --settle-limit), divided by N. Counted exactly
   from the kube-apiserver audit log, which records every request of the operator's service account and
