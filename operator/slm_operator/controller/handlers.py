@@ -116,6 +116,7 @@ def configure(
     # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
     elector.acquire_blocking()
     memo.settings = operator_settings
+    memo.statuses = {}  # (namespace, name) -> the status this operator last decided on (see _reconcile)
     memo.kube = KubeClient(api, operator_settings.field_manager)
     memo.service_monitor_crd = memo.kube.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
     logger.info("slm-operator ready: leader %s, ServiceMonitor CRD %s", elector.identity, memo.service_monitor_crd)
@@ -149,6 +150,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
         # garbage collection removes the owned objects; applying now would only recreate them.
         return
     previous = dict(body.get("status") or {})
+    decided: dict[tuple[str, str], Any] = memo.statuses
     started = time.perf_counter()
     try:
         result = reconcile(
@@ -161,6 +163,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
     except ManifestError as exc:
         metrics.RECONCILES.labels(result="invalid").inc()
         status = invalid_status(exc, int(body.get("metadata", {}).get("generation") or 0), previous)
+        decided[(namespace, name)] = status
         if status != previous:
             kopf.warn(body, reason="InvalidSpec", message=str(exc))
             patch.status.update(status)
@@ -182,6 +185,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
             reason=result.status["phase"],
             message=f"phase {previous.get('phase')} -> {result.status['phase']}",
         )
+    decided[(namespace, name)] = result.status
     if result.status != previous:
         patch.status.update(result.status)
 
@@ -210,10 +214,14 @@ def owned_deployment_changed(namespace: str | None, labels: Mapping[str, str], m
     own creations are left to the handlers above."""
     if kwargs["type"] not in ("MODIFIED", "DELETED"):
         return
-    for stored in kwargs["slm_bodies"].get(_key(namespace, labels), []):
-        body = kopf.Body(stored)
+    key = _key(namespace, labels)
+    for stored in kwargs["slm_bodies"].get(key, []):
+        # The index may not hold the status patched a moment ago yet: start from what was decided last, so that
+        # an unchanged status is not written (and its phase Event not posted) twice.
+        raw: Any = {**stored, "status": memo.statuses.get(key, stored.get("status"))}
+        body = kopf.Body(raw)
         patch = kopf.Patch()
-        indexes = {key: value for key, value in kwargs.items() if key not in ("body", "patch")}
+        indexes = {name: value for name, value in kwargs.items() if name not in ("body", "patch")}
         _reconcile(body=body, patch=patch, memo=memo, **indexes)
         if patch.status:
             memo.kube.patch_status(
