@@ -145,12 +145,13 @@ def _live(namespace: str, name: str, indexes: Mapping[str, Any]) -> LiveObjects:
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     namespace = body.get("metadata", {}).get("namespace", "")
     name = body.get("metadata", {}).get("name", "")
+    decided: dict[tuple[str, str], Any] = memo.statuses
     if body.get("metadata", {}).get("deletionTimestamp") or (namespace, name) not in kwargs["slm_phases"]:
         # Being deleted, or already gone from the watch (without a finalizer a timer may fire once more):
         # garbage collection removes the owned objects; applying now would only recreate them.
+        decided.pop((namespace, name), None)
         return
     previous = dict(body.get("status") or {})
-    decided: dict[tuple[str, str], Any] = memo.statuses
     started = time.perf_counter()
     try:
         result = reconcile(
@@ -224,9 +225,7 @@ def owned_deployment_changed(namespace: str | None, labels: Mapping[str, str], m
         indexes = {name: value for name, value in kwargs.items() if name not in ("body", "patch")}
         _reconcile(body=body, patch=patch, memo=memo, **indexes)
         if patch.status:
-            memo.kube.patch_status(
-                body["apiVersion"], PLURAL, namespace or "", body["metadata"]["name"], dict(patch.status)
-            )
+            memo.kube.patch_slm_status(namespace or "", body["metadata"]["name"], dict(patch.status))
 
 
 def _timers_without_finalizer(registry: kopf.OperatorRegistry) -> None:

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
+from slm_operator.api.resource import GROUP, KIND, PLURAL, VERSION
 from slm_operator.controller import metrics
 
 __all__ = ["KubeClient", "load_kube_config"]
@@ -69,13 +70,13 @@ class KubeClient:
             force_conflicts=True,
         )
 
-    def patch_status(self, api_version: str, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge ``status`` into a custom object's status subresource, ignoring an object that is already gone."""
-        group, _, version = api_version.rpartition("/")
-        metrics.API_WRITES.labels(verb="patch", kind=plural).inc()
-        body = {"status": status}
+    def patch_slm_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge ``status`` into an SLMDeployment's status subresource, ignoring one that is already gone."""
+        metrics.API_WRITES.labels(verb="patch", kind=KIND).inc()
         try:
-            self._custom.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -77,13 +77,6 @@ class _QuickCalls:
         return function
 
 
-class _Finished:
-    """The end marker of a generation's token queue."""
-
-
-_FINISHED = _Finished()
-
-
 def sampler_chain(vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None) -> Any:
     """A llama.cpp sampler chain for one request, in the order llama-cpp-python's ``Llama.generate`` builds it.
 
@@ -151,35 +144,26 @@ class Generation:
         self.stopping = False
         """Set by the consumer when it stops reading early; the decoder then drops the sequence."""
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._queue: queue.SimpleQueue[GeneratedToken | BaseException | _Finished] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[GeneratedToken | BaseException | None] = queue.SimpleQueue()
         self._finished = threading.Event()
-        self._sink = sink
+        self._deliver: TokenSink = sink if sink is not None else self._queue.put
+        """Where tokens go: the caller's sink, or the queue that :meth:`tokens` reads (None ends both)."""
 
     # --- decoder side -----------------------------------------------------------------------------------
 
     def emit(self, token: int, piece: bytes) -> None:
         self.produced += 1
-        item = GeneratedToken(token, self._utf8.decode(piece))
-        if self._sink is not None:
-            self._sink(item)
-        else:
-            self._queue.put(item)
+        self._deliver(GeneratedToken(token, self._utf8.decode(piece)))
 
     def fail(self, error: BaseException) -> None:
         self.failed = True
-        if self._sink is not None:
-            self._sink(error)
-        else:
-            self._queue.put(error)
+        self._deliver(error)
 
     def finish(self) -> None:
         if self._finished.is_set():
             return
         self._finished.set()
-        if self._sink is not None:
-            self._sink(None)
-        else:
-            self._queue.put(_FINISHED)
+        self._deliver(None)
 
     # --- consumer side ----------------------------------------------------------------------------------
 
@@ -188,7 +172,7 @@ class Generation:
         try:
             while True:
                 item = self._queue.get()
-                if isinstance(item, _Finished):
+                if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item

@@ -274,3 +274,28 @@ def test_fillers_leave_the_prefix_an_idle_slot_holds_intact(gguf_path: Path, fil
     assert any(entry.seq_id == 1 and entry.position > 0 for entry in fillers)
     assert busy == quiet
     assert evaluated <= 8  # only the new question: the first turn and its answer stayed in slot 1's cache
+
+
+def test_the_greedy_fast_path_picks_what_llama_cpp_s_sampler_chain_picks(
+    batch_engine: LlamaCppEngine, inputs: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the real model, with the repetition penalty in play: the same tokens with and without the fast path."""
+    from slm_runtime.engines import llama_cpp
+    from slm_runtime.engines.greedy import fast_greedy_applies
+
+    penalized = SamplingParams(max_tokens=32, temperature=0.0, repeat_penalty=1.3, repeat_last_n=16)
+    assert fast_greedy_applies(penalized, constrained=False)
+
+    def run() -> list[list[int]]:
+        return [
+            [t.token_id for t in batch_engine.stream(0, prompt, penalized, threading.Event())] for prompt in inputs[:3]
+        ]
+
+    fast = run()
+    monkeypatch.setattr(llama_cpp, "fast_greedy_applies", lambda params, constrained: False)
+    chain = run()
+    assert fast == chain
+    assert all(len(tokens) == penalized.max_tokens for tokens in fast)
+    # The penalty really steers: without it the first prompt continues differently.
+    plain = [t.token_id for t in batch_engine.stream(0, inputs[0], GREEDY, threading.Event())]
+    assert plain != fast[0][: len(plain)]
