@@ -29,7 +29,9 @@ def _type(node: dict[str, Any]) -> str:
 def _bounds(node: dict[str, Any]) -> str:
     parts = []
     if "minimum" in node or "maximum" in node:
-        parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
+        low = f"{node.get('minimum', '')}{' (exclusive)' if node.get('exclusiveMinimum') else ''}"
+        high = f"{node.get('maximum', '')}{' (exclusive)' if node.get('exclusiveMaximum') else ''}"
+        parts.append(f"{low}..{high}")
     if "maxItems" in node:
         parts.append(f"at most {node['maxItems']} items")
     if node.get("x-kubernetes-list-type") == "set":

@@ -56,6 +56,11 @@ def structural_schema(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, A
         (only,) = node.pop("allOf")
         node = {**structural_schema(only, defs), **node}
 
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node[bound], bool):
+            # JSON Schema 2020-12 (pydantic) gives the bound itself; OpenAPI v3.0 (Kubernetes) a flag beside it
+            node[inclusive], node[bound] = node[bound], True
+
     out: dict[str, Any] = {}
     if node.get("x-kubernetes-int-or-string"):
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]

@@ -1,25 +1,67 @@
 """Operator settings: what a platform team configures once (the Helm chart's values), not per model.
 
-Loaded from a YAML or JSON file named by ``SLM_OPERATOR_CONFIG`` (the chart mounts a ConfigMap there);
-every field has a default so the operator also runs with no file at all.
+``OperatorSettings`` (what the operator renders) is loaded from a YAML or JSON file named by
+``SLM_OPERATOR_CONFIG`` (the chart mounts a ConfigMap there); ``ProcessSettings`` (how this operator process
+runs: its Lease, metrics port, resync period, workers) from ``SLM_OPERATOR_*`` environment variables, which the
+chart sets on the operator's container. Every field has a default so the operator also runs with neither.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slm_operator import __version__
 from slm_operator.api.enums import Accelerator
 from slm_operator.hardware import DEFAULT_PROFILES, HardwareProfile
 
-__all__ = ["CONFIG_ENV", "OperatorSettings", "load_settings"]
+__all__ = ["CONFIG_ENV", "PROCESS_ENV_PREFIX", "OperatorSettings", "ProcessSettings", "load_settings"]
 
-CONFIG_ENV = "SLM_OPERATOR_CONFIG"
+PROCESS_ENV_PREFIX = "SLM_OPERATOR_"
+CONFIG_ENV = f"{PROCESS_ENV_PREFIX}CONFIG"
+
+
+class ProcessSettings(BaseModel):
+    """How this operator process runs; field ``x`` is read from ``SLM_OPERATOR_X``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field(default="default", min_length=1, description="Namespace of the leader Lease.")
+    lease_name: str = Field(default="slm-operator-leader", min_length=1, description="Name of the leader Lease.")
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics and /healthz; 0: none.")
+    resync_seconds: float = Field(
+        default=10.0, gt=0, description="Period of the resync timer (drift repair, status, hardware fallback)."
+    )
+    workers: int = Field(default=16, ge=1, le=1024, description="Handlers run at once (and API connections).")
+
+    @staticmethod
+    def env_name(field: str) -> str:
+        """``resync_seconds`` -> ``SLM_OPERATOR_RESYNC_SECONDS``."""
+        return PROCESS_ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProcessSettings:
+        """The settings the environment gives; ValueError naming the variable when one is unusable."""
+        env = os.environ if environ is None else environ
+        given = {field: env[cls.env_name(field)] for field in cls.model_fields if cls.env_name(field) in env}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            problems = [f"{cls.env_name(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors()]
+            raise ValueError("invalid operator environment: " + "; ".join(problems)) from None
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per variable, for `slm operator run --help`."""
+        return ", ".join(
+            f"${cls.env_name(name)} ({field.description} default {field.default})"
+            for name, field in cls.model_fields.items()
+        )
 
 
 class OperatorSettings(BaseModel):

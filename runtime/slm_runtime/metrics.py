@@ -9,9 +9,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "REQUESTS_INFLIGHT", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Requests a pod holds, running plus waiting: the per-pod load that in-flight autoscaling targets (the
+#: operator's HPA and ScaledObject take the name from here).
+REQUESTS_INFLIGHT = "slm_requests_inflight"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -84,6 +88,12 @@ class Metrics:
         self.requests_waiting = Gauge(
             "slm_requests_waiting", "Requests queued for a generation slot.", ["model"], registry=r
         )
+        self.requests_inflight = Gauge(
+            REQUESTS_INFLIGHT,
+            "Requests in this server, running plus waiting (the in-flight autoscaling metric).",
+            ["model"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "slm_model_load_seconds",
             "Seconds the model took to load (warm-up included).",
@@ -98,12 +108,14 @@ class Metrics:
         )
         self.requests_running.labels(model).set(0)
         self.requests_waiting.labels(model).set(0)
+        self.requests_inflight.labels(model).set(0)
         self._batch_sequences = self.batch_sequences.labels(model)
         self._batch_tokens = self.batch_tokens.labels(model)
 
     def scheduler_changed(self, running: int, waiting: int) -> None:
         self.requests_running.labels(self.model).set(running)
         self.requests_waiting.labels(self.model).set(waiting)
+        self.requests_inflight.labels(self.model).set(running + waiting)
 
     def batch_step(self, sequences: int, tokens: int) -> None:
         """One engine decode step (called from the engine's thread)."""

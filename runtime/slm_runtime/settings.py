@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+
+from slm_runtime.formats import Engine, ModelFormat
 
 __all__ = [
     "ENV_PREFIX",
+    "PARAMETER_ALIASES",
     "PULL_RECORD_SUFFIX",
     "SECTIONS",
     "EngineName",
@@ -31,18 +35,20 @@ __all__ = [
     "SamplingDefaults",
     "ServerSettings",
     "SettingsError",
+    "canonical_model_name",
     "env_name",
+    "field_info",
     "flag_name",
     "load_metadata",
     "metadata_overrides",
+    "parameter_field",
     "parse_messages",
     "settings_from_sources",
 ]
 
 ENV_PREFIX = "SLM_"
 
-ModelFormat = Literal["gguf", "onnx"]
-EngineName = Literal["llama-cpp", "onnxruntime-genai"]
+EngineName = Engine
 ExecutionProvider = str
 
 
@@ -198,15 +204,15 @@ class RuntimeSettings(BaseModel):
     def model_format(self) -> ModelFormat:
         if self.model.model_format is not None:
             return self.model.model_format
-        if self.model.model.is_dir() or self.engine.engine == "onnxruntime-genai":
-            return "onnx"
-        return "gguf"
+        if self.model.model.is_dir() or self.engine.engine is Engine.ONNXRUNTIME_GENAI:
+            return ModelFormat.ONNX
+        return ModelFormat.GGUF
 
     @property
     def engine_name(self) -> EngineName:
         if self.engine.engine is not None:
             return self.engine.engine
-        return "onnxruntime-genai" if self.model_format == "onnx" else "llama-cpp"
+        return Engine.for_format(self.model_format)
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -274,7 +280,8 @@ def load_metadata(path: Path) -> dict[str, Any]:
     return data
 
 
-_PARAMETER_ALIASES = {
+#: Ollama PARAMETER names whose runtime field is named differently (num_ctx -> context_length ...).
+PARAMETER_ALIASES = {
     "num_ctx": "context_length",
     "num_thread": "threads",
     "num_batch": "batch_size",
@@ -284,6 +291,22 @@ _PARAMETER_ALIASES = {
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def parameter_field(name: str) -> str:
+    """The runtime field a Modelfile PARAMETER (or spec.parameters key) sets: ``numThread`` -> ``threads``."""
+    key = _snake(name)
+    return PARAMETER_ALIASES.get(key, key)
+
+
+def field_info(field: str) -> FieldInfo:
+    """The pydantic field of ``field`` in whichever section holds it (its bounds, default, description)."""
+    return SECTIONS[_section_of(field)].model_fields[field]
+
+
+def canonical_model_name(name: str) -> str:
+    """Ollama's canonical form of a model name: a name without a tag means ``:latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 PULL_RECORD_SUFFIX = ".slm.json"
@@ -299,7 +322,7 @@ def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(metadata.get("metadata"), Mapping):
         if isinstance(metadata.get("digest"), str):
             values["model_digest"] = metadata["digest"]
-        if metadata.get("format") in ("gguf", "onnx"):
+        if metadata.get("format") in tuple(ModelFormat):
             values["model_format"] = metadata["format"]
         metadata = metadata["metadata"]
     for key in ("template", "system"):
@@ -309,8 +332,7 @@ def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(parameters, Mapping):
         raise SettingsError('model metadata "parameters" must be an object')
     for raw_key, value in parameters.items():
-        key = _snake(str(raw_key))
-        key = _PARAMETER_ALIASES.get(key, key)
+        key = parameter_field(str(raw_key))
         if key in SamplingDefaults.model_fields or key in {"context_length", "threads", "batch_size"}:
             values[key] = [value] if key == "stop" and isinstance(value, str) else value
     return values

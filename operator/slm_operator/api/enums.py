@@ -1,8 +1,14 @@
-"""Enumerations shared by the SLMDeployment API and the renderer."""
+"""Enumerations shared by the SLMDeployment API and the renderer.
+
+ModelFormat and Engine are the runtime's own (slm_runtime.formats): what the spec accepts is what the runtime
+loads.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from slm_runtime.formats import Engine, ModelFormat
 
 __all__ = ["Accelerator", "CacheVolume", "Engine", "ModelFormat", "Phase"]
 
@@ -15,30 +21,6 @@ class Accelerator(StrEnum):
     AMD_GPU = "amd-gpu"
     INTEL_GPU = "intel-gpu"
     NPU = "npu"
-
-
-class ModelFormat(StrEnum):
-    """On-disk format of the model weights."""
-
-    GGUF = "gguf"
-    ONNX = "onnx"
-
-
-class Engine(StrEnum):
-    """The inference engine that runs the model inside the runtime."""
-
-    LLAMA_CPP = "llama-cpp"
-    ONNXRUNTIME_GENAI = "onnxruntime-genai"
-
-    @classmethod
-    def for_format(cls, fmt: ModelFormat) -> Engine:
-        """The engine that serves a model format by default."""
-        return cls.LLAMA_CPP if fmt is ModelFormat.GGUF else cls.ONNXRUNTIME_GENAI
-
-    @property
-    def model_format(self) -> ModelFormat:
-        """The only model format this engine loads."""
-        return ModelFormat.GGUF if self is Engine.LLAMA_CPP else ModelFormat.ONNX
 
 
 class CacheVolume(StrEnum):

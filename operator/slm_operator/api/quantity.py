@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 __all__ = [
     "DURATION_PATTERN",
+    "NON_NEGATIVE_QUANTITY_PATTERN",
     "QUANTITY_PATTERN",
     "Duration",
     "Quantity",
@@ -71,7 +72,8 @@ def _quantity_text(value: object) -> object:
 
 
 def _check_quantity(text: str) -> str:
-    parse_quantity(text)
+    if parse_quantity(text) < 0:
+        raise ValueError(f"'{text}' is negative; resource quantities are 0 or more, e.g. 500m, 2 or 4Gi")
     return text
 
 
@@ -80,10 +82,12 @@ def _check_duration(text: str) -> str:
     return text
 
 
+# Resource amounts and sizes: the apiserver refuses negative ones in a pod spec, so the CRD does too.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", r"^\+?", 1)
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_text),
     AfterValidator(_check_quantity),
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": NON_NEGATIVE_QUANTITY_PATTERN}),
 ]
 Duration = Annotated[str, AfterValidator(_check_duration), Field(json_schema_extra={"pattern": DURATION_PATTERN})]

@@ -21,6 +21,7 @@ __all__ = [
     "VERSION",
     "ObjectMeta",
     "SLMDeployment",
+    "name_for",
 ]
 
 GROUP = "slm-operator.io"
@@ -33,6 +34,14 @@ SHORT_NAMES = ("slm", "slmd")
 
 # Names become Service names, which must be DNS-1035 labels.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def name_for(text: str) -> str:
+    """A valid metadata.name made from any model name: 'qwen2.5:3b' -> 'qwen2-5-3b', '3b' -> 'model-3b'."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not name[:1].isalpha():
+        name = f"model-{name}".rstrip("-")
+    return name[:63].rstrip("-")
 
 
 class ObjectMeta(ApiModel):

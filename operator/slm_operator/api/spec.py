@@ -10,6 +10,8 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from slm_operator.api.base import ApiModel
 from slm_operator.api.enums import Accelerator, CacheVolume, Engine, ModelFormat
 from slm_operator.api.quantity import Duration, Quantity, parse_quantity
+from slm_operator.api.runtime_bounds import runtime_bounds
+from slm_runtime.metrics import REQUESTS_INFLIGHT
 from slm_runtime.source import SCHEMES, ModelSource, SourceError, infer_format, parse_source
 
 __all__ = [
@@ -115,42 +117,62 @@ class ModelSpec(ApiModel):
 
 
 class Parameters(ApiModel):
-    """Generation defaults, with the meaning of Ollama's Modelfile PARAMETER lines. Omitted: the engine default."""
+    """Generation defaults, with the meaning of Ollama's Modelfile PARAMETER lines. Omitted: the runtime default.
+
+    Numeric bounds are the runtime's own (api/runtime_bounds.py): what the spec accepts, the runtime loads.
+    """
 
     temperature: float | None = Field(
-        default=None, ge=0, le=2, description="Sampling temperature (Ollama temperature)."
+        default=None, description="Sampling temperature; 0 is greedy (temperature).", **runtime_bounds("temperature")
     )
-    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling probability mass (top_p).")
+    top_p: float | None = Field(
+        default=None, description="Nucleus sampling probability mass (top_p).", **runtime_bounds("top_p")
+    )
     top_k: int | None = Field(
-        default=None, ge=0, le=1000, description="Sample among the k most likely tokens (top_k); 0 disables."
+        default=None,
+        description="Sample among the k most likely tokens (top_k); 0 disables.",
+        **runtime_bounds("top_k"),
     )
     min_p: float | None = Field(
-        default=None, ge=0, le=1, description="Minimum probability relative to the top token (min_p)."
+        default=None, description="Minimum probability relative to the top token (min_p).", **runtime_bounds("min_p")
     )
     context_length: int | None = Field(
         default=None,
-        ge=64,
-        le=1048576,
         description="Context window of each generation in tokens (Ollama num_ctx); a pod holds `server.parallel` "
         "of them (docs/batching.md).",
+        **runtime_bounds("context_length"),
     )
     num_predict: int | None = Field(
-        default=None, ge=-2, description="Maximum tokens to generate; -1 unlimited, -2 fill the context (num_predict)."
+        default=None,
+        description="Maximum tokens to generate; -1 until the context is full (num_predict).",
+        **runtime_bounds("num_predict"),
     )
     repeat_penalty: float | None = Field(
-        default=None, ge=0, le=10, description="Penalty for repeated tokens (repeat_penalty)."
+        default=None,
+        description="Penalty for repeated tokens; 1 is none (repeat_penalty).",
+        **runtime_bounds("repeat_penalty"),
     )
     repeat_last_n: int | None = Field(
-        default=None, ge=-1, description="How far back repeat_penalty looks; -1 = whole context (repeat_last_n)."
+        default=None,
+        description="How far back repeat_penalty looks; -1 = whole context (repeat_last_n).",
+        **runtime_bounds("repeat_last_n"),
     )
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2, description="OpenAI-style presence penalty.")
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, description="OpenAI-style frequency penalty.")
+    presence_penalty: float | None = Field(
+        default=None, description="OpenAI-style presence penalty.", **runtime_bounds("presence_penalty")
+    )
+    frequency_penalty: float | None = Field(
+        default=None, description="OpenAI-style frequency penalty.", **runtime_bounds("frequency_penalty")
+    )
     seed: int | None = Field(default=None, description="Random seed for reproducible sampling.")
     stop: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=16, description="Stop sequences; generation ends before any of them."
     )
-    num_thread: int | None = Field(default=None, ge=1, le=1024, description="CPU threads for generation (num_thread).")
-    num_batch: int | None = Field(default=None, ge=1, le=65536, description="Prompt-processing batch size (num_batch).")
+    num_thread: int | None = Field(
+        default=None, description="CPU threads for generation (num_thread).", **runtime_bounds("num_thread")
+    )
+    num_batch: int | None = Field(
+        default=None, description="Prompt-processing batch size (num_batch).", **runtime_bounds("num_batch")
+    )
 
 
 class ChatMessage(ApiModel):
@@ -347,7 +369,7 @@ class AutoscalingSpec(ApiModel):
         default=None,
         ge=1,
         le=10000,
-        description="Target in-flight requests per pod (pods metric slm_requests_inflight).",
+        description=f"Target in-flight requests per pod (pods metric {REQUESTS_INFLIGHT}).",
     )
     target_cpu_utilization: int | None = Field(
         default=None,

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import logging
 
+from slm_operator.settings import CONFIG_ENV, ProcessSettings
+
 __all__ = ["register"]
 
 
@@ -29,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run = commands.add_parser(
         "run",
         help="reconcile SLMDeployments (kubeconfig or in-cluster credentials)",
-        description="Settings: $SLM_OPERATOR_CONFIG (YAML), $SLM_OPERATOR_NAMESPACE (leader Lease), "
-        "$SLM_OPERATOR_METRICS_PORT (/metrics and /healthz, default 8080), $SLM_RESYNC_SECONDS (default 10).",
+        description=f"Settings: ${CONFIG_ENV} (YAML), {ProcessSettings.describe()}.",
     )
     run.add_argument(
         "--namespace", action="append", metavar="NS", help="watch only this namespace (repeatable); default: all"

@@ -2,15 +2,15 @@
 
 Changes to an SLMDeployment's spec are reconciled at once (create/update/resume), and so is a change of an owned
 Deployment (its pods becoming ready, a rollout moving on, a hand edit or deletion); a timer reconciles every
-``SLM_RESYNC_SECONDS`` as well, which restores other owned objects edited or deleted by hand, follows pods into
-status and drives hardware fallback. Owned objects and pods are read from kopf indexes (watch caches).
+``SLM_OPERATOR_RESYNC_SECONDS`` (ProcessSettings) as well, which restores other owned objects edited or deleted by
+hand, follows pods into status and drives hardware fallback. Owned objects and pods are read from kopf indexes
+(watch caches).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +25,7 @@ from slm_operator.controller.leader import LeaseElector
 from slm_operator.controller.reconcile import LiveObjects, invalid_status, reconcile
 from slm_operator.render import OWNED_KINDS
 from slm_operator.render.meta import MANAGED_BY
-from slm_operator.settings import load_settings
+from slm_operator.settings import ProcessSettings, load_settings
 
 __all__: list[str] = []
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-RESYNC_SECONDS = float(os.environ.get("SLM_RESYNC_SECONDS", "10"))
+PROCESS = ProcessSettings.from_env()
 _PLURALS = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "Service": "services",
@@ -102,17 +102,14 @@ def configure(
     # Bounded API latency: a stuck request is retried instead of hanging a worker.
     settings.networking.request_timeout = 60
     # Retries of failed handlers back off instead of hammering a struggling apiserver.
-    settings.execution.max_workers = int(os.environ.get("SLM_OPERATOR_WORKERS", "16"))
-    api = load_kube_config(connections=settings.execution.max_workers or 16)
+    settings.execution.max_workers = PROCESS.workers
+    api = load_kube_config(connections=PROCESS.workers)
     operator_settings = load_settings()
-    namespace = os.environ.get("SLM_OPERATOR_NAMESPACE", "default")
-    lease = os.environ.get("SLM_OPERATOR_LEASE_NAME", "slm-operator-leader")
-    elector = LeaseElector(api, namespace=namespace, name=lease)
+    elector = LeaseElector(api, namespace=PROCESS.namespace, name=PROCESS.lease_name)
     memo.elector = elector
     # /healthz answers for every replica (a waiting standby is healthy); /readyz only for the leader.
-    port = int(os.environ.get("SLM_OPERATOR_METRICS_PORT", "8080"))
-    if port:
-        memo.metrics_server = metrics.serve_metrics(port, ready=elector.is_leader)
+    if PROCESS.metrics_port:
+        memo.metrics_server = metrics.serve_metrics(PROCESS.metrics_port, ready=elector.is_leader)
     # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
     elector.acquire_blocking()
     memo.settings = operator_settings
@@ -199,7 +196,7 @@ def on_spec(**kwargs: Any) -> None:
     _reconcile(**kwargs)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, sharp=False)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=PROCESS.resync_seconds, initial_delay=PROCESS.resync_seconds, sharp=False)
 def resync(**kwargs: Any) -> None:
     """Periodic reconcile: restores drifted or deleted objects and follows pods into status.
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from slm_operator.api.enums import Accelerator, Phase
 from slm_operator.render.deployment import PULL_CONTAINER
+from slm_runtime.fetch.errors import pull_failures, reason_for_exit_code
 
 __all__ = [
-    "PULL_EXIT_REASONS",
     "Observation",
     "PodProblem",
     "build_status",
@@ -26,14 +26,6 @@ __all__ = [
     "pulled_model",
 ]
 
-# `slm-runtime pull` exit codes -> condition reasons.
-PULL_EXIT_REASONS = {
-    3: "ModelNotFound",
-    4: "ModelUnauthorized",
-    5: "DigestMismatch",
-    6: "ModelNotCached",
-    7: "ModelDownloadFailed",
-}
 # Waiting reasons of containers that mean "this will not fix itself soon".
 _WAITING_REASONS = {
     "ImagePullBackOff": "ImagePullBackOff",
@@ -42,7 +34,9 @@ _WAITING_REASONS = {
     "CrashLoopBackOff": "CrashLoop",
     "CreateContainerConfigError": "ContainerConfigError",
 }
-_FATAL_REASONS = {"ModelNotFound", "ModelUnauthorized", "DigestMismatch", "ContainerConfigError"}
+# Problems that will not fix themselves: the permanent pull failures (the runtime's classes say which) and a pod
+# spec the kubelet cannot run.
+_FATAL_REASONS = {cls.reason for cls in pull_failures() if cls.permanent} | {"ContainerConfigError"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +76,8 @@ def pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
     for status in _statuses(pod, "initContainerStatuses"):
         terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
         if terminated and terminated.get("exitCode", 0) != 0 and status.get("name") == PULL_CONTAINER:
-            reason = PULL_EXIT_REASONS.get(int(terminated.get("exitCode", 1)), "ModelPullFailed")
-            problems.append(PodProblem(reason, str(terminated.get("message") or "").strip()[:1024]))
+            failure = reason_for_exit_code(int(terminated.get("exitCode", 1)))
+            problems.append(PodProblem(failure.reason, str(terminated.get("message") or "").strip()[:1024]))
     for status in [*_statuses(pod, "initContainerStatuses"), *_statuses(pod, "containerStatuses")]:
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _WAITING_REASONS:

@@ -34,7 +34,7 @@ import yaml
 from pydantic import ValidationError
 
 from slm_operator.api import API_VERSION, KIND, Parameters, SLMDeployment, validate_manifest
-from slm_operator.local.targets import dns_name
+from slm_operator.api.resource import name_for
 
 __all__ = [
     "LICENSE_ANNOTATION",
@@ -280,7 +280,7 @@ def import_modelfile(text: str, *, name: str | None = None, base_dir: Path | Non
         spec["parameters"] = parameters
     if messages:
         spec["messages"] = messages
-    metadata: dict[str, Any] = {"name": name or dns_name(model.get("name") or Path(source).stem)}
+    metadata: dict[str, Any] = {"name": name or name_for(model.get("name") or Path(source).stem)}
     if licenses:
         metadata["annotations"] = {LICENSE_ANNOTATION: "\n".join(licenses)}
     document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from slm_operator.api import SLMDeployment, validate_manifest
+from slm_operator.api import API_VERSION, KIND, SLMDeployment, validate_manifest
+from slm_operator.api.resource import name_for
+from slm_operator.local.config import load_resource
+from slm_operator.local.modelfile import modelfile_resource
 
-__all__ = ["TargetError", "dns_name", "is_modelfile", "resource_for_source", "resource_for_target"]
+__all__ = ["TargetError", "is_modelfile", "resource_for_source", "resource_for_target"]
 
 
 class TargetError(ValueError):
     """A target that is neither a file, a source URI nor a model in the cache."""
 
 
-def dns_name(text: str) -> str:
-    """A metadata.name from any model name: 'qwen2.5:3b' -> 'qwen2-5-3b'."""
-    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
-    return name or "model"
-
-
 def resource_for_source(source: str, *, name: str | None = None) -> SLMDeployment:
     """An SLMDeployment serving ``source`` with every default (what `slm run ollama://...` means)."""
     document = {
-        "apiVersion": "slm-operator.io/v1alpha1",
-        "kind": "SLMDeployment",
-        "metadata": {"name": dns_name(name or source.split("://", 1)[-1])},
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name_for(name or source.split("://", 1)[-1])},
         "spec": {"model": {"source": source, **({"name": name} if name else {})}},
     }
     return validate_manifest(document, source)
@@ -38,9 +34,6 @@ def is_modelfile(path: Path) -> bool:
 
 def resource_for_target(target: str, *, name: str | None = None) -> SLMDeployment:
     """Resolve a manifest path, a Modelfile path or a source URI; cached names are resolved by the caller."""
-    from slm_operator.local.config import load_resource
-    from slm_operator.local.modelfile import modelfile_resource
-
     path = Path(target)
     if path.is_file():
         if is_modelfile(path):

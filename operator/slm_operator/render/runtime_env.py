@@ -1,54 +1,42 @@
 """The runtime configuration of one SLMDeployment, as the SLM_* environment `slm-runtime serve` reads.
 
-The operator writes these variables into the pod spec; `slm serve` passes the very same mapping to a local
-runtime, so a manifest behaves alike on a cluster and on a laptop.
+Every variable name comes from the runtime's own settings (``slm_runtime.settings.env_name`` of a runtime field,
+``parameter_field`` for the Modelfile names of spec.parameters), so the two sides cannot drift; the contract
+tests (tests/unit/contract) load what this module writes with the runtime's settings loader. The operator
+writes these variables into the pod spec; `slm serve` passes the very same mapping to a local runtime, so a
+manifest behaves alike on a cluster and on a laptop.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from slm_operator.api.quantity import parse_duration_seconds
 from slm_operator.api.spec import Parameters, ServerSpec, SLMDeploymentSpec
 from slm_operator.hardware import HardwareProfile
+from slm_runtime.settings import env_name, parameter_field
 
 __all__ = ["API_KEY_ENV", "runtime_environment"]
 
-API_KEY_ENV = "SLM_API_KEY"
-
-# spec.parameters field -> runtime variable
-_PARAMETER_ENV = {
-    "temperature": "SLM_TEMPERATURE",
-    "top_p": "SLM_TOP_P",
-    "top_k": "SLM_TOP_K",
-    "min_p": "SLM_MIN_P",
-    "num_predict": "SLM_NUM_PREDICT",
-    "repeat_penalty": "SLM_REPEAT_PENALTY",
-    "repeat_last_n": "SLM_REPEAT_LAST_N",
-    "presence_penalty": "SLM_PRESENCE_PENALTY",
-    "frequency_penalty": "SLM_FREQUENCY_PENALTY",
-    "seed": "SLM_SEED",
-    "context_length": "SLM_CONTEXT_LENGTH",
-    "num_thread": "SLM_THREADS",
-    "num_batch": "SLM_BATCH_SIZE",
-}
+API_KEY_ENV = env_name("api_key")
 
 
-def _number(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else repr(float(value))
+def _value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def _parameters(parameters: Parameters | None) -> dict[str, str]:
-    env: dict[str, str] = {}
     if parameters is None:
-        return env
-    for field, name in _PARAMETER_ENV.items():
-        value = getattr(parameters, field)
-        if value is not None:
-            env[name] = _number(value)
-    if parameters.stop:
-        env["SLM_STOP"] = json.dumps(parameters.stop)
-    return env
+        return {}
+    return {
+        env_name(parameter_field(field)): _value(value)
+        for field, value in parameters.model_dump(exclude_none=True).items()
+    }
 
 
 def runtime_environment(
@@ -56,27 +44,24 @@ def runtime_environment(
 ) -> dict[str, str]:
     """SLM_* variables for `slm-runtime serve` (the API key is added separately, from its Secret)."""
     server = spec.server or ServerSpec()
-    env = {
-        "SLM_HOST": host,
-        "SLM_PORT": str(server.port),
-        "SLM_PARALLEL": str(server.parallel),
-        "SLM_MAX_QUEUE": str(server.max_queue),
-        "SLM_REQUEST_TIMEOUT": _number(parse_duration_seconds(server.request_timeout)),
-        "SLM_MODEL_SOURCE": spec.model.source,
-        "SLM_MODEL_CACHE": cache_dir,
-        "SLM_MODEL_NAME": spec.model.served_name(),
-        "SLM_MODEL_FORMAT": spec.resolved_format().value,
-        "SLM_ENGINE": spec.resolved_engine().value,
-        "SLM_GPU_LAYERS": str(profile.llama_gpu_layers),
-        "SLM_EXECUTION_PROVIDER": profile.onnx_execution_provider,
+    values: dict[str, Any] = {
+        "host": host,
+        "port": server.port,
+        "parallel": server.parallel,
+        "max_queue": server.max_queue,
+        "request_timeout": parse_duration_seconds(server.request_timeout),
+        "model_source": spec.model.source,
+        "model_cache": cache_dir,
+        "model_name": spec.model.served_name(),
+        "model_format": spec.resolved_format().value,
+        "engine": spec.resolved_engine().value,
+        "gpu_layers": profile.llama_gpu_layers,
+        "execution_provider": profile.onnx_execution_provider,
+        "model_sha256": spec.model.sha256,
+        "system": spec.system,
+        "template": spec.template,
+        "messages": json.dumps([message.model_dump() for message in spec.messages]) if spec.messages else None,
     }
-    if spec.model.sha256:
-        env["SLM_MODEL_SHA256"] = spec.model.sha256
-    if spec.system is not None:
-        env["SLM_SYSTEM"] = spec.system
-    if spec.template is not None:
-        env["SLM_TEMPLATE"] = spec.template
-    if spec.messages:
-        env["SLM_MESSAGES"] = json.dumps([message.model_dump() for message in spec.messages])
+    env = {env_name(field): _value(value) for field, value in values.items() if value is not None}
     env.update(_parameters(spec.parameters))
     return env

@@ -6,11 +6,11 @@ from typing import Any
 
 from slm_operator.api.resource import SLMDeployment
 from slm_operator.render.meta import object_meta, selector_labels
+from slm_runtime.metrics import REQUESTS_INFLIGHT
 
-__all__ = ["DEFAULT_CPU_TARGET", "INFLIGHT_METRIC", "build_hpa", "build_pdb"]
+__all__ = ["DEFAULT_CPU_TARGET", "build_hpa", "build_pdb"]
 
 DEFAULT_CPU_TARGET = 80
-INFLIGHT_METRIC = "slm_requests_inflight"
 
 
 def build_hpa(slm: SLMDeployment) -> dict[str, Any] | None:
@@ -24,7 +24,7 @@ def build_hpa(slm: SLMDeployment) -> dict[str, Any] | None:
             {
                 "type": "Pods",
                 "pods": {
-                    "metric": {"name": INFLIGHT_METRIC},
+                    "metric": {"name": REQUESTS_INFLIGHT},
                     "target": {"type": "AverageValue", "averageValue": str(scaling.target_inflight_requests)},
                 },
             }

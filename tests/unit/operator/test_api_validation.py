@@ -142,12 +142,13 @@ def test_tolerations_are_typed() -> None:
 @pytest.mark.parametrize(
     ("field", "good", "bad"),
     [
-        ("temperature", 0.7, 2.5),
+        ("temperature", 0.7, 5.5),
         ("topP", 0.9, 1.5),
+        ("topP", 0.9, 0),
         ("topK", 40, -1),
         ("minP", 0.05, 2),
         ("contextLength", 4096, 16),
-        ("numPredict", -1, -3),
+        ("numPredict", -1, -2),
         ("repeatPenalty", 1.1, -1),
         ("repeatLastN", 64, -2),
         ("presencePenalty", 0.5, 3),

@@ -1,0 +1,172 @@
+"""The operator -> runtime contract: what the renderer writes into a pod, the runtime loads, and vice versa.
+
+The boundary is strings in a pod spec (SLM_* variables, `slm-runtime` arguments, exit codes, metric names), so
+no type checker sees a mismatch; these tests render with the operator and read with the runtime's own code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_operator.api import Accelerator, ManifestError, Parameters, ServerSpec, SLMDeployment, validate_manifest
+from slm_operator.controller.status import pod_problems
+from slm_operator.render import RenderOptions, render_all
+from slm_operator.render.deployment import PULL_CONTAINER
+from slm_operator.render.runtime_env import runtime_environment
+from slm_operator.settings import OperatorSettings
+from slm_runtime.cli import build_parser
+from slm_runtime.fetch.errors import pull_failures
+from slm_runtime.metrics import Metrics
+from slm_runtime.settings import SECTIONS, SettingsError, env_name, parameter_field, settings_from_sources
+
+SETTINGS = OperatorSettings()
+
+
+def resource(spec: dict[str, Any]) -> SLMDeployment:
+    return validate_manifest(
+        {
+            "apiVersion": "slm-operator.io/v1alpha1",
+            "kind": "SLMDeployment",
+            "metadata": {"name": "contract", "namespace": "team-a", "uid": "1"},
+            "spec": {"model": {"source": "ollama://qwen2.5:0.5b"}, **spec},
+        }
+    )
+
+
+def rendered(slm: SLMDeployment) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in render_all(slm, SETTINGS, RenderOptions(Accelerator.CPU))}
+
+
+def runtime_loads(slm: SLMDeployment, model_file: Path) -> bool:
+    """Whether `slm-runtime serve` starts with the environment the operator renders for ``slm``."""
+    profile = SETTINGS.profile(Accelerator.CPU)
+    env = runtime_environment(slm.spec, profile, cache_dir=str(model_file.parent))
+    try:
+        settings_from_sources({"model": model_file}, env)
+    except SettingsError:
+        return False
+    return True
+
+
+def spec_accepts(spec: dict[str, Any]) -> SLMDeployment | None:
+    try:
+        return resource(spec)
+    except ManifestError:
+        return None
+
+
+def _numeric_cases(model: type[Parameters] | type[ServerSpec], typical: dict[str, Any]) -> list[Any]:
+    """(field alias, value) at each declared bound, just past it, and a typical value, for every numeric field."""
+    cases = []
+    schema = model.model_json_schema(by_alias=True)["properties"]
+    for alias, node in schema.items():
+        options = node.get("anyOf", [node])
+        kinds = {o.get("type") for o in options}
+        if not kinds & {"integer", "number"}:
+            continue
+        bounds = next(o for o in options if o.get("type") in ("integer", "number"))
+        step = 1 if "integer" in kinds else 0.01
+        values = [typical.get(alias, 1)]
+        for key, inside, outside in (
+            ("minimum", 0, -step),
+            ("exclusiveMinimum", step, 0),
+            ("maximum", 0, step),
+            ("exclusiveMaximum", -step, 0),
+        ):
+            if key in bounds:
+                values += [bounds[key] + inside, bounds[key] + outside]
+        cases += [pytest.param(alias, value, id=f"{alias}={value:g}") for value in values if math.isfinite(value)]
+    return cases
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    _numeric_cases(Parameters, {"temperature": 0.7, "topP": 0.9, "numPredict": 128, "contextLength": 4096}),
+)
+def test_spec_and_runtime_agree_on_every_parameter(field: str, value: Any, model_file: Path) -> None:
+    """Every spec.parameters value is accepted by both sides or refused by both (no crash-looping pod)."""
+    slm = spec_accepts({"parameters": {field: value}})
+    if slm is None:  # the spec refuses it: so must the runtime, or the bound is stricter than it need be
+        with pytest.raises(SettingsError):
+            settings_from_sources({"model": model_file}, {env_name(parameter_field(field)): str(value)})
+    else:
+        assert runtime_loads(slm, model_file), f"spec accepts parameters.{field}={value} but the runtime refuses it"
+
+
+@pytest.mark.parametrize(("field", "value"), _numeric_cases(ServerSpec, {"port": 8080, "parallel": 4, "maxQueue": 16}))
+def test_every_server_value_the_spec_accepts_starts_the_runtime(field: str, value: Any, model_file: Path) -> None:
+    slm = spec_accepts({"server": {field: value}})
+    if slm is not None:
+        assert runtime_loads(slm, model_file), f"spec accepts server.{field}={value} but the runtime refuses it"
+
+
+@pytest.mark.parametrize(("field", "value"), [("topP", 0), ("numPredict", -2)])
+def test_values_the_runtime_refuses_are_refused_by_the_spec_with_the_field_named(field: str, value: Any) -> None:
+    with pytest.raises(ManifestError) as caught:
+        resource({"parameters": {field: value}})
+    assert f"spec.parameters.{field}" in str(caught.value)
+
+
+def test_every_rendered_variable_is_one_the_runtime_reads(model_file: Path) -> None:
+    slm = resource(
+        {
+            "parameters": {"temperature": 0.2, "numThread": 2, "numBatch": 64, "stop": ["</s>"], "seed": 7},
+            "system": "be brief",
+            "template": "{{ .Prompt }}",
+            "messages": [{"role": "user", "content": "hi"}],
+            "model": {"source": "ollama://qwen2.5:0.5b", "sha256": "a" * 64},
+            "server": {"apiKeySecretRef": {"name": "key", "key": "token"}},
+        }
+    )
+    known = {env_name(field) for section in SECTIONS.values() for field in section.model_fields}
+    container = rendered(slm)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in container["env"]}
+    assert names <= known, f"variables the runtime does not read: {sorted(names - known)}"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    loaded = settings_from_sources({"model": model_file}, {**env, env_name("api_key"): "secret"})
+    assert loaded.engine.threads == 2 and loaded.engine.batch_size == 64
+    assert loaded.sampling.stop == ("</s>",) and loaded.sampling.seed == 7
+    assert loaded.model.messages[0].content == "hi"
+    assert loaded.server.api_key is not None
+
+
+def test_container_arguments_parse_with_the_runtimes_own_parser() -> None:
+    slm = resource({"model": {"source": "ollama://qwen2.5:0.5b", "sha256": "b" * 64}})
+    pod = rendered(slm)["Deployment"]["spec"]["template"]["spec"]
+    parser = build_parser()
+    pull = parser.parse_args(pod["initContainers"][0]["args"])
+    assert pull.command == "pull" and pull.sha256 == "b" * 64 and str(pull.dest) == SETTINGS.cache_mount_path
+    assert parser.parse_args(pod["containers"][0]["args"]).command == "serve"
+
+
+@pytest.mark.parametrize("failure", pull_failures(), ids=lambda cls: cls.__name__)
+def test_every_pull_exit_code_is_reported_with_its_own_reason(failure: Any) -> None:
+    pod = {
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": PULL_CONTAINER,
+                    "state": {"terminated": {"exitCode": failure.exit_code, "message": "why"}},
+                }
+            ]
+        }
+    }
+    assert [(p.reason, p.message) for p in pod_problems(pod)] == [(failure.reason, "why")]
+
+
+def test_the_autoscaling_metric_is_one_the_runtime_exports() -> None:
+    slm = resource({"autoscaling": {"enabled": True, "targetInflightRequests": 2}})
+    (metric,) = [m for m in rendered(slm)["HorizontalPodAutoscaler"]["spec"]["metrics"] if m["type"] == "Pods"]
+    exported = Metrics("m").render().decode()
+    assert f"\n{metric['pods']['metric']['name']}{{" in exported
