@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml hack/install.sh
 run: install ## Serve the embedded default model (Gemma 3 270M) on 127.0.0.1:11434
 	$(SLM) serve examples/gemma3-270m.yaml
 
-test: install ## Run the whole test suite (unit, integration on the real control plane, e2e)
+test: install test-tools cluster-bins ## Install every test tool, then run the whole suite (unit, real control plane and node, e2e)
 	$(PY) -m pytest tests
 
 unit: install ## Run only the unit tests (no cluster, no model)

@@ -203,7 +203,7 @@ class BenchOperator:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "TMPDIR": str(tmp),
-            "SLM_RESYNC_SECONDS": f"{self.resync_seconds:g}",
+            "SLM_OPERATOR_RESYNC_SECONDS": f"{self.resync_seconds:g}",
             "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "SLM_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
             "SLM_OPERATOR_LEASE_NAME": self.lease_name,

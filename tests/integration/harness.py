@@ -94,7 +94,7 @@ class OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "SLM_RESYNC_SECONDS": str(self.resync_seconds),
+            "SLM_OPERATOR_RESYNC_SECONDS": str(self.resync_seconds),
             "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "SLM_OPERATOR_NAMESPACE": self.lease_namespace,
         }

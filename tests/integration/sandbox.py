@@ -20,10 +20,21 @@ from pathlib import Path
 __all__ = ["UID", "image_env", "sandboxed"]
 
 UID = 65532
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_HOLD = "/mnt"  # an existing directory, covered by a private tmpfs while the exposed paths are held there
 
 _SCRIPT = r"""
 set -eu
 exec 3<"$SANDBOX_FILES"
+# Paths the commands need that the sandbox would hide (a checkout cloned under /tmp, an interpreter under a
+# home directory others cannot enter): held aside now, put back read-only at the same paths below.
+mount -t tmpfs -o mode=0700 tmpfs "$SANDBOX_HOLD"
+n=0
+for path in $SANDBOX_EXPOSE; do
+    n=$((n + 1))
+    mkdir "$SANDBOX_HOLD/$n"
+    mount --rbind "$path" "$SANDBOX_HOLD/$n"
+done
 mount -o remount,bind,ro /
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 tar -xf - -C /tmp <&3
@@ -31,18 +42,17 @@ exec 3<&-
 for volume in $SANDBOX_VOLUMES; do
     mount -t tmpfs -o "uid=$SANDBOX_UID,gid=$SANDBOX_UID,mode=0755" tmpfs "$volume"
 done
-# The test's interpreter may live under a home directory others cannot enter (pyenv in /root); the images'
-# lives in /usr/local. Expose it, read-only, at the same path.
-if [ -n "$SANDBOX_HIDDEN" ]; then
-    mkdir /tmp/.prefix
-    mount --bind "$SANDBOX_PREFIX" /tmp/.prefix
-    mount -t tmpfs -o mode=0755 tmpfs "$SANDBOX_HIDDEN"
-    mkdir -p "$SANDBOX_PREFIX"
-    mount --bind /tmp/.prefix "$SANDBOX_PREFIX"
-    mount -o remount,bind,ro "$SANDBOX_PREFIX"
-    umount /tmp/.prefix
-    rmdir /tmp/.prefix
-fi
+for hidden in $SANDBOX_HIDDEN; do
+    mount -t tmpfs -o mode=0755 tmpfs "$hidden"
+done
+n=0
+for path in $SANDBOX_EXPOSE; do
+    n=$((n + 1))
+    mkdir -p "$path"
+    mount --move "$SANDBOX_HOLD/$n" "$path"
+    mount -o remount,bind,ro "$path"
+done
+umount "$SANDBOX_HOLD"
 drop="setpriv --reuid=$SANDBOX_UID --regid=$SANDBOX_UID --clear-groups env -i"
 eval "$SANDBOX_RUN"
 """
@@ -95,15 +105,21 @@ def sandboxed(
     environment = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
     steps = [f"$drop {environment} {shlex.join(command)}" for command in commands]
     steps[-1] = f"exec {steps[-1]}"
-    prefix = Path(sys.base_prefix).resolve()
-    hidden = _hidden_ancestor(prefix)
+    # The interpreter (its base prefix, and the virtual environment with the checkout it was installed from).
+    needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), _CHECKOUT}
+    tmp = Path("/tmp")
+    hidden = {a for path in needed if (a := _hidden_ancestor(path)) and tmp not in a.parents}
+    covered = [tmp, *hidden]
+    expose = sorted(p for p in needed if any(c in p.parents for c in covered))
+    expose = [p for p in expose if not any(other in p.parents for other in expose)]  # a checkout holds its .venv
     sandbox_env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "SANDBOX_FILES": str(archive),
         "SANDBOX_VOLUMES": " ".join(volumes),
         "SANDBOX_UID": str(UID),
-        "SANDBOX_PREFIX": str(prefix),
-        "SANDBOX_HIDDEN": str(hidden or ""),
+        "SANDBOX_HOLD": _HOLD,
+        "SANDBOX_HIDDEN": " ".join(str(h) for h in sorted(hidden)),
+        "SANDBOX_EXPOSE": " ".join(str(p) for p in expose),
         "SANDBOX_RUN": " && ".join(steps),
     }
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SCRIPT], sandbox_env

@@ -402,7 +402,7 @@ class ChartOperator:
             "SLM_OPERATOR_CONFIG": "/tmp/settings.yaml",  # the chart mounts the ConfigMap at /etc/slm-operator
             "SLM_OPERATOR_NAMESPACE": self.namespace,  # the chart's fieldRef
             "SLM_OPERATOR_METRICS_PORT": str(self.metrics_port),  # host network here: a free port
-            "SLM_RESYNC_SECONDS": "2",
+            "SLM_OPERATOR_RESYNC_SECONDS": "2",
             "KUBECONFIG": "/tmp/kubeconfig",  # stands in for the mounted ServiceAccount token
         }
         entrypoint = str(Path(sys.executable).parent / "slm")  # the image's ENTRYPOINT

@@ -25,7 +25,7 @@ class Terminal:
     def __init__(self, command: list[str]) -> None:
         tmux = shutil.which("tmux")
         if tmux is None:
-            pytest.fail("tmux is not installed; run hack/install-tmux.sh")
+            pytest.fail("tmux is not installed; run hack/install-test-tools.sh (make test does)")
         self.tmux = tmux
         self.socket = f"slm-run-test-{os.getpid()}-{next(_SESSIONS)}"  # a fresh tmux server per terminal
         script = f"{shlex.join(command)}; echo EXIT=$?; sleep 600"
