@@ -18,12 +18,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
+from slm_runtime.fetch.result import record_path
 from slm_runtime.formats import Engine, ModelFormat
 
 __all__ = [
     "ENV_PREFIX",
     "PARAMETER_ALIASES",
-    "PULL_RECORD_SUFFIX",
     "SECTIONS",
     "EngineName",
     "EngineSettings",
@@ -79,6 +79,12 @@ class ServerSettings(_Section):
     )
     request_timeout: float = Field(
         600.0, gt=0, description="Seconds a request may take, queueing included, before it is stopped."
+    )
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds to finish the requests in flight after SIGTERM (not ready, nothing new admitted) "
+        "before exiting.",
     )
     api_key: SecretStr | None = Field(
         None, description="Bearer token required on every route but health and metrics; unset: no auth."
@@ -309,9 +315,6 @@ def canonical_model_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-PULL_RECORD_SUFFIX = ".slm.json"
-
-
 def metadata_overrides(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Flat field values from a metadata object; unknown parameters are ignored (Ollama has many).
 
@@ -383,7 +386,7 @@ def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str] |
         flat["model_digest"] = "sha256:" + str(flat["model_sha256"]).removeprefix("sha256:")
     metadata_path = flat.get("model_metadata")
     if not metadata_path:
-        beside = Path(str(flat["model"]).rstrip("/") + PULL_RECORD_SUFFIX)
+        beside = record_path(Path(str(flat["model"])))
         if beside.is_file():
             metadata_path = beside
     if metadata_path:

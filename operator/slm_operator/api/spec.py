@@ -349,6 +349,11 @@ class ServerSpec(ApiModel):
         default=None, description="Accepted for Ollama compatibility; a pod keeps its model loaded for its lifetime."
     )
     request_timeout: Duration = Field(default="600s", description="Longest a single request may run.")
+    drain_timeout: Duration = Field(
+        default="30s",
+        description="When a pod is stopped (rollout, scale-down), how long it keeps finishing the requests in "
+        "flight, admitting none, before it exits; the pod's termination grace period allows for it.",
+    )
 
 
 class AutoscalingSpec(ApiModel):

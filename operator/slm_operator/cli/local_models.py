@@ -243,13 +243,15 @@ def _show_resource(resource: SLMDeployment, cache_dir: Path) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     from slm_operator.local.modelfile import to_modelfile
-    from slm_operator.local.session import resolve_target, tagged
+    from slm_operator.local.session import resolve_target
+    from slm_runtime.settings import canonical_model_name
 
     url = server_url(args.url)
     if not args.env:
         with LocalClient(url, api_key=args.api_key) as client:
             try:
-                served = client.ready() and tagged(args.target) in {tagged(str(m["name"])) for m in client.models()}
+                names = {canonical_model_name(str(m["name"])) for m in client.models()} if client.ready() else set()
+                served = canonical_model_name(args.target) in names
                 if served:
                     shown = client.show(args.target)
                     sys.stdout.write(str(shown["modelfile"]) if args.modelfile else _show_served(shown, args.target))

@@ -17,6 +17,7 @@ from slm_operator.api import ModelSpec
 from slm_runtime.fetch import PulledModel
 from slm_runtime.fetch.layout import OLLAMA_MODEL_FILE
 from slm_runtime.fetch.result import RECORD_SUFFIX, read_record
+from slm_runtime.settings import canonical_model_name
 
 __all__ = ["CachedModel", "find_cached", "list_cached", "remove_cached"]
 
@@ -49,9 +50,7 @@ class CachedModel:
 
     def matches(self, reference: str) -> bool:
         """By name (':latest' optional), by source URI, or by a digest prefix of 6+ hex digits."""
-        names = {self.name, self.record.source}
-        if ":" not in self.name:
-            names.add(f"{self.name}:latest")
+        names = {self.name, canonical_model_name(self.name), self.record.source}
         digest = self.record.sha256
         ref = reference.removeprefix("sha256:")
         return reference in names or (len(ref) >= 6 and digest.startswith(ref.lower()))

@@ -19,15 +19,11 @@ from slm_operator.local.config import plan_local, prepare
 from slm_operator.local.server import BackgroundServer, free_port
 from slm_operator.local.targets import TargetError, resource_for_source, resource_for_target
 from slm_runtime.fetch import ProgressFactory
+from slm_runtime.settings import canonical_model_name
 
-__all__ = ["Session", "open_session", "resolve_target", "tagged"]
+__all__ = ["Session", "open_session", "resolve_target"]
 
 log = logging.getLogger(__name__)
-
-
-def tagged(name: str) -> str:
-    """Ollama's canonical form: a name without a tag means ':latest'."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 @dataclass
@@ -55,7 +51,7 @@ def _served_names(client: LocalClient) -> set[str]:
     if not client.ready():
         return set()
     try:
-        return {tagged(str(m.get("name") or m.get("model"))) for m in client.models()}
+        return {canonical_model_name(str(m.get("name") or m.get("model"))) for m in client.models()}
     except ClientError:
         return set()
 
@@ -94,7 +90,7 @@ def open_session(
     """
     client = LocalClient(url, api_key=api_key)
     served = _served_names(client)
-    if tagged(target) in served:
+    if canonical_model_name(target) in served:
         return Session(client=client, model=target)
     try:
         resource = resolve_target(target, cache_dir=cache_dir, name=name)
@@ -102,7 +98,7 @@ def open_session(
         client.close()
         raise
     model = resource.spec.model.served_name()
-    if tagged(model) in served:
+    if canonical_model_name(model) in served:
         log.info("using %s served at %s", model, url)
         return Session(client=client, model=model)
     client.close()

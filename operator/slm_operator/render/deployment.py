@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from slm_operator.api.enums import Accelerator, CacheVolume
+from slm_operator.api.quantity import parse_duration_seconds
 from slm_operator.api.resource import SLMDeployment
 from slm_operator.api.spec import CacheSpec, HardwareSpec, MonitoringSpec, RolloutSpec, ServerSpec
 from slm_operator.hardware import HardwareProfile
@@ -27,6 +29,11 @@ RUNTIME_CONTAINER = "runtime"
 PULL_CONTAINER = "model-pull"
 RUNTIME_UID = 65532
 PROBE_PERIOD_SECONDS = 5
+# After a pod is marked for deletion, Services keep sending it new connections until every kube-proxy (and
+# ingress) has seen its endpoint go; the runtime only gets SIGTERM, and stops accepting, after this delay.
+PRE_STOP_SECONDS = 5
+# Time past the drain for the process to exit after its last response.
+EXIT_MARGIN_SECONDS = 5
 
 
 def restricted_container_security() -> dict[str, Any]:
@@ -118,6 +125,11 @@ def _probes(port: int, settings: OperatorSettings) -> dict[str, Any]:
     }
 
 
+def _termination_grace_seconds(server: ServerSpec) -> int:
+    """The preStop delay, then the runtime's drain of the requests in flight, then its exit."""
+    return PRE_STOP_SECONDS + math.ceil(parse_duration_seconds(server.drain_timeout)) + EXIT_MARGIN_SECONDS
+
+
 def _placement(slm: SLMDeployment, profile: HardwareProfile) -> dict[str, Any]:
     hardware = slm.spec.hardware or HardwareSpec()
     placement: dict[str, Any] = {}
@@ -187,6 +199,7 @@ def _pod_spec(
         "env": _env(slm, profile, settings),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": _resources(slm, profile, settings),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         **_probes(port, settings),
     }
     if not pull["env"]:
@@ -197,7 +210,7 @@ def _pod_spec(
         "initContainers": [pull],
         "containers": [runtime],
         "volumes": volumes,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": _termination_grace_seconds(spec.server or ServerSpec()),
         **_placement(slm, profile),
     }
     extras = spec.pod

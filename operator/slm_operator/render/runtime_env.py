@@ -50,6 +50,7 @@ def runtime_environment(
         "parallel": server.parallel,
         "max_queue": server.max_queue,
         "request_timeout": parse_duration_seconds(server.request_timeout),
+        "drain_timeout": parse_duration_seconds(server.drain_timeout),
         "model_source": spec.model.source,
         "model_cache": cache_dir,
         "model_name": spec.model.served_name(),

@@ -301,3 +301,13 @@ def test_settings_file_overrides_image_and_profiles(tmp_path: Path) -> None:
     assert spec["nodeSelector"] == {"gpu": "a100"}
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
     assert spec["containers"][0]["image"] == "registry.example.com/slm-runtime:9-cuda"
+
+
+def test_pods_stop_gracefully_within_their_grace_period() -> None:
+    """SIGTERM comes after the preStop delay (endpoints gone), then the runtime drains within the grace period."""
+    objects = render(slm(server={"drainTimeout": "45s"}))
+    spec = pod_spec(objects)
+    runtime = spec["containers"][0]
+    pre_stop = runtime["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert env(objects)["SLM_DRAIN_TIMEOUT"] == "45.0"
+    assert spec["terminationGracePeriodSeconds"] > pre_stop + 45
