@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the pinned control-plane binaries from Go modules into a cache keyed by version:
+# Build the pinned control-plane binaries (and the real node's kubelet and kube-proxy) from Go modules into a
+# cache keyed by version:
 #   ${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/bin/<component>-<version>/<component>
 # Components already present are skipped, so a warm run does nothing and takes well under a second.
-# Usage: hack/cluster/build-bins.sh [component ...]   (default: all; components: etcd kubernetes kwok helm)
+# Usage: hack/cluster/build-bins.sh [component ...]   (default: all; components: etcd kubernetes kwok helm;
+# kubernetes = kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,7 +70,8 @@ build_etcd() {
 }
 
 build_kubernetes() {
-    local components=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+    # kubelet and kube-proxy run the real test node (tests/cluster/realnode.py); same module, same build.
+    local components=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=() c
     for c in "${components[@]}"; do
         present "$c" "$KUBERNETES_VERSION" || missing+=("$c")
     done

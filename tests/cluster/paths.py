@@ -50,7 +50,7 @@ def cache_home() -> Path:
 
 @dataclass(frozen=True)
 class Binaries:
-    """Paths of every binary the control plane runs, plus kwok's stage files."""
+    """Paths of every binary the control plane and the real node run, plus kwok's stage files."""
 
     etcd: Path
     kube_apiserver: Path
@@ -60,10 +60,15 @@ class Binaries:
     kwok: Path
     helm: Path
     kwok_stages: Path
+    kubelet: Path
+    kube_proxy: Path
 
-    def missing(self) -> list[Path]:
-        """Paths that are not there yet (run hack/cluster/build-bins.sh to build them)."""
-        return [path for path in (getattr(self, f.name) for f in fields(self)) if not path.exists()]
+    def missing(self, *, node: bool = True) -> list[Path]:
+        """Paths that are not there yet (run hack/cluster/build-bins.sh to build them); with `node=False`
+        only the control plane's (not the real node's kubelet and kube-proxy)."""
+        skip = set() if node else {"kubelet", "kube_proxy"}
+        paths = (getattr(self, f.name) for f in fields(self) if f.name not in skip)
+        return [path for path in paths if not path.exists()]
 
 
 def binaries(versions: Versions | None = None, root: Path | None = None) -> Binaries:
@@ -83,4 +88,6 @@ def binaries(versions: Versions | None = None, root: Path | None = None) -> Bina
         kwok=path("kwok", v.kwok),
         helm=path("helm", v.helm),
         kwok_stages=bin_root / f"kwok-{v.kwok}" / "stages",
+        kubelet=path("kubelet", v.kubernetes),
+        kube_proxy=path("kube-proxy", v.kubernetes),
     )
