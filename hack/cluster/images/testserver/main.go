@@ -1,0 +1,119 @@
+// Command testserver is the workload of the real-node smoke tests.
+//
+//	testserver write FILE TEXT      write TEXT to FILE (the init container fills an emptyDir)
+//	testserver serve ADDR FILE      serve HTTP on ADDR: / answers with FILE's content, /healthz, /readyz
+//	                                (ready once FILE exists), /whoami (uid, gid, whether / is writable)
+//	testserver get URL              print the body of GET URL (exit 1 unless 200)
+//	testserver version              print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const version = "slm-testserver 1"
+
+func main() {
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	if len(os.Args) < 2 {
+		fail("usage: testserver write FILE TEXT | serve ADDR FILE | get URL | version")
+	}
+	switch args := os.Args[2:]; os.Args[1] {
+	case "version":
+		fmt.Println(version)
+	case "write":
+		need(args, 2)
+		if err := os.WriteFile(args[0], []byte(args[1]), 0o644); err != nil {
+			fail(err.Error())
+		}
+		fmt.Printf("wrote %d bytes to %s\n", len(args[1]), args[0])
+	case "get":
+		need(args, 1)
+		get(args[0])
+	case "serve":
+		need(args, 2)
+		serve(args[0], args[1])
+	default:
+		fail("unknown command " + os.Args[1])
+	}
+}
+
+func need(args []string, n int) {
+	if len(args) != n {
+		fail(fmt.Sprintf("%s needs %d arguments", os.Args[1], n))
+	}
+}
+
+func fail(message string) {
+	fmt.Fprintln(os.Stderr, message)
+	os.Exit(1)
+}
+
+func get(url string) {
+	client := http.Client{Timeout: 10 * time.Second}
+	response, err := client.Get(url)
+	if err != nil {
+		fail(err.Error())
+	}
+	defer response.Body.Close()
+	body, _ := io.ReadAll(response.Body)
+	fmt.Print(string(body))
+	if response.StatusCode != http.StatusOK {
+		fail(response.Status)
+	}
+}
+
+func serve(addr, file string) {
+	host, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		content, err := os.ReadFile(file)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		log.Printf("%s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintf(w, "%s from %s\n", content, host)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(file); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		writable := "writable"
+		if err := os.WriteFile("/.probe", nil, 0o644); err != nil {
+			writable = "read-only: " + err.Error()
+		} else {
+			os.Remove("/.probe")
+		}
+		fmt.Fprintf(w, "uid=%d gid=%d root=%s\n", os.Getuid(), os.Getgid(), writable)
+	})
+	server := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		sig := <-stop
+		log.Printf("got %s, shutting down", sig)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(ctx)
+	}()
+	log.Printf("%s serving %s on %s", version, file, addr)
+	if err := server.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+	log.Print("stopped")
+}
