@@ -1,5 +1,5 @@
-"""`python -m cluster up|down|status|kubeconfig` (with PYTHONPATH=tests): the developer entry point behind
-`make cluster-up` / `make cluster-down`."""
+"""`python -m cluster up|down|status|kubeconfig|logs|import-image` (with PYTHONPATH=tests): the developer entry
+point behind `make cluster-up` (`--real-node`: also the real kubelet node) / `make cluster-down`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from cluster import images
 from cluster.controlplane import ControlPlane, ControlPlaneError
 from cluster.paths import REPO_ROOT
+from cluster.realnode import RealNodeError, leftovers
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "cluster" / "dev"
 
@@ -19,7 +21,8 @@ def _progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "logs"])
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "logs", "images", "import-image"])
+    parser.add_argument("archives", nargs="*", type=Path, help="import-image: OCI image archives")
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -28,13 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness on `up`")
     parser.add_argument("--purge", action="store_true", help="on `down`, also delete the state directory")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="on `up`, also start the real node (containerd + kubelet + kube-proxy; needs root)",
+    )
+    args = parser.parse_intermixed_args(argv)
     plane = ControlPlane(args.state_dir, progress=_progress)
 
     if args.command == "up":
         try:
             plane.start(timeout=args.timeout)
-        except ControlPlaneError as error:
+            if args.real_node:
+                plane.real_node().start(timeout=args.timeout)
+        except (ControlPlaneError, RealNodeError) as error:
             print(error, file=sys.stderr)
             return 1
         print(plane.kubeconfig.read_text(encoding="utf-8"))
@@ -50,6 +60,22 @@ def main(argv: list[str] | None = None) -> int:
             plane.stop()
             _progress(f"stopped; logs kept in {plane.state_dir / 'logs'}")
         return 0
+    if args.command == "images":  # build (or find) the real node's own images; prints "reference archive"
+        for image in (images.pause_image(), images.http_image()):
+            print(f"{image.reference} {image.archive}")
+        return 0
+    if args.command == "import-image":
+        node = plane.real_node()
+        if not node.running():
+            print(f"no real node runs for {plane.state_dir} (make cluster-up REAL_NODE=1)", file=sys.stderr)
+            return 1
+        try:
+            for archive in args.archives:
+                print("\n".join(node.import_image(archive)))
+        except RealNodeError as error:
+            print(error, file=sys.stderr)
+            return 1
+        return 0
     if args.command == "kubeconfig":
         print(plane.kubeconfig)
         return 0 if plane.kubeconfig.is_file() else 1
@@ -59,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     running = plane.running()
     print(f"{'running' if running else 'stopped'}: {plane.state_dir}")
-    for name, process in plane.processes.items():
+    node = plane.real_node()
+    for name, process in [*plane.processes.items(), *node.processes.items()]:
         print(f"  {name:<24} {'pid ' + str(process.pid()) if process.pid() else 'not running'}")
+    if not node.running():
+        left = leftovers()
+        if left:
+            print("  real node leftovers on this machine (another cluster's node, or a crashed one):")
+            print("\n".join(f"    {item}" for item in left))
     return 0 if running else 3
 
 

@@ -19,16 +19,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster import kube
+from cluster.network import KWOK_POD_CIDR, SERVICE_CIDR
 from cluster.nodes import TEST_NODES
 from cluster.paths import BUILD_SCRIPT, Binaries, binaries
 from cluster.pki import PKI, CertKey, generate_pki
 from cluster.processes import Process, free_ports, pid_alive, tail
+from cluster.realnode import RealNode
 
-__all__ = ["COMPONENTS", "Cluster", "ControlPlane", "ControlPlaneError", "Ports", "reap_stale"]
+__all__ = [
+    "COMPONENTS",
+    "POD_CIDR",
+    "SERVICE_CIDR",
+    "Cluster",
+    "ControlPlane",
+    "ControlPlaneError",
+    "Ports",
+    "reap_stale",
+]
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-SERVICE_CIDR = "10.0.0.0/24"
-POD_CIDR = "10.244.0.0/16"
+POD_CIDR = KWOK_POD_CIDR
 _START_ATTEMPTS = 3  # ports are picked free but may be taken before a component binds them
 # Sub-directories of the state directory that start() recreates from scratch.
 _GENERATED = ("pki", "etcd", "kubeconfigs", "run", "logs", "kube-controller-manager", "kube-scheduler")
@@ -121,7 +131,14 @@ class ControlPlane:
         return self.info_file.is_file() and all(p.running() for p in self.processes.values())
 
     def log_files(self) -> dict[str, Path]:
-        return {name: process.log_file for name, process in self.processes.items()}
+        """Every component's log, the real node's too once it has run."""
+        files = {name: process.log_file for name, process in self.processes.items()}
+        files.update({name: path for name, path in self.real_node().log_files().items() if path.exists()})
+        return files
+
+    def real_node(self, progress: Progress | None = None) -> RealNode:
+        """This control plane's real node (see :mod:`cluster.realnode`; started separately)."""
+        return RealNode(self, progress=progress or self.progress)
 
     def log_tails(self, lines: int = 30) -> dict[str, str]:
         """The last lines of each component's log."""
@@ -135,7 +152,7 @@ class ControlPlane:
         if self.running():
             self.progress(f"control plane already running in {self.state_dir}")
             return
-        missing = self.bins.missing()
+        missing = self.bins.missing(node=False)
         if missing:
             raise ControlPlaneError(
                 "control-plane binaries are missing: "
@@ -173,7 +190,9 @@ class ControlPlane:
         self._wait_for_cluster(deadline)
 
     def stop(self) -> None:
-        """Stop every component, newest first. Data and logs stay in the state directory."""
+        """Stop the real node when this control plane has one (deleting its pods first and undoing its
+        changes to the host), then every component, newest first. Data and logs stay in the state directory."""
+        self.real_node().stop()
         for name in reversed(COMPONENTS):
             process = self.processes[name]
             if process.running():
@@ -250,6 +269,10 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki.front_proxy.cert}",
                 f"--proxy-client-key-file={pki.front_proxy.key}",
+                f"--kubelet-client-certificate={pki.kubelet_client.cert}",
+                f"--kubelet-client-key={pki.kubelet_client.key}",
+                # Node names do not resolve here (and a lookup must not leave the machine): use the IP.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction,PodSecurity",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PKI", "CertKey", "generate_pki"]
+__all__ = ["PKI", "CertKey", "generate_pki", "issue_certificate", "load_ca"]
 
 _DAYS = "365"
 
@@ -36,6 +36,7 @@ class PKI:
     scheduler: CertKey
     kwok: CertKey
     front_proxy: CertKey
+    kubelet_client: CertKey
     service_account_key: Path
     service_account_pub: Path
 
@@ -48,6 +49,8 @@ _CLIENTS: dict[str, tuple[str, str | None]] = {
     "kwok": ("kwok-controller", "system:masters"),
     # The apiserver's client identity towards aggregated API servers (e.g. metrics-server).
     "front-proxy-client": ("front-proxy-client", None),
+    # The apiserver's client identity towards kubelets (logs, exec, port-forward on the real node).
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
 
 _SERVER_SANS = (
@@ -97,7 +100,16 @@ def _ca(directory: Path) -> CertKey:
     return pair
 
 
-def _leaf(directory: Path, ca: CertKey, stem: str, common_name: str, org: str | None, *, server: bool) -> CertKey:
+def _leaf(
+    directory: Path,
+    ca: CertKey,
+    stem: str,
+    common_name: str,
+    org: str | None,
+    *,
+    server: bool,
+    sans: tuple[str, ...] = _SERVER_SANS,
+) -> CertKey:
     pair = CertKey(directory / f"{stem}.crt", directory / f"{stem}.key")
     extensions = [
         "basicConstraints = critical,CA:FALSE",
@@ -106,7 +118,7 @@ def _leaf(directory: Path, ca: CertKey, stem: str, common_name: str, org: str | 
         "authorityKeyIdentifier = keyid",
     ]
     if server:
-        extensions.append(f"subjectAltName = {','.join(_SERVER_SANS)}")
+        extensions.append(f"subjectAltName = {','.join(sans)}")
     config = _config(directory / f"{stem}.cnf", common_name, org, extensions)
     csr = directory / f"{stem}.csr"
     _openssl(
@@ -115,7 +127,7 @@ def _leaf(directory: Path, ca: CertKey, stem: str, common_name: str, org: str | 
         cwd=directory,
     )  # fmt: skip
     _openssl(
-        "x509", "-req", "-in", csr.name, "-CA", ca.cert.name, "-CAkey", ca.key.name,
+        "x509", "-req", "-in", csr.name, "-CA", str(ca.cert), "-CAkey", str(ca.key),
         "-set_serial", f"0x{secrets.token_hex(16)}", "-days", _DAYS, "-extfile", config.name,
         "-extensions", "ext", "-out", pair.cert.name,
         cwd=directory,
@@ -145,6 +157,32 @@ def generate_pki(directory: Path) -> PKI:
         scheduler=clients["scheduler"],
         kwok=clients["kwok"],
         front_proxy=clients["front-proxy-client"],
+        kubelet_client=clients["apiserver-kubelet-client"],
         service_account_key=sa_key,
         service_account_pub=sa_pub,
     )
+
+
+def load_ca(directory: Path) -> CertKey:
+    """The CA that :func:`generate_pki` made in `directory`."""
+    pair = CertKey(directory / "ca.crt", directory / "ca.key")
+    if not (pair.cert.is_file() and pair.key.is_file()):
+        raise FileNotFoundError(f"no test CA in {directory} (start the control plane first)")
+    return pair
+
+
+def issue_certificate(
+    directory: Path,
+    ca: CertKey,
+    stem: str,
+    common_name: str,
+    org: str | None = None,
+    *,
+    sans: tuple[str, ...] = (),
+) -> CertKey:
+    """One more certificate signed by `ca`: a client certificate, or a serving one when `sans` are given
+    (entries like ``IP:10.0.0.1`` or ``DNS:name``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pair = _leaf(directory, ca, stem, common_name, org, server=bool(sans), sans=sans)
+    pair.key.chmod(0o600)
+    return pair

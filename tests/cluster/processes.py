@@ -59,14 +59,23 @@ class Process:
     def log_file(self) -> Path:
         return self.state_dir / "logs" / f"{self.name}.log"
 
-    def start(self, argv: list[str], cwd: Path | None = None, *, die_with_parent: bool = False) -> int:
+    def start(
+        self,
+        argv: list[str],
+        cwd: Path | None = None,
+        *,
+        die_with_parent: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> int:
         """Start argv in its own session (stdin closed, output appended to the log); returns the pid.
 
         With `die_with_parent` the kernel sends it SIGTERM when this Python process dies, so a test session
-        that is killed leaves nothing behind; without it the process outlives us (`make cluster-up`)."""
+        that is killed leaves nothing behind; without it the process outlives us (`make cluster-up`).
+        `env` adds to (or overrides) this process's environment; KUBECONFIG is never passed on."""
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+        environment = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+        environment.update(env or {})
         with self.log_file.open("ab") as log:
             log.write(f"\n==> {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             log.flush()
@@ -76,7 +85,7 @@ class Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd or self.state_dir,
-                env=env,
+                env=environment,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
             )
