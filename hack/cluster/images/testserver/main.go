@@ -3,12 +3,14 @@
 //	testserver write FILE TEXT      write TEXT to FILE (the init container fills an emptyDir)
 //	testserver serve ADDR FILE      serve HTTP on ADDR: / answers with FILE's content, /healthz, /readyz
 //	                                (ready once FILE exists), /whoami (uid, gid, whether / is writable)
-//	testserver get URL              print the body of GET URL (exit 1 unless 200)
+//	testserver get URL [CAFILE]     print the body of GET URL (exit 1 unless 200); CAFILE verifies HTTPS
 //	testserver version              print the version
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +27,7 @@ const version = "slm-testserver 1"
 func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	if len(os.Args) < 2 {
-		fail("usage: testserver write FILE TEXT | serve ADDR FILE | get URL | version")
+		fail("usage: testserver write FILE TEXT | serve ADDR FILE | get URL [CAFILE] | version")
 	}
 	switch args := os.Args[2:]; os.Args[1] {
 	case "version":
@@ -37,8 +39,12 @@ func main() {
 		}
 		fmt.Printf("wrote %d bytes to %s\n", len(args[1]), args[0])
 	case "get":
-		need(args, 1)
-		get(args[0])
+		if len(args) == 2 {
+			get(args[0], args[1])
+		} else {
+			need(args, 1)
+			get(args[0], "")
+		}
 	case "serve":
 		need(args, 2)
 		serve(args[0], args[1])
@@ -58,8 +64,19 @@ func fail(message string) {
 	os.Exit(1)
 }
 
-func get(url string) {
+func get(url, caFile string) {
 	client := http.Client{Timeout: 10 * time.Second}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			fail(err.Error())
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fail("no certificates in " + caFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
 	response, err := client.Get(url)
 	if err != nil {
 		fail(err.Error())
