@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local control plane started by up.sh. Logs stay under the state dir; --purge deletes it all.
+# Stop the local control plane started by up.sh, and its real node (its pods, containers, mounts, links and
+# iptables rules go). Logs stay under the state dir; --purge deletes it all.
 # Usage: hack/cluster/down.sh [--state-dir DIR] [--purge]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

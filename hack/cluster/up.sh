@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok nodes),
-# building the pinned binaries first when they are missing. Prints the kubeconfig.
-# Usage: hack/cluster/up.sh [--state-dir DIR] [--timeout SECONDS]   (PY selects the Python, default .venv)
+# Start the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok nodes; with
+# --real-node also the real kubelet node), building the pinned binaries first when they are missing.
+# Prints the kubeconfig.
+# Usage: hack/cluster/up.sh [--state-dir DIR] [--timeout SECONDS] [--real-node]   (PY selects the Python, default .venv)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
