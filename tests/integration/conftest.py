@@ -26,6 +26,7 @@ from cluster import Cluster, ControlPlane, ControlPlaneError, WaitTimeoutError, 
 from cluster.controlplane import reap_stale
 from cluster.paths import BUILD_SCRIPT, REPO_ROOT
 from cluster.processes import tail
+from cluster.realnode import RealNode, RealNodeError
 
 REUSE_ENV = "SLM_TEST_KUBECONFIG"
 NAMESPACE_LABEL = "slm-operator.io/test"
@@ -110,6 +111,31 @@ def api(control_plane: Cluster) -> Iterator[client.ApiClient]:
     """An admin API client for the session's control plane."""
     with kube.api_client(control_plane.kubeconfig) as api_client:
         yield api_client
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: Cluster, request: pytest.FixtureRequest) -> Iterator[RealNode]:
+    """The real kubelet node beside the kwok nodes (tests/cluster/realnode.py; tests carry the `realnode`
+    marker). Place pods there with `NODE_SELECTOR` and `TOLERATION`; `import_image()` loads OCI archives.
+    One runs per machine: another session's node is waited for. A node started by `make cluster-up
+    REAL_NODE=1` (with SLM_TEST_KUBECONFIG) is used and left running."""
+    if control_plane.plane is None:
+        pytest.fail(f"{REUSE_ENV}: the real node needs a control plane started by tests/cluster", pytrace=False)
+    node = control_plane.plane.real_node(progress=_progress_for(request.config))
+    if node.running():
+        yield node
+        return
+    failure = None
+    try:
+        node.start(claim_timeout=240)
+    except RealNodeError as error:
+        failure = str(error)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def _namespace_name(test_name: str) -> str:
