@@ -16,6 +16,7 @@ import pytest
 from slm_operator.api.enums import Accelerator
 from slm_operator.api.errors import validate_manifest
 from slm_operator.cli import build_parser as slm_parser
+from slm_operator.hardware import DEFAULT_PROFILES
 from slm_operator.render import RenderOptions, render_all
 from slm_operator.settings import OperatorSettings
 from slm_runtime.cli import build_parser as runtime_parser
@@ -103,16 +104,74 @@ def test_bases_are_pinned_and_the_user_is_65532(image: str) -> None:
     assert users == ["65532:65532"]
 
 
-def test_runtime_variants_are_the_hardware_profiles_image_variants() -> None:
-    """VARIANT=cpu|cuda selects build-<variant>/final-<variant>; the operator asks for '<tag>-cuda' on nvidia."""
-    steps = instructions(DOCKERFILES["runtime"])
-    stages = {rest.split(" AS ")[1].strip() for word, rest in steps if word == "FROM" and " AS " in rest}
-    settings = OperatorSettings()
-    variants = {settings.profile(Accelerator.CPU).image_variant, settings.profile(Accelerator.NVIDIA_GPU).image_variant}
-    assert variants == {"cpu", "cuda"}
+def stages(path: Path) -> set[str]:
+    return {rest.split(" AS ")[1].strip() for word, rest in instructions(path) if word == "FROM" and " AS " in rest}
+
+
+def make_variable(name: str) -> list[str]:
+    """A variable as make itself expands it from the Makefile (which includes hack/images.mk)."""
+    make = shutil.which("make")
+    assert make, "make is needed to build the images"
+    result = subprocess.run(
+        [make, "-s", "--no-print-directory", "-C", str(ROOT), "--eval", "print-%: ; @echo $($*)", f"print-{name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.split()
+
+
+def make_dry_run(target: str, *variables: str) -> str:
+    make = shutil.which("make")
+    assert make, "make is needed to build the images"
+    result = subprocess.run(
+        [make, "-n", "--no-print-directory", "-C", str(ROOT), target, *variables],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"make -n {target}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("accelerator", list(DEFAULT_PROFILES))
+def test_every_profiles_image_variant_has_a_stage_and_a_make_target(accelerator: Accelerator) -> None:
+    """A profile never names an image that no target builds: VARIANT=<v> selects build-<v>/final-<v> in
+    runtime/Dockerfile, `make image-runtime-<v>` (docker, or buildah through hack/images/build.sh) builds it, and
+    its tag is the one the operator runs for that profile ("<tag>-<v>", the plain tag for cpu)."""
+    profile = DEFAULT_PROFILES[accelerator]
+    variant = profile.image_variant
+    assert {f"build-{variant}", f"final-{variant}"} <= stages(DOCKERFILES["runtime"])
+    assert variant in make_variable("RUNTIME_VARIANTS")
+    assert f"image-runtime-{variant}" in make_variable("RUNTIME_TARGETS")
+
+    image = "registry.example.com/slm-runtime:1.0"
+    expected = OperatorSettings(runtime_image=image).image_for(profile)
+    docker = make_dry_run(f"image-runtime-{variant}", "CONTAINER_TOOL=docker", f"RUNTIME_IMAGE={image}")
+    assert f"--build-arg VARIANT={variant} " in docker and f"-t {expected} " in docker + " "
+    buildah = make_dry_run(f"image-runtime-{variant}", "CONTAINER_TOOL=buildah", f"RUNTIME_IMAGE={image}")
+    assert f"RUNTIME_IMAGE={image}" in buildah and f"hack/images/build.sh runtime-{variant}" in buildah
+    # hack/images/build.sh names the variant's image the same way: "<RUNTIME_IMAGE>-<variant>" but for cpu.
+    script = (ROOT / "hack" / "images" / "build.sh").read_text()
+    assert 'build "$runtime_image-$variant" runtime/Dockerfile "$variant"' in script
+    assert expected == image + ("" if variant == "cpu" else f"-{variant}")
+
+
+def test_images_builds_every_variant_asked_for() -> None:
+    variants = make_variable("RUNTIME_VARIANTS")
+    dry = make_dry_run("images", "CONTAINER_TOOL=docker", f"IMAGE_VARIANTS={' '.join(variants)}")
+    assert "-f operator/Dockerfile" in dry
     for variant in variants:
-        assert {f"build-{variant}", f"final-{variant}"} <= stages
-    assert settings.image_for(settings.profile(Accelerator.NVIDIA_GPU)).endswith("-cuda")
+        assert f"--build-arg VARIANT={variant} " in dry
+
+
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_python_is_called_python3(image: str) -> None:
+    """The local Debian base (hack/images/base.sh) has python3 only; the public python image has both."""
+    runs = " ".join(rest for word, rest in instructions(DOCKERFILES[image]) if word == "RUN")
+    assert not re.search(r"(^|[\s;&|])python\s", runs), "call python3 (the Debian base has no `python`)"
 
 
 def test_hadolint_is_clean() -> None:
