@@ -1,9 +1,10 @@
 """The model service: loads the engine, admits requests through the scheduler and streams generations.
 
 API-neutral: the Ollama and OpenAI serving modules turn its events into their own wire formats. Blocking
-engine calls run off the event loop: computations (warm-up, generations, embeddings) on their slot's own
-persistent thread (see :mod:`slm_runtime.workers`), tokenization in the default pool. A generation stops when
-its consumer goes away (client disconnect, timeout) and hands its slot back only once the engine has stopped.
+engine calls run off the event loop: generations on the engine's own threads (``Engine.start``, whose sink posts
+the tokens through the mailbox), embeddings on the service's embedding thread (see :mod:`slm_runtime.workers`),
+the rest in the default pool. A generation stops when its consumer goes away (client disconnect, timeout) and
+hands its slot back only once the engine has stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from slm_runtime.accesslog import AccessRecord
 from slm_runtime.engines.base import Embeddings, Engine, GeneratedToken, SamplingParams
 from slm_runtime.engines.templates import ChatMessage, OllamaTemplate, PromptTemplate, select_template
 from slm_runtime.errors import (
-    APIError,
     ContextLengthExceededError,
     EmbeddingsUnsupportedError,
     InvalidRequestError,
@@ -74,13 +74,6 @@ class GenerationDone:
 GenerationEvent = Admitted | TextChunk | GenerationDone
 
 
-class _End:
-    pass
-
-
-_END = _End()
-
-
 class ModelService:
     """One served model: its engine, template, scheduler and metrics, and whether it is ready."""
 
@@ -95,7 +88,8 @@ class ModelService:
         self.load_error: BaseException | None = None
         self.load_duration_ns = 0
         self.loaded_at: datetime | None = None
-        self.workers = SlotThreads(settings.server.parallel)
+        self.workers = SlotThreads(1, name="slm-embed")
+        """Embeddings are computed one at a time, always on this thread (llama.cpp's OpenMP team stays one)."""
         self._mailbox_box: Mailbox | None = None
         self.scheduler = Scheduler(settings.server.parallel, settings.server.max_queue, metrics.scheduler_changed)
 
@@ -120,17 +114,13 @@ class ModelService:
             )
             warm_prompt = await asyncio.to_thread(engine.tokenize, "Hello", add_special=True)
             params = resolve_sampling(self.settings.sampling, RequestOptions(temperature=0.0), 1)
-            warm_up = self.workers.submit(0, lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
-            await asyncio.wrap_future(warm_up)
+            await asyncio.to_thread(lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
         except BaseException as exc:
             self.load_error = exc
             log.exception("loading model %s failed", self.name)
             raise
         engine.observe_steps(self.metrics.batch_step)
-        mailbox = self._mailbox(asyncio.get_running_loop())
-        after_steps = getattr(engine, "after_steps", None)
-        if callable(after_steps):
-            after_steps(mailbox.wait_delivered)
+        engine.after_steps(self._mailbox(asyncio.get_running_loop()).wait_delivered)
         self._engine = engine
         self._template = template
         elapsed = time.perf_counter() - started
@@ -392,54 +382,27 @@ class ModelService:
         params: SamplingParams,
         deadline: float,
     ) -> AsyncGenerator[GeneratedToken, None]:
-        """The engine's tokens, produced in a thread that stops when this generator is closed.
-
-        An engine with ``start`` (llama.cpp) hands each token over from its decoder thread; others are iterated
-        on the slot's own thread. Either way tokens reach the loop through the mailbox, a burst in one wake-up.
-        """
+        """The engine's tokens, delivered on the engine's thread through the mailbox (a burst in one loop wake-up);
+        closing this generator sets ``cancel``. The slot is handed back at the engine's end."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[GeneratedToken | BaseException | _End] = asyncio.Queue()
+        queue: asyncio.Queue[GeneratedToken | BaseException | None] = asyncio.Queue()
         cancel = threading.Event()
-
         mailbox = self._mailbox(loop)
 
-        def post(item: GeneratedToken | BaseException | _End) -> None:
+        def sink(item: GeneratedToken | BaseException | None) -> None:
             try:
                 mailbox.put(queue, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 cancel.set()
-
-        def work() -> None:
-            try:
-                for token in engine.stream(lease.slot, prompt, params, cancel):
-                    post(token)
-                    if cancel.is_set():
-                        break
-            except BaseException as exc:
-                post(exc)
-            finally:
-                post(_END)
+            if item is None:
                 with suppress(RuntimeError):
                     loop.call_soon_threadsafe(lease.release)
 
-        def sink(item: GeneratedToken | BaseException | None) -> None:
-            # Engines that push tokens from their own thread (llama.cpp's decoder) call this directly.
-            if item is not None:
-                post(item)
-                return
-            post(_END)
-            with suppress(RuntimeError):
-                loop.call_soon_threadsafe(lease.release)
-
-        start = getattr(engine, "start", None)
-        if callable(start):
-            try:
-                await asyncio.to_thread(start, lease.slot, prompt, params, cancel, sink)
-            except BaseException:
-                lease.release()
-                raise
-        else:
-            self.workers.submit(lease.slot, work)
+        try:
+            await asyncio.to_thread(engine.start, lease.slot, prompt, params, cancel, sink)
+        except BaseException:
+            lease.release()
+            raise
         try:
             while True:
                 remaining = deadline - time.perf_counter()
@@ -453,10 +416,8 @@ class ModelService:
                 except TimeoutError as exc:
                     timeout = self.settings.server.request_timeout
                     raise RequestTimeoutError(f"generation stopped after the request timeout of {timeout:g}s") from exc
-                if isinstance(item, _End):
+                if item is None:
                     return
-                if isinstance(item, APIError):
-                    raise item
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -495,7 +456,7 @@ class ModelService:
             lease = await self._acquire(deadline, api)
             self.metrics.queue_time.labels(*labels).observe(time.perf_counter() - queued)
             try:
-                result = await asyncio.wrap_future(self.workers.submit(lease.slot, lambda: engine.embed(prepared)))
+                result = await asyncio.wrap_future(self.workers.submit(0, lambda: engine.embed(prepared)))
             finally:
                 lease.release()
             record.prompt_tokens = sum(result.token_counts)

@@ -1,9 +1,10 @@
-"""One persistent thread per slot: every engine computation of a slot runs on the same OS thread.
+"""Persistent worker threads: every computation given to one of them runs on the same OS thread, in order.
 
 llama.cpp parallelises with OpenMP, whose thread teams belong to the thread that calls in. Computing from a
 fresh thread per request (or from a thread pool) leaves several teams alive that compete for the cores; on a
-2-core machine decoding was ~30% slower than from a single thread. A fixed thread per slot keeps one team per
-slot and also serialises a slot's work by construction.
+2-core machine decoding was ~30% slower than from a single thread. A fixed thread keeps one team and also
+serialises its work by construction. Users: the service's embedding thread, and the engines that decode each
+slot on its own thread (onnxruntime-genai, the fake engine); llama.cpp's generations run on its decoder thread.
 """
 
 from __future__ import annotations

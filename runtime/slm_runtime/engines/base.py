@@ -1,17 +1,27 @@
 """The engine interface every inference backend implements, and the value types that cross it.
 
-Engines are synchronous and blocking: the HTTP layer calls them from worker threads, one generation per *slot*
-at a time (a slot owns its own KV cache; the llama.cpp engine decodes all slots together in one batch).
-Cancellation is cooperative: the caller sets the ``cancel`` event and the engine stops before producing its next
-token.
+Engines compute on threads of their own: :meth:`Engine.start` hands a generation to the engine and returns at once;
+the engine delivers the tokens to a :data:`TokenSink` on its computing thread (llama.cpp's decoder thread decodes
+every slot together in one batch; onnxruntime-genai and the fake engine run one thread per slot). This is the
+only delivery path: the server's thread->loop bridge (:mod:`slm_runtime.bridge`) is such a sink, and
+:meth:`Engine.stream`, for callers that want a blocking iterator (benchmarks, engine tests, the warm-up), is built
+on ``start`` too. Every other call (tokenize, validate, embed, ...) blocks its caller.
+
+A *slot* is a sequence index 0..parallel-1 that owns its own KV cache; the scheduler hands out each slot to one
+generation at a time. Cancellation is cooperative: the caller sets the ``cancel`` event and the engine stops
+before producing its next token.
+
+Implementations: :mod:`slm_runtime.engines.llama_cpp`, :mod:`slm_runtime.engines.onnx_genai` and, for tests,
+:mod:`slm_runtime.engines.fake`.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 __all__ = [
     "Embeddings",
@@ -19,6 +29,8 @@ __all__ = [
     "GeneratedToken",
     "ModelInfo",
     "SamplingParams",
+    "StepObserver",
+    "TokenSink",
 ]
 
 
@@ -66,7 +78,6 @@ class ModelInfo:
     parameter_size: str = ""
     quantization: str = ""
     context_length: int = 4096
-    train_context_length: int = 0
     size_bytes: int = 0
     vocab_size: int = 0
     chat_template: str | None = None
@@ -77,20 +88,30 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@runtime_checkable
+StepObserver = Callable[[int, int], None]
+"""Called after each decode step with (sequences in the step, tokens in the step)."""
+
+TokenSink = Callable[[GeneratedToken | BaseException | None], None]
+"""Receives one generation on the engine's thread: its tokens, then at most one error, then exactly one None
+once the generation has stopped and its slot may take the next one."""
+
+
 class Engine(Protocol):
-    """A loaded model. Implementations: LlamaCppEngine (GGUF) and OnnxGenaiEngine (onnxruntime-genai)."""
+    """A loaded model. Engines subclass this protocol explicitly, so that mypy checks every member is there."""
 
     @property
     def info(self) -> ModelInfo: ...
 
-    @property
-    def slots(self) -> int:
-        """How many generations may run at once (each on its own slot index 0..slots-1)."""
+    def observe_steps(self, observer: StepObserver | None) -> None:
+        """Call ``observer(sequences, tokens)`` after every decode step (batch-size metrics); None stops it."""
         ...
 
-    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
-        """Call ``observer(sequences, tokens)`` after every decode step (batch-size metrics); None stops it."""
+    def after_steps(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` on the computing thread between decode steps, or never when the engine gains nothing.
+
+        The server passes :meth:`slm_runtime.mailbox.Mailbox.wait_delivered`: the event loop then streams a step's
+        tokens out while the compute threads are idle instead of preempting one of them mid-step.
+        """
         ...
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -103,14 +124,35 @@ class Engine(Protocol):
         """Raise InvalidRequestError for options this engine cannot honour; runs before a request is admitted."""
         ...
 
+    def start(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
+    ) -> None:
+        """Begin generating after ``prompt`` on ``slot``, until end of generation, ``params.max_tokens`` or ``cancel``.
+
+        Returns once the generation is handed over; ``sink`` gets its tokens (end-of-generation tokens are not
+        delivered) and its end on the engine's thread. Errors found before the hand-over (an empty or too long
+        prompt) raise here, and the sink then gets nothing. Only one generation per slot runs at a time.
+        """
+        ...
+
     def stream(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
-        """Generate after ``prompt`` until end of generation, ``params.max_tokens`` or ``cancel`` is set.
-
-        End-of-generation tokens are not yielded. Only one stream per slot runs at a time.
-        """
-        ...
+        """:meth:`start` as a blocking iterator. Closing it early sets ``cancel`` and waits until the slot is free."""
+        items: queue.SimpleQueue[GeneratedToken | BaseException | None] = queue.SimpleQueue()
+        self.start(slot, prompt, params, cancel, items.put)
+        ended = False
+        try:
+            while (item := items.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            ended = True
+        finally:
+            if not ended:
+                cancel.set()
+                while items.get() is not None:
+                    pass
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
         """Mean-pooled embeddings; raises EmbeddingsUnsupportedError when the engine has none."""

@@ -17,9 +17,9 @@ or beside seven others.
 With ``reuse_prefixes`` (the ``prompt_cache`` setting) a finished sequence leaves its cells in place, and the next
 request on the same slot skips re-evaluating the prefix it shares with them (multi-turn chat on one slot).
 
-Consumers iterate :meth:`Generation.tokens` on their own thread, or receive the tokens on the decoder thread
-through a sink (the server's mailbox); the per-step Python work on the decoder thread stays small (fill the
-batch, decode, sample, post).
+Each generation delivers its tokens on the decoder thread to its :data:`~slm_runtime.engines.base.TokenSink`
+(the server's mailbox, or the queue behind :meth:`~slm_runtime.engines.base.Engine.stream`); the per-step Python
+work on the decoder thread stays small (fill the batch, decode, sample, post).
 """
 
 from __future__ import annotations
@@ -27,27 +27,20 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from slm_runtime.engines.base import GeneratedToken, SamplingParams
+from slm_runtime.engines.base import GeneratedToken, SamplingParams, StepObserver, TokenSink
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
 from slm_runtime.engines.greedy import GreedyPicker
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "StepObserver", "TokenSink", "sampler_chain", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "sampler_chain", "shared_prefix"]
 
 log = logging.getLogger(__name__)
-
-StepObserver = Callable[[int, int], None]
-"""Called after each decode step with (sequences in the batch, tokens in the batch)."""
-
-TokenSink = Callable[[GeneratedToken | BaseException | None], None]
-"""Receives a generation's tokens on the decoder thread, then an error or None at its end (exactly one end)."""
 
 
 class _QuickCalls:
@@ -116,7 +109,7 @@ def sampler_chain(vocab: Any, n_vocab: int, params: SamplingParams, seed: int, g
 
 
 class Generation:
-    """One sequence in the batch: its decoding state (decoder thread) and its token queue (consumer)."""
+    """One sequence in the batch: its decoding state and where its tokens go (both used on the decoder thread)."""
 
     def __init__(
         self,
@@ -125,7 +118,7 @@ class Generation:
         max_tokens: int,
         sampler: Any,
         cancel: threading.Event,
-        sink: TokenSink | None = None,
+        sink: TokenSink,
         picker: GreedyPicker | None = None,
     ) -> None:
         self.seq_id = seq_id
@@ -141,46 +134,24 @@ class Generation:
         """A llama.cpp sampler chain, or None when ``picker`` chooses the tokens (greedy fast path)."""
         self.picker = picker
         self.cancel = cancel
-        self.stopping = False
-        """Set by the consumer when it stops reading early; the decoder then drops the sequence."""
+        """Set by the consumer to stop the sequence early; the decoder then drops it."""
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._queue: queue.SimpleQueue[GeneratedToken | BaseException | None] = queue.SimpleQueue()
-        self._finished = threading.Event()
-        self._deliver: TokenSink = sink if sink is not None else self._queue.put
-        """Where tokens go: the caller's sink, or the queue that :meth:`tokens` reads (None ends both)."""
-
-    # --- decoder side -----------------------------------------------------------------------------------
+        self._sink = sink
+        self._finished = False
 
     def emit(self, token: int, piece: bytes) -> None:
         self.produced += 1
-        self._deliver(GeneratedToken(token, self._utf8.decode(piece)))
+        self._sink(GeneratedToken(token, self._utf8.decode(piece)))
 
     def fail(self, error: BaseException) -> None:
         self.failed = True
-        self._deliver(error)
+        self._sink(error)
 
     def finish(self) -> None:
-        if self._finished.is_set():
-            return
-        self._finished.set()
-        self._deliver(None)
-
-    # --- consumer side ----------------------------------------------------------------------------------
-
-    def tokens(self) -> Iterator[GeneratedToken]:
-        """The generated tokens; closing the iterator early stops the sequence and waits until it is dropped."""
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not self._finished.is_set():
-                self.stopping = True
-                self._finished.wait()
+        """End the sink's stream (once): the sequence is dropped and its slot free."""
+        if not self._finished:
+            self._finished = True
+            self._sink(None)
 
 
 @dataclass(frozen=True)
@@ -293,7 +264,7 @@ class BatchDecoder:
         self._incoming.clear()
 
     def _drop_stopped(self) -> None:
-        for generation in [g for g in self._running if g.stopping or g.cancel.is_set()]:
+        for generation in [g for g in self._running if g.cancel.is_set()]:
             self._release(generation)
 
     def _step(self) -> None:

@@ -12,21 +12,14 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
 from slm_runtime.engines.greedy import GreedyPicker, fast_greedy_applies
-from slm_runtime.engines.llama_batch import (
-    BatchDecoder,
-    DecodeTarget,
-    Generation,
-    StepObserver,
-    TokenSink,
-    sampler_chain,
-)
+from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation, sampler_chain
 from slm_runtime.errors import ContextLengthExceededError, EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
@@ -79,7 +72,7 @@ def quantization_name(file_type: str | int | None) -> str:
     return _FILE_TYPES.get(number, f"ftype-{number}")
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(Engine):
     """GGUF models through llama-cpp-python, all slots decoded together. Construct with :meth:`load`."""
 
     def __init__(
@@ -89,7 +82,6 @@ class LlamaCppEngine:
         self._model = model
         self._context = context
         self._info = info
-        self._slots = decoder.n_seq
         self._decoder = decoder
         self._embedder: Any | None = None
         self._embed_lock = threading.Lock()
@@ -148,7 +140,6 @@ class LlamaCppEngine:
             parameter_size=size_label,
             quantization=quantization_name(meta.get("general.file_type")),
             context_length=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
-            train_context_length=int(model.n_ctx_train()),
             size_bytes=path.stat().st_size,
             vocab_size=int(model.n_vocab()),
             chat_template=meta.get("tokenizer.chat_template") or None,
@@ -172,10 +163,6 @@ class LlamaCppEngine:
     def info(self) -> ModelInfo:
         return self._info
 
-    @property
-    def slots(self) -> int:
-        return self._slots
-
     def observe_steps(self, observer: StepObserver | None) -> None:
         self._decoder.observer = observer
 
@@ -195,37 +182,18 @@ class LlamaCppEngine:
         if params.json_schema is not None:
             self._grammar(params.json_schema)
 
-    def stream(
-        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GeneratedToken]:
-        if params.max_tokens <= 0 or cancel.is_set():
-            return
-        generation = self._submit(slot, prompt, params, cancel, None)
-        yield from generation.tokens()
-
     def start(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
     ) -> None:
-        """Like :meth:`stream`, without a consumer thread: ``sink`` gets each token on the decoder thread, then
-        an error or None once the sequence is dropped (its slot is free again). Setting ``cancel`` stops it."""
+        """Hand the generation to the decoder thread, which delivers its tokens to ``sink`` (see Engine.start)."""
         if params.max_tokens <= 0 or cancel.is_set():
             sink(None)
             return
-        self._submit(slot, prompt, params, cancel, sink)
-
-    def _submit(
-        self,
-        slot: int,
-        prompt: Sequence[int],
-        params: SamplingParams,
-        cancel: threading.Event,
-        sink: TokenSink | None,
-    ) -> Generation:
         if not prompt:
             raise InvalidRequestError("the prompt is empty: send at least one token", param="prompt")
         if len(prompt) >= self._info.context_length:
             raise ContextLengthExceededError(
-                f"the prompt is {len(prompt)} tokens; each of the {self._slots} parallel sequences has "
+                f"the prompt is {len(prompt)} tokens; each of the {self._decoder.n_seq} parallel sequences has "
                 f"{self._info.context_length} tokens of context",
                 param="prompt",
             )
@@ -249,7 +217,6 @@ class LlamaCppEngine:
             if generation.sampler is not None:
                 llama_cpp.llama_sampler_free(generation.sampler)
             raise
-        return generation
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar

@@ -1,11 +1,12 @@
 """The onnxruntime-genai engine for ONNX model folders (``genai_config.json`` plus weights and tokenizer).
 
 The model (one ONNX Runtime session) is shared; every generation gets its own ``Generator``, so slots run
-concurrently, each decoding its own sequence (no batching across slots: onnxruntime-genai's continuous-batching
-``Engine`` is not used; see docs/batching.md). The execution provider comes from ``--execution-provider`` (cpu,
-cuda, dml, qnn, openvino). Embeddings are not offered: onnxruntime-genai exposes no pooled hidden states. JSON-
-constrained output is not offered either (0.18's guidance support depends on how the wheel was built).
-"""
+concurrently, each decoding its own sequence on its slot's own persistent thread (:mod:`slm_runtime.workers`),
+which delivers the tokens to the generation's sink. No batching across slots: onnxruntime-genai's
+continuous-batching ``Engine`` is not used (see docs/batching.md). The execution provider comes from
+``--execution-provider`` (cpu, cuda, dml, qnn, openvino). Embeddings are not offered: onnxruntime-genai exposes no
+pooled hidden states. JSON-constrained output is not offered either (0.18's guidance support depends on how the
+wheel was built)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from slm_runtime.engines.base import Embeddings, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.engines.base import (
+    Embeddings,
+    Engine,
+    GeneratedToken,
+    ModelInfo,
+    SamplingParams,
+    StepObserver,
+    TokenSink,
+)
 from slm_runtime.errors import EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
+from slm_runtime.workers import SlotThreads
 
 __all__ = ["MIN_MAX_LENGTH", "OnnxGenaiEngine"]
 
@@ -39,19 +49,19 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-class OnnxGenaiEngine:
+class OnnxGenaiEngine(Engine):
     """ONNX models through onnxruntime-genai. Construct with :meth:`load`."""
 
     def __init__(
         self, settings: RuntimeSettings, model: Any, tokenizer: Any, info: ModelInfo, eos_ids: set[int], bos_id: int
     ) -> None:
-        self._settings = settings
         self._model = model
         self._tokenizer = tokenizer
         self._info = info
         self._eos_ids = eos_ids
         self._bos_id = bos_id
-        self._observer: Callable[[int, int], None] | None = None
+        self._observer: StepObserver | None = None
+        self._threads = SlotThreads(settings.server.parallel, name="slm-onnx")
 
     @classmethod
     def load(cls, settings: RuntimeSettings) -> OnnxGenaiEngine:
@@ -90,7 +100,6 @@ class OnnxGenaiEngine:
             parameter_size="",
             quantization=_quantization(folder),
             context_length=context,
-            train_context_length=train_context,
             vocab_size=int(model_section.get("vocab_size") or 0),
             size_bytes=sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
             chat_template=template if isinstance(template, str) else None,
@@ -107,12 +116,12 @@ class OnnxGenaiEngine:
     def info(self) -> ModelInfo:
         return self._info
 
-    @property
-    def slots(self) -> int:
-        return self._settings.server.parallel
-
-    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
+    def observe_steps(self, observer: StepObserver | None) -> None:
         self._observer = observer
+
+    def after_steps(self, callback: Callable[[], None] | None) -> None:
+        """Never called: each slot decodes on its own thread with onnxruntime's own thread pool, and waiting for
+        the event loop between steps would only slow the other slots' delivery."""
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         tokens = [int(t) for t in self._tokenizer.encode(text)]
@@ -132,8 +141,23 @@ class OnnxGenaiEngine:
                 "the onnxruntime-genai engine cannot constrain output to JSON: remove the format", param="format"
             )
 
-    def stream(
-        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
+    def start(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
+    ) -> None:
+        """Generate on the slot's own thread; ``sink`` gets the tokens, an error if one happens, then None."""
+        self._threads.submit(slot, lambda: self._deliver(prompt, params, cancel, sink))
+
+    def _deliver(self, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink) -> None:
+        try:
+            for token in self._generate(prompt, params, cancel):
+                sink(token)
+        except BaseException as exc:
+            sink(exc)
+        finally:
+            sink(None)
+
+    def _generate(
+        self, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
         import numpy as np
         import onnxruntime_genai as og
@@ -179,6 +203,7 @@ class OnnxGenaiEngine:
         raise EmbeddingsUnsupportedError("the onnxruntime-genai engine does not produce embeddings")
 
     def close(self) -> None:
+        self._threads.shutdown()
         self._model = None
         self._tokenizer = None
 

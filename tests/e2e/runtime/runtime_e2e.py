@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from slm_runtime.app import create_app
-from slm_runtime.engines.base import Embeddings, Engine, GeneratedToken, ModelInfo, SamplingParams
+from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
 from slm_runtime.settings import RuntimeSettings, settings_from_sources
 
 __all__ = [
@@ -58,8 +58,9 @@ def make_settings(model: Path, **flags: Any) -> RuntimeSettings:
     return settings_from_sources(base, {})
 
 
-class SharedEngine:
-    """The session's engine, lent to an app: everything delegates, except that apps cannot close it."""
+class SharedEngine(Engine):
+    """The session's engine, lent to an app: everything delegates (generations take the production path, through
+    ``start``), except that closing the app only detaches its step callbacks."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -68,12 +69,11 @@ class SharedEngine:
     def info(self) -> ModelInfo:
         return self._engine.info
 
-    @property
-    def slots(self) -> int:
-        return self._engine.slots
-
-    def observe_steps(self, observer: Callable[[int, int], None] | None) -> None:
+    def observe_steps(self, observer: StepObserver | None) -> None:
         self._engine.observe_steps(observer)
+
+    def after_steps(self, callback: Callable[[], None] | None) -> None:
+        self._engine.after_steps(callback)
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self._engine.tokenize(text, add_special=add_special)
@@ -84,16 +84,17 @@ class SharedEngine:
     def validate(self, params: SamplingParams) -> None:
         self._engine.validate(params)
 
-    def stream(
-        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GeneratedToken]:
-        return self._engine.stream(slot, prompt, params, cancel)
+    def start(
+        self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
+    ) -> None:
+        self._engine.start(slot, prompt, params, cancel, sink)
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
         return self._engine.embed(texts)
 
     def close(self) -> None:
-        pass
+        self._engine.observe_steps(None)
+        self._engine.after_steps(None)
 
 
 def free_port() -> int:
