@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends
 from starlette.requests import Request
 
 from slm_runtime.service import ModelService
 
-__all__ = ["get_service"]
+__all__ = ["Service", "get_service"]
 
 
 def get_service(request: Request) -> ModelService:
@@ -14,3 +17,7 @@ def get_service(request: Request) -> ModelService:
     service = request.state.service
     assert isinstance(service, ModelService)
     return service
+
+
+Service = Annotated[ModelService, Depends(get_service)]
+"""A route parameter that receives the model service."""

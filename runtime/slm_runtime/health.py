@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from slm_runtime.deps import get_service
+from slm_runtime.deps import Service
 from slm_runtime.metrics import CONTENT_TYPE
-from slm_runtime.service import ModelService
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
-Service = Annotated[ModelService, Depends(get_service)]
 
 
 @router.get("/healthz", summary="The process is alive (500 once the model failed to load)")

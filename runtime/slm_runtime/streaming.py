@@ -1,5 +1,6 @@
-"""HTTP plumbing shared by both APIs: admission before the response starts, disconnect-aware collection,
-and a streaming response that always closes its generator (which stops the engine and frees the slot)."""
+"""HTTP plumbing shared by both APIs: the response to a generation (:func:`respond`: streamed once admitted, or
+whole; HTTP 499 when the client left first), disconnect-aware collection, errors midway as a stream's last
+chunk, and a streaming response that always closes its generator (which stops the engine and frees the slot)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,26 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from slm_runtime.errors import APIError, ApiFlavor, as_api_error, stream_error_chunk
-from slm_runtime.service import Admitted, GenerationEvent
+from slm_runtime.errors import ApiFlavor, as_api_error, stream_error_chunk
+from slm_runtime.generation import Admitted, GenerationDone, GenerationEvent, TextChunk
 
 __all__ = [
+    "CLIENT_CLOSED",
     "ClosingStreamingResponse",
-    "admitted_stream",
-    "collect",
     "error_terminated",
+    "respond",
     "rfc3339_now",
 ]
 
+CLIENT_CLOSED = 499
+"""The status of a response to a client that went away before it started (nginx's name for it)."""
+
 _DISCONNECT_POLL_SECONDS = 0.25
+
+Events = AsyncGenerator[GenerationEvent, None]
 
 
 def rfc3339_now() -> str:
@@ -48,9 +54,7 @@ async def _until_disconnect(request: Request) -> None:
         await asyncio.sleep(_DISCONNECT_POLL_SECONDS)
 
 
-async def _next_or_disconnect(
-    events: AsyncGenerator[GenerationEvent, None], request: Request
-) -> GenerationEvent | None:
+async def _next_or_disconnect(events: Events, request: Request) -> GenerationEvent | None:
     """The next event, or None when the client went away first (the generator is then closed)."""
     step = asyncio.ensure_future(anext(events))
     watch = asyncio.ensure_future(_until_disconnect(request))
@@ -67,9 +71,7 @@ async def _next_or_disconnect(
     return None
 
 
-async def admitted_stream(
-    events: AsyncGenerator[GenerationEvent, None], request: Request
-) -> AsyncGenerator[GenerationEvent, None] | None:
+async def _admitted(events: Events, request: Request) -> Events | None:
     """Run ``events`` up to admission (errors so far raise normally); None if the client left meanwhile."""
     first = await _next_or_disconnect(events, request)
     if first is None:
@@ -79,7 +81,7 @@ async def admitted_stream(
     return events
 
 
-async def collect(events: AsyncGenerator[GenerationEvent, None], request: Request) -> list[GenerationEvent] | None:
+async def _collect(events: Events, request: Request) -> list[GenerationEvent] | None:
     """Every event of a non-streaming generation; None (generation stopped) if the client disconnects."""
     out: list[GenerationEvent] = []
     while True:
@@ -92,18 +94,34 @@ async def collect(events: AsyncGenerator[GenerationEvent, None], request: Reques
         out.append(event)
 
 
-async def error_terminated(
-    chunks: AsyncIterator[bytes], flavor: ApiFlavor, on_error: Callable[[APIError], None] | None = None
-) -> AsyncGenerator[bytes, None]:
+async def respond(
+    events: Events,
+    request: Request,
+    *,
+    stream: bool,
+    streamed: Callable[[Events], Response],
+    whole: Callable[[str, GenerationDone], Response],
+) -> Response:
+    """The response to a generation: ``streamed(events)`` once admitted (errors before admission raise, so that
+    they get their HTTP status), or ``whole(text, done)`` once it is over; 499 when the client left first."""
+    if stream:
+        admitted = await _admitted(events, request)
+        return Response(status_code=CLIENT_CLOSED) if admitted is None else streamed(admitted)
+    collected = await _collect(events, request)
+    if collected is None:
+        return Response(status_code=CLIENT_CLOSED)
+    text = "".join(e.text for e in collected if isinstance(e, TextChunk))
+    done = next(e for e in collected if isinstance(e, GenerationDone))
+    return whole(text, done)
+
+
+async def error_terminated(chunks: AsyncIterator[bytes], flavor: ApiFlavor) -> AsyncGenerator[bytes, None]:
     """Pass ``chunks`` through; an error midway becomes the stream's last chunk in the API's own shape."""
     try:
         async for chunk in chunks:
             yield chunk
     except Exception as exc:
-        err = as_api_error(exc)
-        if on_error is not None:
-            on_error(err)
-        yield stream_error_chunk(err, flavor)
+        yield stream_error_chunk(as_api_error(exc), flavor)
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from slm_runtime.deps import get_service
+from slm_runtime.deps import Service
 from slm_runtime.ollama import serving
 from slm_runtime.ollama.protocol import (
     ChatRequest,
@@ -17,12 +17,10 @@ from slm_runtime.ollama.protocol import (
     PullRequest,
     ShowRequest,
 )
-from slm_runtime.service import ModelService
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["ollama"])
-Service = Annotated[ModelService, Depends(get_service)]
 
 
 @router.get("/", response_class=PlainTextResponse, summary="Liveness in Ollama's words")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from slm_runtime import __version__
-from slm_runtime.accesslog import record_of
-from slm_runtime.engines.templates import ChatMessage
+from slm_runtime.embeddings import embed as compute_embeddings
 from slm_runtime.errors import InvalidRequestError
+from slm_runtime.generation import GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import generate as run_generation
 from slm_runtime.ollama.protocol import (
     ChatRequest,
     EmbeddingsRequest,
@@ -28,8 +28,10 @@ from slm_runtime.ollama.protocol import (
     ShowRequest,
 )
 from slm_runtime.options import RequestOptions
-from slm_runtime.service import GenerationDone, GenerationEvent, ModelService, TextChunk
-from slm_runtime.streaming import ClosingStreamingResponse, admitted_stream, collect, error_terminated, rfc3339_now
+from slm_runtime.prompts import ChatMessage, check_token_ids, tokenize_prompt
+from slm_runtime.request_context import begin_request
+from slm_runtime.service import ModelService
+from slm_runtime.streaming import ClosingStreamingResponse, error_terminated, respond, rfc3339_now
 
 __all__ = [
     "NDJSON",
@@ -47,7 +49,6 @@ __all__ = [
 ]
 
 NDJSON = "application/x-ndjson"
-CLIENT_CLOSED = 499
 
 
 def format_schema(fmt: Format) -> dict[str, Any] | None:
@@ -129,7 +130,6 @@ async def _ndjson(
 
 
 async def _respond(
-    service: ModelService,
     request: Request,
     events: AsyncGenerator[GenerationEvent, None],
     *,
@@ -137,44 +137,37 @@ async def _respond(
     chunk: ChunkBuilder,
     final: FinalBuilder,
 ) -> Response:
-    if stream:
-        admitted = await admitted_stream(events, request)
-        if admitted is None:
-            return Response(status_code=CLIENT_CLOSED)
-        chunks: AsyncIterator[bytes] = _ndjson(admitted, chunk, final)
-        return ClosingStreamingResponse(error_terminated(chunks, "ollama"), media_type=NDJSON)
-    collected = await collect(events, request)
-    if collected is None:
-        return Response(status_code=CLIENT_CLOSED)
-    text = "".join(e.text for e in collected if isinstance(e, TextChunk))
-    done = next(e for e in collected if isinstance(e, GenerationDone))
-    body = final(done)
-    merged = chunk(text)
-    merged.update({k: v for k, v in body.items() if k not in merged or k == "done"})
-    return JSONResponse(merged)
+    def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
+        return ClosingStreamingResponse(error_terminated(_ndjson(admitted, chunk, final), "ollama"), media_type=NDJSON)
+
+    def whole(text: str, done: GenerationDone) -> Response:
+        body = final(done)
+        merged = chunk(text)
+        merged.update({k: v for k, v in body.items() if k not in merged or k == "done"})
+        return JSONResponse(merged)
+
+    return await respond(events, request, stream=stream, streamed=streamed, whole=whole)
 
 
 async def generate(service: ModelService, body: GenerateRequest, request: Request) -> Response:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "ollama")
     _reject_images(body.images, "images")
     if body.suffix:
         raise InvalidRequestError("suffix (fill in the middle) is not supported by this server", param="suffix")
-    engine = await service.wait_ready(service.deadline(started))
-    load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
+    engine = await context.engine()
+    load_ns = context.elapsed_ns()  # time spent waiting for the model to load
     if not body.prompt and not body.context:
         return _load_response(body.model, chat=False)
-    text = service.generate_text(body.prompt, body.system, body.template, body.raw, first_turn=not body.context)
-    record.prompt_text = body.prompt
+    prompts = service.prompts
+    text = prompts.generate(body.prompt, body.system, body.template, body.raw, first_turn=not body.context)
+    context.record.prompt_text = body.prompt
     if body.context:
-        service.check_token_ids(engine, body.context, "context")
+        check_token_ids(engine, body.context, "context")
         tokens = [*body.context, *(await asyncio.to_thread(engine.tokenize, text, add_special=False))]
     else:
-        tokens = await service.tokenize_text(engine, text)
-    options = request_options(body.options, body.format, body.truncate, service.stops_for(body.template, body.raw))
-    events = service.generate(tokens, options, api="ollama", started=started, record=record)
+        tokens = await tokenize_prompt(engine, text)
+    options = request_options(body.options, body.format, body.truncate, prompts.generate_stops(body.template, body.raw))
+    events = run_generation(context, tokens, options)
     model = body.model
 
     def chunk(text: str) -> dict[str, Any]:
@@ -187,28 +180,25 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
             out["context"] = done.context
         return out
 
-    return await _respond(service, request, events, stream=body.stream, chunk=chunk, final=final)
+    return await _respond(request, events, stream=body.stream, chunk=chunk, final=final)
 
 
 async def chat(service: ModelService, body: ChatRequest, request: Request) -> Response:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "ollama")
     for index, message in enumerate(body.messages):
         _reject_images(message.images, f"messages[{index}].images")
     if body.tools:
         raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
-    engine = await service.wait_ready(service.deadline(started))
-    load_ns = int((time.perf_counter() - started) * 1e9)  # time spent waiting for the model to load
+    engine = await context.engine()
+    load_ns = context.elapsed_ns()  # time spent waiting for the model to load
     if not body.messages:
         return _load_response(body.model, chat=True)
-    messages = [ChatMessage(m.role, m.content) for m in body.messages]
-    text = service.chat_text(messages)
-    record.prompt_text = text
-    tokens = await service.tokenize_text(engine, text)
-    options = request_options(body.options, body.format, body.truncate, service.template.stop)
-    events = service.generate(tokens, options, api="ollama", started=started, record=record)
+    prompts = service.prompts
+    text = prompts.chat([ChatMessage(m.role, m.content) for m in body.messages])
+    context.record.prompt_text = text
+    tokens = await tokenize_prompt(engine, text)
+    options = request_options(body.options, body.format, body.truncate, prompts.template.stop)
+    events = run_generation(context, tokens, options)
     model = body.model
 
     def chunk(text: str) -> dict[str, Any]:
@@ -229,7 +219,7 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
         out.update(_final_fields(done, load_ns))
         return out
 
-    return await _respond(service, request, events, stream=body.stream, chunk=chunk, final=final)
+    return await _respond(request, events, stream=body.stream, chunk=chunk, final=final)
 
 
 def _normalize(vector: list[float]) -> list[float]:
@@ -238,18 +228,15 @@ def _normalize(vector: list[float]) -> list[float]:
 
 
 async def embed(service: ModelService, body: EmbedRequest, request: Request) -> JSONResponse:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "ollama")
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    result = await service.embed(texts, api="ollama", started=started, record=record, truncate=body.truncate)
+    result = await compute_embeddings(context, texts, truncate=body.truncate)
     vectors = [_normalize(v[: body.dimensions] if body.dimensions else v) for v in result.vectors]
     return JSONResponse(
         {
             "model": body.model,
             "embeddings": vectors,
-            "total_duration": int((time.perf_counter() - started) * 1e9),
+            "total_duration": context.elapsed_ns(),
             "load_duration": 0,
             "prompt_eval_count": sum(result.token_counts),
         }
@@ -257,11 +244,8 @@ async def embed(service: ModelService, body: EmbedRequest, request: Request) -> 
 
 
 async def embeddings(service: ModelService, body: EmbeddingsRequest, request: Request) -> JSONResponse:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
-    result = await service.embed([body.prompt], api="ollama", started=started, record=record, truncate=True)
+    context = begin_request(service, request, body.model, "ollama")
+    result = await compute_embeddings(context, [body.prompt], truncate=True)
     return JSONResponse({"embedding": result.vectors[0]})
 
 
@@ -342,7 +326,7 @@ def _parameters_text(service: ModelService) -> str:
         f"repeat_penalty {s.repeat_penalty:g}",
         f"num_ctx {service.engine.info.context_length}",
     ]
-    lines += [f'stop "{stop}"' for stop in (*s.stop, *service.template.stop)]
+    lines += [f'stop "{stop}"' for stop in (*s.stop, *service.prompts.template.stop)]
     return "\n".join(lines)
 
 
@@ -350,7 +334,7 @@ def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
     name = body.model or body.name
     service.check_model(name)
     info = service.engine.info
-    template = service.template.source
+    template = service.prompts.template.source
     system = service.settings.model.system or ""
     parameters = _parameters_text(service)
     modelfile = [f"FROM {service.settings.model.model}"]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from slm_runtime.deps import get_service
+from slm_runtime.deps import Service
 from slm_runtime.errors import ModelNotFoundError
 from slm_runtime.openai import serving
 from slm_runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from slm_runtime.service import ModelService
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-Service = Annotated[ModelService, Depends(get_service)]
 
 
 @router.get("/models", summary="Models available")
@@ -26,8 +24,8 @@ async def list_models(service: Service) -> dict[str, Any]:
 
 @router.get("/models/{model_id:path}", summary="One model")
 async def get_model(model_id: str, service: Service) -> dict[str, Any]:
-    if model_id.removesuffix(":latest") != service.name.removesuffix(":latest"):
-        raise ModelNotFoundError(model_id, param="model")
+    if not service.serves(model_id):
+        raise ModelNotFoundError(model_id)
     return serving.model_card(service)
 
 

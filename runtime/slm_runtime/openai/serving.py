@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from slm_runtime import __version__
-from slm_runtime.accesslog import record_of
-from slm_runtime.engines.templates import ChatMessage as TemplateMessage
+from slm_runtime.embeddings import embed as compute_embeddings
 from slm_runtime.errors import InvalidRequestError
+from slm_runtime.generation import GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import generate as run_generation
 from slm_runtime.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -26,13 +27,15 @@ from slm_runtime.openai.protocol import (
     ResponseFormat,
 )
 from slm_runtime.options import RequestOptions
-from slm_runtime.service import GenerationDone, GenerationEvent, ModelService, TextChunk
-from slm_runtime.streaming import ClosingStreamingResponse, admitted_stream, collect, error_terminated
+from slm_runtime.prompts import ChatMessage as PromptMessage
+from slm_runtime.prompts import check_token_ids, tokenize_prompt
+from slm_runtime.request_context import begin_request
+from slm_runtime.service import ModelService
+from slm_runtime.streaming import ClosingStreamingResponse, error_terminated, respond
 
 __all__ = ["SSE", "chat_completions", "completions", "embeddings", "list_models", "model_card"]
 
 SSE = "text/event-stream"
-CLIENT_CLOSED = 499
 FINGERPRINT = f"slm-runtime-{__version__}"
 
 
@@ -133,10 +136,7 @@ async def _respond(
             out["usage"] = None
         return out
 
-    if stream:
-        admitted = await admitted_stream(events, request)
-        if admitted is None:
-            return Response(status_code=CLIENT_CLOSED)
+    def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
         body = _sse_stream(
             admitted,
             start={"role": "assistant", "content": ""} if chat else None,
@@ -148,37 +148,34 @@ async def _respond(
         return ClosingStreamingResponse(
             error_terminated(body, "openai"), media_type=SSE, headers={"Cache-Control": "no-cache"}
         )
-    collected = await collect(events, request)
-    if collected is None:
-        return Response(status_code=CLIENT_CLOSED)
-    text = prefix + "".join(e.text for e in collected if isinstance(e, TextChunk))
-    done = next(e for e in collected if isinstance(e, GenerationDone))
-    choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": done.done_reason}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    return JSONResponse({**base, "choices": [choice], "usage": _usage(done)})
+
+    def whole(text: str, done: GenerationDone) -> Response:
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": done.done_reason}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": prefix + text}
+        else:
+            choice["text"] = prefix + text
+        return JSONResponse({**base, "choices": [choice], "usage": _usage(done)})
+
+    return await respond(events, request, stream=stream, streamed=streamed, whole=whole)
 
 
 async def chat_completions(service: ModelService, body: ChatCompletionRequest, request: Request) -> Response:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "openai")
     _check_n(body.n)
     if body.logprobs:
         raise InvalidRequestError("logprobs are not supported", param="logprobs")
     if body.tools:
         raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
     messages = [
-        TemplateMessage("system" if m.role == "developer" else m.role, _text_of(m, i))
+        PromptMessage("system" if m.role == "developer" else m.role, _text_of(m, i))
         for i, m in enumerate(body.messages)
     ]
-    engine = await service.wait_ready(service.deadline(started))
-    text = service.chat_text(messages)
-    record.prompt_text = text
-    tokens = await service.tokenize_text(engine, text)
+    engine = await context.engine()
+    prompts = service.prompts
+    text = prompts.chat(messages)
+    context.record.prompt_text = text
+    tokens = await tokenize_prompt(engine, text)
     max_tokens = body.max_completion_tokens or body.max_tokens
     options = RequestOptions(
         temperature=body.temperature,
@@ -189,9 +186,9 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
         num_predict=max_tokens,
         stop=_stops(body.stop),
         json_schema=_json_schema(body.response_format),
-        extra_stop=service.template.stop,
+        extra_stop=prompts.template.stop,
     )
-    events = service.generate(tokens, options, api="openai", started=started, record=record)
+    events = run_generation(context, tokens, options)
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk" if body.stream else "chat.completion",
@@ -211,10 +208,7 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
 
 
 async def completions(service: ModelService, body: CompletionRequest, request: Request) -> Response:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "openai")
     _check_n(body.n)
     if body.best_of not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", param="best_of")
@@ -228,8 +222,8 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
         prompt = body.prompt[0]
     else:
         prompt = body.prompt
-    engine = await service.wait_ready(service.deadline(started))
-    record.prompt_text = prompt
+    engine = await context.engine()
+    context.record.prompt_text = prompt
     tokens = await asyncio.to_thread(engine.tokenize, prompt, add_special=True)
     options = RequestOptions(
         temperature=body.temperature,
@@ -240,7 +234,7 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
         num_predict=body.max_tokens,
         stop=_stops(body.stop),
     )
-    events = service.generate(tokens, options, api="openai", started=started, record=record)
+    events = run_generation(context, tokens, options)
     base = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "object": "text_completion",
@@ -261,28 +255,25 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
 
 
 async def embeddings(service: ModelService, body: EmbeddingRequest, request: Request) -> JSONResponse:
-    started = time.perf_counter()
-    record = record_of(request.state)
-    record.model = body.model
-    service.check_model(body.model)
+    context = begin_request(service, request, body.model, "openai")
     raw = body.input
     texts: list[str]
     if isinstance(raw, str):
         texts = [raw]
     elif raw and all(isinstance(x, int) for x in raw):
-        engine = await service.wait_ready(service.deadline(started))
-        service.check_token_ids(engine, raw, "input")  # type: ignore[arg-type]
+        engine = await context.engine()
+        check_token_ids(engine, raw, "input")  # type: ignore[arg-type]
         texts = [await asyncio.to_thread(engine.detokenize, raw)]  # type: ignore[arg-type]
     elif raw and all(isinstance(x, list) for x in raw):
-        engine = await service.wait_ready(service.deadline(started))
+        engine = await context.engine()
         for ids in raw:
-            service.check_token_ids(engine, ids, "input")  # type: ignore[arg-type]
+            check_token_ids(engine, ids, "input")  # type: ignore[arg-type]
         texts = [await asyncio.to_thread(engine.detokenize, ids) for ids in raw]  # type: ignore[arg-type]
     else:
         texts = [str(x) for x in raw]
     if not texts:
         raise InvalidRequestError("input must not be empty", param="input")
-    result = await service.embed(texts, api="openai", started=started, record=record, truncate=False)
+    result = await compute_embeddings(context, texts, truncate=False)
     data = []
     for index, vector in enumerate(result.vectors):
         values = vector[: body.dimensions] if body.dimensions else vector

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slm_runtime.engines.templates import (
+from slm_runtime.prompts import (
     ChatMessage,
     DefaultTemplate,
     JinjaChatTemplate,
