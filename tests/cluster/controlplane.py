@@ -428,7 +428,8 @@ def reap_stale(parent: Path, prefix: str = "pytest-", keep_s: float = 86400.0) -
         if not owner.isdigit() or pid_alive(int(owner)) or not state_dir.is_dir():
             continue
         plane = ControlPlane(state_dir)
-        if any(process.running() for process in plane.processes.values()):
+        # A killed session's components die with it, but its real node's mounts, links and rules stay.
+        if any(process.running() for process in plane.processes.values()) or plane.real_node().claimed():
             plane.stop()
             stopped.append(state_dir)
         if time.time() - state_dir.stat().st_mtime > keep_s:

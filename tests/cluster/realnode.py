@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,6 @@ __all__ = [
     "RealNodeError",
     "leftovers",
     "missing_packages",
-    "running_node",
 ]
 
 NODE_NAME = "slm-real-0"
@@ -122,6 +121,7 @@ _IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 _OUR_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 _CLAIM_FILE = RUN_DIR / "claim.json"
 _KWOK_ROUTE = f"unreachable {KWOK_POD_CIDR}"
+_API_TIMEOUT = 5.0  # seconds per API call while stopping
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 Progress = Callable[[str], None]
@@ -236,6 +236,19 @@ def leftovers(roots: tuple[Path, ...] = ()) -> list[str]:
             chains = [chain for chain in _chains(rules) if chain.startswith(_OUR_CHAIN_PREFIXES)]
             found += [f"{command} -t {table} chain {chain}" for chain in sorted(chains)]
     found += [f"process {pid} {cmd}" for pid, cmd in _our_processes()]
+    found += [f"process {pid} in {cgroup}" for pid, cgroup in _pod_processes()]
+    return found
+
+
+def _pod_processes() -> list[tuple[int, Path]]:
+    """Processes in the kubelet's pod cgroups (v1 `pids` hierarchy, else the unified one)."""
+    found = []
+    for top in (Path("/sys/fs/cgroup/pids/kubepods"), Path("/sys/fs/cgroup/kubepods")):
+        if not top.is_dir():
+            continue
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                found += [(int(pid), procs.parent) for pid in procs.read_text(encoding="utf-8").split()]
     return found
 
 
@@ -298,7 +311,7 @@ class RealNode:
 
     def running(self) -> bool:
         """containerd, the kubelet and kube-proxy are alive and this node holds the machine's claim."""
-        return self._claim_owner() == str(self.plane.state_dir) and all(p.running() for p in self.processes.values())
+        return self.claimed() and all(p.running() for p in self.processes.values())
 
     # ---- images ------------------------------------------------------------------------------------
 
@@ -423,13 +436,23 @@ class RealNode:
         except (OSError, ValueError, KeyError):
             return None
 
+    def claimed(self) -> bool:
+        """This control plane holds the machine's real-node claim (running, or left behind by a crash)."""
+        return self._claim_owner() == str(self.plane.state_dir)
+
     def _claim(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         announced = False
+        cleanups = 0
         while True:
             try:
                 RUN_DIR.mkdir(parents=True)
             except FileExistsError:
+                cleanups += 1
+                if cleanups > 5:
+                    raise RealNodeError(
+                        f"could not clean up {RUN_DIR} (still there after 5 tries): {leftovers()}"
+                    ) from None
                 owner = self._claim_owner()
                 if owner == str(self.plane.state_dir):
                     self.progress("cleaning up after this cluster's previous real node")
@@ -437,6 +460,7 @@ class RealNode:
                     continue
                 if owner is None:
                     if time.time() - RUN_DIR.stat().st_mtime < 30:  # someone is claiming right now
+                        cleanups = 0
                         time.sleep(1)
                         continue
                     self.progress(f"cleaning up an unclaimed {RUN_DIR}")
@@ -454,6 +478,7 @@ class RealNode:
                 if not announced:
                     self.progress(f"waiting for the real node of {owner} to stop (one per machine)")
                     announced = True
+                cleanups = 0
                 time.sleep(2)
                 continue
             break
@@ -751,17 +776,21 @@ class RealNode:
 
     def _drain(self) -> None:
         """Delete the node's pods through the API while the kubelet runs, so that it tears them down the
-        normal way (CNI DEL, volumes unmounted); then the Node, and our EndpointSlice."""
+        normal way (CNI DEL, volumes unmounted); then the Node, and our EndpointSlice. Skipped when the
+        apiserver does not answer (a killed session's apiserver may still be shutting down)."""
         if not (self.plane.kubeconfig.is_file() and self.plane.processes["kube-apiserver"].running()):
             return
+        timeout = _API_TIMEOUT
         try:
             with kube.api_client(self.plane.kubeconfig) as api:
+                client.VersionApi(api).get_code(_request_timeout=timeout)  # answers at all?
                 core = client.CoreV1Api(api)
                 kubelet_up = self.processes["kubelet"].running() and self.processes["containerd"].running()
+                grace = 2 if kubelet_up else 0
                 pods = _pods_on_node(core)
                 for name, namespace in pods:
                     with contextlib.suppress(kube.ApiException):
-                        core.delete_namespaced_pod(name, namespace, grace_period_seconds=2 if kubelet_up else 0)
+                        core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace, _request_timeout=5)
                 deadline = time.monotonic() + (60 if kubelet_up else 5)
                 while pods and time.monotonic() < deadline:
                     time.sleep(0.5)
@@ -770,13 +799,15 @@ class RealNode:
                     self.progress(f"{len(pods)} pods still on {NODE_NAME}; removing them without the kubelet")
                     for name, namespace in pods:
                         with contextlib.suppress(kube.ApiException):
-                            core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+                            core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _request_timeout=5)
                 with contextlib.suppress(kube.ApiException):
-                    core.delete_node(NODE_NAME)
+                    core.delete_node(NODE_NAME, _request_timeout=timeout)
                 with contextlib.suppress(kube.ApiException):
-                    client.DiscoveryV1Api(api).delete_namespaced_endpoint_slice("kubernetes-realnode", "default")
-        except (kube.ApiException, OSError) as error:
-            self.progress(f"could not delete the node's pods through the API: {error}")
+                    client.DiscoveryV1Api(api).delete_namespaced_endpoint_slice(
+                        "kubernetes-realnode", "default", _request_timeout=timeout
+                    )
+        except Exception as error:  # an apiserver going away answers in many ways (urllib3, ssl, API errors)
+            self.progress(f"could not delete the node's pods through the API ({type(error).__name__}); going on")
 
     def _proxy_cleanup(self) -> None:
         if self.bins.kube_proxy.exists():
@@ -786,11 +817,9 @@ class RealNode:
 
     def _remove_containers(self) -> None:
         """Kill and delete whatever containers containerd still has (the kubelet normally removed them)."""
-        if not self.socket.exists():
-            return
         if not self.processes["containerd"].running():
             config = self.dir / "containerd.toml"
-            if not config.is_file():
+            if not config.is_file() or not (RUN_DIR / "containerd").is_dir():
                 return
             # A crash left containerd's state (and maybe running containers) behind: start it to clean up.
             self._start("containerd", [_which("containerd") or "containerd", "--config", str(config)])
@@ -809,6 +838,12 @@ class RealNode:
                 _run([*ctr, "containers", "delete", *containers], check=False)
 
     def _kill_shims(self) -> None:
+        """Last resort after containerd stopped: runc force-deletes the containers still in its state (their
+        processes die), then the shims left go."""
+        for root in sorted((RUN_DIR / "runc").glob("*")):
+            listing = _run(["runc", "--root", str(root), "list", "-q"], check=False).stdout.split()
+            for container in listing:
+                _run(["runc", "--root", str(root), "delete", "--force", container], check=False)
         for pid, _command in _our_processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -906,7 +941,8 @@ def _cpu_profile_labels() -> dict[str, str]:
 
 def _pods_on_node(core: client.CoreV1Api) -> list[tuple[str, str]]:
     """(name, namespace) of every pod bound to the real node."""
-    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+    selector = f"spec.nodeName={NODE_NAME}"
+    pods = core.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=_API_TIMEOUT).items
     return [(str(pod.metadata.name), str(pod.metadata.namespace)) for pod in pods if pod.metadata]
 
 
@@ -926,14 +962,3 @@ def _node_ready(api: client.ApiClient) -> bool:
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
-
-
-@contextlib.contextmanager
-def running_node(plane: ControlPlane, progress: Progress = _quiet, timeout: float = 180.0) -> Iterator[RealNode]:
-    """Start the real node for `plane` and stop it on exit."""
-    node = RealNode(plane, progress=progress)
-    node.start(timeout=timeout)
-    try:
-        yield node
-    finally:
-        node.stop()
