@@ -37,10 +37,11 @@ from kubernetes import client
 
 from cluster import images, kube
 from cluster.network import KWOK_POD_CIDR, NODE_IP, POD_CIDR, SERVICE_CIDR
-from cluster.nodes import TEST_NODES
 from cluster.paths import Binaries
 from cluster.pki import CertKey, issue_certificate, load_ca
-from cluster.processes import Process, free_ports, tail
+from cluster.processes import Process, free_ports, pid_alive, tail
+from slm_operator.api.enums import Accelerator
+from slm_operator.hardware import DEFAULT_PROFILES
 
 if TYPE_CHECKING:
     from cluster.controlplane import ControlPlane
@@ -466,7 +467,7 @@ class RealNode:
                     self.progress(f"cleaning up an unclaimed {RUN_DIR}")
                     self._reclaim_from(None)
                     continue
-                if not self._owner_alive(Path(owner)):
+                if not self._owner_alive(Path(owner), self._baseline().get("pid")):
                     self.progress(f"cleaning up a real node left behind by {owner}")
                     self._reclaim_from(Path(owner))
                     continue
@@ -492,8 +493,11 @@ class RealNode:
         }
         _CLAIM_FILE.write_text(json.dumps(baseline, indent=1) + "\n", encoding="utf-8")
 
-    def _owner_alive(self, state_dir: Path) -> bool:
-        return any(Process(name, state_dir).running() for name in COMPONENTS)
+    def _owner_alive(self, state_dir: Path, pid: object) -> bool:
+        """The claim's owner still runs its node, or the process that claimed it is still starting it."""
+        if any(Process(name, state_dir).running() for name in COMPONENTS):
+            return True
+        return isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)
 
     def _reclaim_from(self, state_dir: Path | None) -> None:
         """Undo what a real node whose owner died left behind (its own files tell what; else ours)."""
@@ -678,7 +682,9 @@ class RealNode:
         (self.dir / "pod-logs").mkdir(parents=True, exist_ok=True)
         config = self.dir / "kubelet.yaml"
         config.write_text(yaml.safe_dump(self._kubelet_config(), sort_keys=False), encoding="utf-8")
-        labels = {**NODE_SELECTOR, **_cpu_profile_labels()}
+        labels = {**NODE_SELECTOR, **DEFAULT_PROFILES[Accelerator.CPU].node_selector}
+        with kube.api_client(self.plane.kubeconfig) as api, contextlib.suppress(kube.ApiException):
+            client.CoreV1Api(api).delete_node(NODE_NAME)  # a stale Node (and its Ready) from a crashed run
         self.progress(f"starting kubelet ({NODE_NAME} on {NODE_IP}:{self.ports.kubelet})")
         self._start(
             "kubelet",
@@ -929,14 +935,6 @@ def _remove_new_chains(command: str, before: dict[str, list[str]]) -> None:
             _run([command, "-w", "5", "-t", table, "-F", chain], check=False)
         for chain in new:
             _run([command, "-w", "5", "-t", table, "-X", chain], check=False)
-
-
-def _cpu_profile_labels() -> dict[str, str]:
-    """The CPU profile's node labels, so SLMDeployments on the cpu accelerator can be placed here."""
-    for node in TEST_NODES:
-        if node.accelerator.value == "cpu":
-            return dict(node.profile.node_selector)
-    return {}
 
 
 def _pods_on_node(core: client.CoreV1Api) -> list[tuple[str, str]]:
