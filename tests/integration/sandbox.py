@@ -49,10 +49,10 @@ n=0
 for path in $SANDBOX_EXPOSE; do
     n=$((n + 1))
     mkdir -p "$path"
-    mount --move "$SANDBOX_HOLD/$n" "$path"
-    mount -o remount,bind,ro "$path"
+    mount --bind "$SANDBOX_HOLD/$n" "$path"
+    mount -n -o remount,bind,ro "$path"  # -n: no userspace mount table to update on a read-only root
 done
-umount "$SANDBOX_HOLD"
+umount -l "$SANDBOX_HOLD"
 drop="setpriv --reuid=$SANDBOX_UID --regid=$SANDBOX_UID --clear-groups env -i"
 eval "$SANDBOX_RUN"
 """

@@ -66,7 +66,7 @@ def test_cel_rejects_cache_claim_rules(api: client.ApiClient, namespace: str) ->
 
 def test_schema_rejects_enums_bounds_and_unknown_fields(api: client.ApiClient, namespace: str) -> None:
     assert "tpu" in _rejection(api, namespace, {"hardware": {"accelerator": "tpu"}})
-    assert "spec.parameters.temperature" in _rejection(api, namespace, {"parameters": {"temperature": 3}})
+    assert "spec.parameters.temperature" in _rejection(api, namespace, {"parameters": {"temperature": 6}})
     manifest = copy.deepcopy(example("gemma3-270m.yaml"))
     manifest["spec"]["gpus"] = 2
     custom = client.CustomObjectsApi(api)
