@@ -21,7 +21,14 @@ from slm_runtime import __version__
 from slm_runtime.accesslog import AccessLogMiddleware
 from slm_runtime.auth import ApiKeyMiddleware, flavor_of
 from slm_runtime.engines import load_engine
-from slm_runtime.errors import APIError, InvalidRequestError, as_api_error, error_body
+from slm_runtime.errors import (
+    APIError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    RouteNotFoundError,
+    as_api_error,
+    error_body,
+)
 from slm_runtime.health import router as health_router
 from slm_runtime.limits import BodyLimitMiddleware
 from slm_runtime.metrics import Metrics
@@ -59,6 +66,15 @@ def validation_message(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"invalid request body: {message}")
 
 
+_ROUTING_ERRORS: dict[int, type[APIError]] = {404: RouteNotFoundError, 405: MethodNotAllowedError}
+
+
+def _routing_error(exc: StarletteHTTPException) -> APIError:
+    """The API error for the HTTPExceptions of Starlette and FastAPI: 404 (no route), 405 (wrong method) and 400
+    (a body that cannot be read), the only ones our routes can raise."""
+    return _ROUTING_ERRORS.get(exc.status_code, InvalidRequestError)(str(exc.detail))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         return _error_response(request, as_api_error(exc))
@@ -69,11 +85,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        err = APIError(str(exc.detail))
-        err.status = exc.status_code
-        err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _error_response(request, err)
+        return _error_response(request, _routing_error(exc))
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -24,7 +24,7 @@ async def embed(request: RequestContext, texts: Sequence[str], *, truncate: bool
                 f"model {service.name} does not support embeddings (engine {engine.info.engine})"
             )
         prepared = [await _fit_input(engine, text, truncate) for text in texts]
-        lease, _ = await service.admit(request.deadline, request.labels)
+        lease = await service.admit(request.deadline, request.labels)
         try:
             result = await asyncio.wrap_future(service.embed_thread.submit(0, lambda: engine.embed(prepared)))
         finally:

@@ -21,9 +21,12 @@ __all__ = [
     "EmbeddingsUnsupportedError",
     "InternalError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "OperationNotSupportedError",
     "RequestTimeoutError",
+    "RouteNotFoundError",
     "ServerBusyError",
     "as_api_error",
     "error_body",
@@ -40,7 +43,7 @@ OLLAMA_SERVER_BUSY = "server busy, please try again.  maximum pending requests e
 
 
 class APIError(Exception):
-    """An error a client sees. Subclasses fix the HTTP status and the OpenAI type/code."""
+    """An error a client sees. Subclasses fix the HTTP status and the OpenAI type/code (one class per status)."""
 
     status: int = 500
     type: str = "server_error"
@@ -72,13 +75,35 @@ class AuthenticationError(APIError):
     code = "invalid_api_key"
 
 
+class OperationNotSupportedError(InvalidRequestError):
+    """A model-management call (create, copy, push, delete) this single-model server refuses."""
+
+    status = 403
+
+
 class ModelNotFoundError(APIError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
 
-    def __init__(self, model: str, *, param: str | None = "model") -> None:
-        super().__init__(f'model "{model}" not found, try pulling it first', param=param)
+    def __init__(self, model: str) -> None:
+        super().__init__(f'model "{model}" not found, try pulling it first', param="model")
+
+
+class RouteNotFoundError(APIError):
+    """No route has the request's path."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(APIError):
+    """The path exists, not with the request's method."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class BodyTooLargeError(APIError):

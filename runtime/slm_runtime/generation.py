@@ -33,8 +33,6 @@ DoneReason = Literal["stop", "length"]
 class Admitted:
     """The request got a slot: from here on, errors arrive as the last chunk of a stream."""
 
-    queue_seconds: float
-
 
 @dataclass(frozen=True)
 class TextChunk:
@@ -99,9 +97,9 @@ async def _generate(
     matcher = StopMatcher((*stops, *options.extra_stop))
     request.record.prompt_tokens = len(tokens)
 
-    lease, waited = await service.admit(request.deadline, labels)
+    lease = await service.admit(request.deadline, labels)
     try:
-        yield Admitted(waited)
+        yield Admitted()
     except BaseException:
         lease.release()
         raise

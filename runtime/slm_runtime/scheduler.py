@@ -5,8 +5,8 @@ when its generation has *really* stopped, so that an engine never runs two gener
 every slot is busy and ``max_queue`` requests already wait, :meth:`Scheduler.acquire` raises ServerBusyError
 (HTTP 503 with Ollama's message). A waiter that is cancelled (client gone, timeout) leaves the queue at once.
 
-A batching engine slots in by declaring as many slots as its batch holds: admission and queueing stay
-the same. A request gets the lowest-numbered free slot, so that the busy slots stay packed at the low numbers:
+There are ``parallel`` slots, as many as the engine runs at once (llama.cpp's batch holds one sequence per
+slot). A request gets the lowest-numbered free slot, so that the busy slots stay packed at the low numbers:
 llama.cpp decodes only a run of consecutive sequence ids in one pass over the weights, and every gap between busy
 slots costs another pass.
 All methods run on the event loop; engine threads hand slots back through ``loop.call_soon_threadsafe``.
@@ -31,10 +31,6 @@ class Lease:
         self._scheduler = scheduler
         self.slot = slot
         self._released = False
-
-    @property
-    def released(self) -> bool:
-        return self._released
 
     def release(self) -> None:
         if not self._released:

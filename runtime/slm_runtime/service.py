@@ -147,9 +147,9 @@ class ModelService:
 
     # --- admission --------------------------------------------------------------------------------------
 
-    async def admit(self, deadline: float, labels: tuple[str, str]) -> tuple[Lease, float]:
-        """A lease on a slot and the seconds waited for it (observed as queue time); ServerBusyError when the
-        queue is full, RequestTimeoutError when no slot frees up before ``deadline``."""
+    async def admit(self, deadline: float, labels: tuple[str, str]) -> Lease:
+        """A lease on a slot, the wait for it observed as queue time; ServerBusyError when the queue is full,
+        RequestTimeoutError when no slot frees up before ``deadline``."""
         queued = time.perf_counter()
         try:
             lease = await asyncio.wait_for(self.scheduler.acquire(), max(0.0, deadline - queued))
@@ -157,6 +157,5 @@ class ModelService:
             raise RequestTimeoutError(
                 f"timed out after {self.settings.server.request_timeout:g}s waiting for a free slot"
             ) from exc
-        waited = time.perf_counter() - queued
-        self.metrics.queue_time.labels(*labels).observe(waited)
-        return lease, waited
+        self.metrics.queue_time.labels(*labels).observe(time.perf_counter() - queued)
+        return lease

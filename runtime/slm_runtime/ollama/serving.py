@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from slm_runtime import __version__
 from slm_runtime.embeddings import embed as compute_embeddings
-from slm_runtime.errors import InvalidRequestError
+from slm_runtime.errors import InvalidRequestError, OperationNotSupportedError
 from slm_runtime.generation import GenerationDone, GenerationEvent, TextChunk
 from slm_runtime.generation import generate as run_generation
 from slm_runtime.ollama.protocol import (
@@ -257,13 +257,11 @@ def pull(service: ModelService, body: PullRequest) -> Response:
     return JSONResponse({"status": "success"})
 
 
-def unsupported(operation: str) -> InvalidRequestError:
-    err = InvalidRequestError(
+def unsupported(operation: str) -> OperationNotSupportedError:
+    return OperationNotSupportedError(
         f"{operation} is not supported: this server serves one model, managed by slm-operator "
         "(change spec.model of the SLMDeployment instead)"
     )
-    err.status = 403
-    return err
 
 
 def version() -> dict[str, str]:

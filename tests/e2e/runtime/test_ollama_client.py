@@ -23,12 +23,11 @@ def test_generate_non_streaming(client: ollama.Client) -> None:
     assert response.done is True
     assert response.done_reason == "length"
     assert response.eval_count == 24
-    assert response.prompt_eval_count is not None and response.prompt_eval_count >= 5
+    assert response.prompt_eval_count >= 5
     assert response.response.strip()
     for field in ("total_duration", "prompt_eval_duration", "eval_duration"):
         value = getattr(response, field)
         assert isinstance(value, int) and value > 0, field
-    assert response.total_duration is not None and response.eval_duration is not None
     assert response.total_duration >= response.eval_duration
     assert response.context and len(response.context) == response.prompt_eval_count + 24
 
@@ -105,7 +104,6 @@ def test_embed_and_legacy_embeddings(client: ollama.Client) -> None:
 def test_tags_show_ps(client: ollama.Client) -> None:
     models = client.list().models
     assert [m.model for m in models] == [f"{MODEL_NAME}:latest"]
-    assert models[0].details is not None
     assert models[0].details.format == "gguf"
     assert models[0].details.quantization_level == "Q4_K_M"
     assert models[0].details.family == "gemma3"
@@ -113,9 +111,9 @@ def test_tags_show_ps(client: ollama.Client) -> None:
     assert models[0].digest == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     shown = client.show(MODEL_NAME)
     assert shown.capabilities == ["completion", "embedding"]
-    assert shown.details is not None and shown.details.parameter_size == "270M"
-    assert shown.modelinfo is not None and shown.modelinfo["gemma3.context_length"] == 32768
-    assert shown.parameters is not None and f"num_ctx {CONTEXT}" in shown.parameters
+    assert shown.details.parameter_size == "270M"
+    assert shown.modelinfo["gemma3.context_length"] == 32768
+    assert f"num_ctx {CONTEXT}" in shown.parameters
     running = client.ps().models
     assert len(running) == 1 and running[0].model == f"{MODEL_NAME}:latest"
 

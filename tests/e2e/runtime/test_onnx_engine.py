@@ -65,7 +65,6 @@ def test_generate_is_greedy_deterministic_and_streams(ollama_client: ollama.Clie
     assert first.response == second.response
     assert len(first.response.split()) >= 8
     # Same tokenizer as the GGUF, BOS included.
-    assert first.context is not None
     assert first.context[: first.prompt_eval_count] == llama_engine.tokenize("The capital of France is")
     assert first.eval_count == 24 and first.done_reason == "length"
     chunks = list(
@@ -82,10 +81,10 @@ def test_chat_and_show(ollama_client: ollama.Client) -> None:
     chunks = list(ollama_client.chat(model=MODEL_NAME, messages=messages, options=GREEDY, stream=True))
     assert "".join(c.message.content for c in chunks) == reply.message.content
     running = ollama_client.ps().models
-    assert len(running) == 1 and running[0].details is not None and running[0].details.format == "onnx"
+    assert len(running) == 1 and running[0].details.format == "onnx"
     shown = ollama_client.show(MODEL_NAME)
     assert shown.capabilities == ["completion"]
-    assert shown.details is not None and shown.details.format == "onnx"
+    assert shown.details.format == "onnx"
     assert [m.model for m in ollama_client.list().models] == [f"{MODEL_NAME}:latest"]
 
 
@@ -104,7 +103,7 @@ def test_openai_chat_completions_and_streaming(openai_client: openai.OpenAI) -> 
     streamed = openai_client.chat.completions.create(**kwargs, stream=True)  # type: ignore[call-overload]
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == whole.choices[0].message.content
     completion = openai_client.completions.create(model=MODEL_NAME, prompt="1, 2, 3,", max_tokens=8, temperature=0)
-    assert "4" in completion.choices[0].text and completion.usage is not None
+    assert "4" in completion.choices[0].text
     assert completion.usage.completion_tokens == 8
     assert [m.id for m in openai_client.models.list().data] == [MODEL_NAME]
     with pytest.raises(openai.BadRequestError):

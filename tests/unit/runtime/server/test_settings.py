@@ -66,7 +66,6 @@ def test_serve_flags_parse_into_settings() -> None:
     )
     settings = settings_from_args(args)
     assert settings.server.max_queue == 5
-    assert settings.server.api_key is not None
     assert settings.server.api_key.get_secret_value() == "k"
     assert settings.sampling.stop == ("x", "y")
 
