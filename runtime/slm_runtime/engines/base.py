@@ -31,6 +31,7 @@ __all__ = [
     "SamplingParams",
     "StepObserver",
     "TokenSink",
+    "deliver",
 ]
 
 
@@ -94,6 +95,18 @@ StepObserver = Callable[[int, int], None]
 TokenSink = Callable[[GeneratedToken | BaseException | None], None]
 """Receives one generation on the engine's thread: its tokens, then at most one error, then exactly one None
 once the generation has stopped and its slot may take the next one."""
+
+
+def deliver(tokens: Iterator[GeneratedToken], sink: TokenSink) -> None:
+    """Feed ``sink`` from ``tokens`` on the calling thread, as the contract says: the tokens, the error that ends
+    them if one does, then None (once ``tokens`` has finished, its own clean-up included)."""
+    try:
+        for token in tokens:
+            sink(token)
+    except BaseException as exc:
+        sink(exc)
+    finally:
+        sink(None)
 
 
 class Engine(Protocol):

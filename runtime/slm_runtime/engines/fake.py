@@ -19,7 +19,7 @@ exactly as production does. :func:`~slm_runtime.engines.load_engine` never picks
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from slm_runtime.engines.base import (
@@ -30,6 +30,7 @@ from slm_runtime.engines.base import (
     SamplingParams,
     StepObserver,
     TokenSink,
+    deliver,
 )
 from slm_runtime.errors import EmbeddingsUnsupportedError
 from slm_runtime.workers import SlotThreads
@@ -124,24 +125,24 @@ class FakeEngine(Engine):
                 raise RuntimeError(f"slot {slot} is already generating")
             self._busy.add(slot)
             self.started.append(StartedGeneration(slot, tuple(prompt), params))
-        self._threads.submit(slot, lambda: self._run(slot, len(prompt), params.max_tokens, cancel, sink))
+        tokens = self._generate(slot, len(prompt), params.max_tokens, cancel)
+        self._threads.submit(slot, lambda: deliver(tokens, sink))
 
-    def _run(self, slot: int, prompt_tokens: int, max_tokens: int, cancel: threading.Event, sink: TokenSink) -> None:
+    def _generate(
+        self, slot: int, prompt_tokens: int, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[GeneratedToken]:
         try:
             self._step(1, prompt_tokens)
             for index, char in enumerate(self.reply[:max_tokens]):
                 if self.fail_after is not None and index >= self.fail_after:
                     raise FakeEngineError(f"the fake engine failed after {index} tokens")
                 if not self._wait(cancel):
-                    break
-                sink(GeneratedToken(ord(char) + _FIRST_BYTE, char))
+                    return
+                yield GeneratedToken(ord(char) + _FIRST_BYTE, char)
                 self._step(1, 1)
-        except BaseException as exc:
-            sink(exc)
         finally:
             with self._lock:
                 self._busy.discard(slot)
-            sink(None)
 
     def _wait(self, cancel: threading.Event) -> bool:
         """Sleep ``token_delay`` and wait for the gate; False when cancelled meanwhile."""

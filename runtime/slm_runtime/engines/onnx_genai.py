@@ -26,6 +26,7 @@ from slm_runtime.engines.base import (
     SamplingParams,
     StepObserver,
     TokenSink,
+    deliver,
 )
 from slm_runtime.errors import EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
@@ -145,16 +146,7 @@ class OnnxGenaiEngine(Engine):
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
     ) -> None:
         """Generate on the slot's own thread; ``sink`` gets the tokens, an error if one happens, then None."""
-        self._threads.submit(slot, lambda: self._deliver(prompt, params, cancel, sink))
-
-    def _deliver(self, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink) -> None:
-        try:
-            for token in self._generate(prompt, params, cancel):
-                sink(token)
-        except BaseException as exc:
-            sink(exc)
-        finally:
-            sink(None)
+        self._threads.submit(slot, lambda: deliver(self._generate(prompt, params, cancel), sink))
 
     def _generate(
         self, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event
