@@ -1,0 +1,145 @@
+"""The OpenAI API through create_app with the fake engine: completions as JSON and as SSE ending in [DONE],
+usage, errors in OpenAI's shape (before and during a stream), embeddings, models."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+from runtime_fast import MODEL, FastApp, serve, sse_events
+
+from slm_runtime.engines.fake import FakeEngine
+
+REPLY = FakeEngine().reply
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def test_chat_completion_whole_with_usage() -> None:
+    async def scenario(app: FastApp) -> None:
+        answer = (await app.client.post("/v1/chat/completions", json=CHAT)).json()
+        assert answer["object"] == "chat.completion" and answer["model"] == MODEL
+        choice = answer["choices"][0]
+        assert choice["message"] == {"role": "assistant", "content": REPLY}
+        assert choice["finish_reason"] == "stop"
+        prompt_tokens = len(app.engine.started[-1].prompt)
+        assert answer["usage"] == {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(REPLY),
+            "total_tokens": prompt_tokens + len(REPLY),
+        }
+        assert app.metric("slm_requests_total", api="openai", outcome="ok") == 1
+
+    serve(scenario)
+
+
+def test_chat_completion_streams_sse_deltas_usage_and_done() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        response = await app.client.post("/v1/chat/completions", json=body)
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.text)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(event) for event in events[:-1]]
+        assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        deltas = [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
+        assert "".join(deltas) == REPLY
+        finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        assert finish[-1] == "stop" and set(finish[:-1]) == {None}
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(REPLY)
+        assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+
+    serve(scenario)
+
+
+def test_completion_with_max_tokens_echo_and_options() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": "Say", "max_tokens": 4, "echo": True, "temperature": 0, "seed": 3}
+        answer = (await app.client.post("/v1/completions", json=body)).json()
+        assert answer["choices"][0]["text"] == "Say" + REPLY[:4]
+        assert answer["choices"][0]["finish_reason"] == "length"
+        params = app.engine.started[-1].params
+        assert (params.max_tokens, params.temperature, params.seed) == (4, 0, 3)
+        assert app.engine.started[-1].prompt == tuple(app.engine.tokenize("Say"))
+
+    serve(scenario)
+
+
+def test_completion_streams_text_chunks() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": "Say", "max_tokens": 6, "stream": True}
+        events = sse_events((await app.client.post("/v1/completions", json=body)).text)
+        chunks = [json.loads(event) for event in events[:-1]]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == REPLY[:6]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+    serve(scenario)
+
+
+def test_request_errors_have_openai_s_shape() -> None:
+    async def scenario(app: FastApp) -> None:
+        cases: list[tuple[str, dict[str, Any], int, str, str | None]] = [
+            ("/v1/chat/completions", {**CHAT, "model": "other"}, 404, "model_not_found", "model"),
+            ("/v1/chat/completions", {**CHAT, "n": 2}, 400, "invalid_request", "n"),
+            ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "invalid_request", "messages"),
+            (
+                "/v1/chat/completions",
+                {**CHAT, "response_format": {"type": "json_object"}},
+                400,
+                "invalid_request",
+                "response_format",
+            ),
+            ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, 400, "invalid_request", "prompt"),
+        ]
+        for path, body, status, code, param in cases:
+            response = await app.client.post(path, json=body)
+            assert response.status_code == status, (body, response.text)
+            error = response.json()["error"]
+            assert (error["code"], error["param"]) == (code, param), error
+            assert error["message"]
+
+    serve(scenario)
+
+
+def test_an_engine_failure_midway_ends_the_stream_with_an_error_event_instead_of_done() -> None:
+    async def scenario(app: FastApp) -> None:
+        response = await app.client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert response.status_code == 200
+        events = sse_events(response.text)
+        assert "[DONE]" not in events
+        error = json.loads(events[-1])["error"]
+        assert (error["type"], error["code"]) == ("server_error", "internal_error")
+        deltas = [json.loads(event)["choices"][0]["delta"].get("content", "") for event in events[:-1]]
+        assert "".join(deltas) == REPLY[:2]
+
+    serve(scenario, FakeEngine(fail_after=2))
+
+
+def test_embeddings_as_floats_base64_and_from_token_ids() -> None:
+    async def scenario(app: FastApp) -> None:
+        floats = (await app.client.post("/v1/embeddings", json={"model": MODEL, "input": ["a", "ab"]})).json()
+        assert [d["index"] for d in floats["data"]] == [0, 1]
+        assert floats["data"][0]["embedding"] == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        assert floats["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+        body = {"model": MODEL, "input": "ab", "encoding_format": "base64", "dimensions": 3}
+        packed = (await app.client.post("/v1/embeddings", json=body)).json()["data"][0]["embedding"]
+        assert struct.unpack("<3f", base64.b64decode(packed)) == (0.0, 1.0, 1.0)
+        ids = app.engine.tokenize("a", add_special=False)
+        from_ids = (await app.client.post("/v1/embeddings", json={"model": MODEL, "input": ids})).json()
+        assert from_ids["data"][0]["embedding"] == floats["data"][0]["embedding"]
+        bad = await app.client.post("/v1/embeddings", json={"model": MODEL, "input": [[5, 99999]]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+    serve(scenario)
+
+
+def test_models_list_and_lookup() -> None:
+    async def scenario(app: FastApp) -> None:
+        listed = (await app.client.get("/v1/models")).json()
+        assert [m["id"] for m in listed["data"]] == [MODEL]
+        assert (await app.client.get(f"/v1/models/{MODEL}:latest")).json()["id"] == MODEL
+        missing = await app.client.get("/v1/models/other")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+    serve(scenario)
