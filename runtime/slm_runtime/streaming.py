@@ -19,6 +19,7 @@ from slm_runtime.generation import Admitted, GenerationDone, GenerationEvent, Te
 __all__ = [
     "CLIENT_CLOSED",
     "ClosingStreamingResponse",
+    "encoded",
     "error_terminated",
     "respond",
     "rfc3339_now",
@@ -113,6 +114,30 @@ async def respond(
     text = "".join(e.text for e in collected if isinstance(e, TextChunk))
     done = next(e for e in collected if isinstance(e, GenerationDone))
     return whole(text, done)
+
+
+async def encoded(
+    events: Events,
+    *,
+    text: Callable[[str], bytes],
+    done: Callable[[GenerationDone], bytes],
+    head: bytes = b"",
+    tail: bytes = b"",
+) -> AsyncGenerator[bytes, None]:
+    """A stream's bytes in an API's wire format: ``head``, ``text(chunk)`` for each text chunk, ``done(end)`` for
+    the end, ``tail``. Closes ``events`` (which stops the generation) however the stream ends."""
+    try:
+        if head:
+            yield head
+        async for event in events:
+            if isinstance(event, TextChunk):
+                yield text(event.text)
+            elif isinstance(event, GenerationDone):
+                yield done(event)
+        if tail:
+            yield tail
+    finally:
+        await events.aclose()
 
 
 async def error_terminated(chunks: AsyncIterator[bytes], flavor: ApiFlavor) -> AsyncGenerator[bytes, None]:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from slm_runtime import __version__
 from slm_runtime.embeddings import embed as compute_embeddings
 from slm_runtime.errors import InvalidRequestError, OperationNotSupportedError
-from slm_runtime.generation import GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import GenerationDone, GenerationEvent
 from slm_runtime.generation import generate as run_generation
 from slm_runtime.ollama.protocol import (
     ChatRequest,
@@ -31,7 +31,7 @@ from slm_runtime.options import RequestOptions
 from slm_runtime.prompts import ChatMessage, check_token_ids, tokenize_prompt
 from slm_runtime.request_context import begin_request
 from slm_runtime.service import ModelService
-from slm_runtime.streaming import ClosingStreamingResponse, error_terminated, respond, rfc3339_now
+from slm_runtime.streaming import ClosingStreamingResponse, encoded, error_terminated, respond, rfc3339_now
 
 __all__ = [
     "NDJSON",
@@ -116,17 +116,8 @@ ChunkBuilder = Callable[[str], dict[str, Any]]
 FinalBuilder = Callable[[GenerationDone], dict[str, Any]]
 
 
-async def _ndjson(
-    events: AsyncGenerator[GenerationEvent, None], chunk: ChunkBuilder, final: FinalBuilder
-) -> AsyncGenerator[bytes, None]:
-    try:
-        async for event in events:
-            if isinstance(event, TextChunk):
-                yield (json.dumps(chunk(event.text)) + "\n").encode()
-            elif isinstance(event, GenerationDone):
-                yield (json.dumps(final(event)) + "\n").encode()
-    finally:
-        await events.aclose()
+def _line(body: dict[str, Any]) -> bytes:
+    return (json.dumps(body) + "\n").encode()
 
 
 async def _respond(
@@ -138,7 +129,8 @@ async def _respond(
     final: FinalBuilder,
 ) -> Response:
     def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
-        return ClosingStreamingResponse(error_terminated(_ndjson(admitted, chunk, final), "ollama"), media_type=NDJSON)
+        lines = encoded(admitted, text=lambda text: _line(chunk(text)), done=lambda done: _line(final(done)))
+        return ClosingStreamingResponse(error_terminated(lines, "ollama"), media_type=NDJSON)
 
     def whole(text: str, done: GenerationDone) -> Response:
         body = final(done)

@@ -8,7 +8,7 @@ import json
 import struct
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from slm_runtime import __version__
 from slm_runtime.embeddings import embed as compute_embeddings
 from slm_runtime.errors import InvalidRequestError
-from slm_runtime.generation import GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import GenerationDone, GenerationEvent
 from slm_runtime.generation import generate as run_generation
 from slm_runtime.openai.protocol import (
     ChatCompletionRequest,
@@ -31,7 +31,7 @@ from slm_runtime.prompts import ChatMessage as PromptMessage
 from slm_runtime.prompts import check_token_ids, tokenize_prompt
 from slm_runtime.request_context import begin_request
 from slm_runtime.service import ModelService
-from slm_runtime.streaming import ClosingStreamingResponse, error_terminated, respond
+from slm_runtime.streaming import ClosingStreamingResponse, encoded, error_terminated, respond
 
 __all__ = ["SSE", "chat_completions", "completions", "embeddings", "list_models", "model_card"]
 
@@ -90,44 +90,46 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
-Chunk = Callable[[dict[str, Any], str | None], dict[str, Any]]
-
-
-async def _sse_stream(
-    events: AsyncGenerator[GenerationEvent, None],
+def _options(
+    body: ChatCompletionRequest | CompletionRequest,
+    num_predict: int | None,
     *,
-    start: dict[str, Any] | None,
-    delta: Callable[[str], dict[str, Any]],
-    chunk: Chunk,
-    include_usage: bool,
-    base: dict[str, Any],
-) -> AsyncGenerator[bytes, None]:
-    try:
-        if start is not None:
-            yield _sse(chunk(start, None))
-        async for event in events:
-            if isinstance(event, TextChunk):
-                yield _sse(chunk(delta(event.text), None))
-            elif isinstance(event, GenerationDone):
-                empty = {} if start is not None else {"text": ""}
-                yield _sse(chunk(empty, event.done_reason))
-                if include_usage:
-                    yield _sse({**base, "choices": [], "usage": _usage(event)})
-        yield b"data: [DONE]\n\n"
-    finally:
-        await events.aclose()
+    json_schema: dict[str, Any] | None = None,
+    extra_stop: tuple[str, ...] = (),
+) -> RequestOptions:
+    """The generation options both completion requests carry."""
+    return RequestOptions(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        num_predict=num_predict,
+        stop=_stops(body.stop),
+        json_schema=json_schema,
+        extra_stop=extra_stop,
+    )
 
 
 async def _respond(
     request: Request,
     events: AsyncGenerator[GenerationEvent, None],
+    body: ChatCompletionRequest | CompletionRequest,
     *,
-    stream: bool,
-    include_usage: bool,
-    base: dict[str, Any],
     chat: bool,
     prefix: str = "",
 ) -> Response:
+    stream = bool(body.stream)
+    include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
+    kind, whole_object = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
+    base = {
+        "id": f"{kind}-{uuid.uuid4().hex}",
+        "object": f"{whole_object}.chunk" if stream and chat else whole_object,
+        "created": int(time.time()),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+    }
+
     def chunk(payload: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
         choice.update({"delta": payload} if chat else payload)
@@ -136,17 +138,18 @@ async def _respond(
             out["usage"] = None
         return out
 
+    def delta(text: str) -> bytes:
+        return _sse(chunk({"content": text} if chat else {"text": text}, None))
+
+    def done(end: GenerationDone) -> bytes:
+        finish = _sse(chunk({} if chat else {"text": ""}, end.done_reason))
+        return finish + _sse({**base, "choices": [], "usage": _usage(end)}) if include_usage else finish
+
     def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
-        body = _sse_stream(
-            admitted,
-            start={"role": "assistant", "content": ""} if chat else None,
-            delta=(lambda t: {"content": t}) if chat else (lambda t: {"text": t}),
-            chunk=chunk,
-            include_usage=include_usage,
-            base=base,
-        )
+        head = _sse(chunk({"role": "assistant", "content": ""}, None)) if chat else b""
+        sse = encoded(admitted, text=delta, done=done, head=head, tail=b"data: [DONE]\n\n")
         return ClosingStreamingResponse(
-            error_terminated(body, "openai"), media_type=SSE, headers={"Cache-Control": "no-cache"}
+            error_terminated(sse, "openai"), media_type=SSE, headers={"Cache-Control": "no-cache"}
         )
 
     def whole(text: str, done: GenerationDone) -> Response:
@@ -176,31 +179,14 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
     text = prompts.chat(messages)
     context.record.prompt_text = text
     tokens = await tokenize_prompt(engine, text)
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    options = RequestOptions(
-        temperature=body.temperature,
-        top_p=body.top_p,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        seed=body.seed,
-        num_predict=max_tokens,
-        stop=_stops(body.stop),
+    options = _options(
+        body,
+        body.max_completion_tokens or body.max_tokens,
         json_schema=_json_schema(body.response_format),
         extra_stop=prompts.template.stop,
     )
-    events = run_generation(context, tokens, options)
-    base = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion.chunk" if body.stream else "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "system_fingerprint": FINGERPRINT,
-    }
-    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     try:
-        return await _respond(
-            request, events, stream=bool(body.stream), include_usage=include_usage, base=base, chat=True
-        )
+        return await _respond(request, run_generation(context, tokens, options), body, chat=True)
     except InvalidRequestError as err:
         if err.param == "format":  # the service speaks Ollama's name for the JSON constraint
             err.param = "response_format"
@@ -225,33 +211,8 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
     engine = await context.engine()
     context.record.prompt_text = prompt
     tokens = await asyncio.to_thread(engine.tokenize, prompt, add_special=True)
-    options = RequestOptions(
-        temperature=body.temperature,
-        top_p=body.top_p,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        seed=body.seed,
-        num_predict=body.max_tokens,
-        stop=_stops(body.stop),
-    )
-    events = run_generation(context, tokens, options)
-    base = {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "system_fingerprint": FINGERPRINT,
-    }
-    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    return await _respond(
-        request,
-        events,
-        stream=bool(body.stream),
-        include_usage=include_usage,
-        base=base,
-        chat=False,
-        prefix=prompt if body.echo else "",
-    )
+    events = run_generation(context, tokens, _options(body, body.max_tokens))
+    return await _respond(request, events, body, chat=False, prefix=prompt if body.echo else "")
 
 
 async def embeddings(service: ModelService, body: EmbeddingRequest, request: Request) -> JSONResponse:
