@@ -16,7 +16,7 @@ from local_e2e import GEMMA_SOURCE, REPO, SlmServe, slm_command
 
 pytestmark = pytest.mark.model
 
-MODELFILE = REPO / "tests" / "unit" / "local" / "enterprise-assistant.Modelfile"
+MODELFILE = REPO / "tests" / "unit" / "operator" / "local" / "enterprise-assistant.Modelfile"
 
 
 def test_imported_modelfile_validates_and_serves(tmp_path: Path) -> None:
