@@ -36,6 +36,7 @@ from slm_runtime.ollama.router import router as ollama_router
 from slm_runtime.openai.router import router as openai_router
 from slm_runtime.service import EngineLoader, ModelService
 from slm_runtime.settings import RuntimeSettings
+from slm_runtime.shutdown import Shutdown
 
 __all__ = ["create_app", "validation_message"]
 
@@ -93,14 +94,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_api_error)
 
 
-def create_app(settings: RuntimeSettings, *, engine_loader: EngineLoader | None = None) -> FastAPI:
-    """The runtime's ASGI app. ``engine_loader`` replaces :func:`load_engine` (tests wrap the real one)."""
+def create_app(
+    settings: RuntimeSettings, *, engine_loader: EngineLoader | None = None, shutdown: Shutdown | None = None
+) -> FastAPI:
+    """The runtime's ASGI app. ``engine_loader`` replaces :func:`load_engine` (tests wrap the real one);
+    ``shutdown`` is shared with the server loop that `serve` runs (drain on SIGTERM, exit on a failed load)."""
     loader = engine_loader or load_engine
+    stop = shutdown or Shutdown()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         metrics = Metrics(settings.served_name)
-        service = ModelService(settings, metrics, loader)
+        service = ModelService(settings, metrics, loader, stop)
         loading = asyncio.create_task(service.load(), name="slm-model-load")
         loading.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:

@@ -24,7 +24,7 @@ async def healthz(service: Service) -> JSONResponse:
 async def readyz(service: Service) -> JSONResponse:
     if service.ready:
         return JSONResponse({"status": "ready", "model": service.name})
-    status = "failed" if service.load_error is not None else "loading"
+    status = "failed" if service.load_error is not None else "stopping" if service.shutdown.draining else "loading"
     return JSONResponse({"status": status, "model": service.name}, status_code=503)
 
 

@@ -19,12 +19,19 @@ from datetime import UTC, datetime
 
 from slm_runtime.bridge import TokenBridge
 from slm_runtime.engines.base import Engine
-from slm_runtime.errors import InvalidRequestError, ModelNotFoundError, ModelNotReadyError, RequestTimeoutError
+from slm_runtime.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerBusyError,
+)
 from slm_runtime.metrics import Metrics
 from slm_runtime.options import RequestOptions, resolve_sampling
 from slm_runtime.prompts import PromptBuilder, select_template
 from slm_runtime.scheduler import Lease, Scheduler
 from slm_runtime.settings import RuntimeSettings
+from slm_runtime.shutdown import MODEL_LOAD_FAILED, Shutdown
 from slm_runtime.workers import SlotThreads
 
 __all__ = ["EngineLoader", "ModelService"]
@@ -37,8 +44,11 @@ EngineLoader = Callable[[RuntimeSettings], Engine]
 class ModelService:
     """One served model: its engine, prompt builder, scheduler and metrics, and whether it is ready."""
 
-    def __init__(self, settings: RuntimeSettings, metrics: Metrics, loader: EngineLoader) -> None:
+    def __init__(
+        self, settings: RuntimeSettings, metrics: Metrics, loader: EngineLoader, shutdown: Shutdown | None = None
+    ) -> None:
         self.settings = settings
+        self.shutdown = shutdown or Shutdown()
         self.metrics = metrics
         self.name = settings.served_name
         self._loader = loader
@@ -56,7 +66,8 @@ class ModelService:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """Loaded, warmed up, and not stopping."""
+        return self._ready.is_set() and not self.shutdown.draining
 
     async def load(self) -> None:
         """Load the engine off the event loop, produce one warm-up token, then mark the service ready."""
@@ -74,9 +85,10 @@ class ModelService:
             warm_prompt = await asyncio.to_thread(engine.tokenize, "Hello", add_special=True)
             params = resolve_sampling(self.settings.sampling, RequestOptions(temperature=0.0), 1)
             await asyncio.to_thread(lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
-        except BaseException as exc:
+        except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed", self.name)
+            self.shutdown.fail(MODEL_LOAD_FAILED, f"loading model {self.name} failed: {exc}")
             raise
         engine.observe_steps(self.metrics.batch_step)
         engine.after_steps(self.bridge.mailbox(asyncio.get_running_loop()).wait_delivered)
@@ -148,8 +160,10 @@ class ModelService:
     # --- admission --------------------------------------------------------------------------------------
 
     async def admit(self, deadline: float, labels: tuple[str, str]) -> Lease:
-        """A lease on a slot, the wait for it observed as queue time; ServerBusyError when the queue is full,
-        RequestTimeoutError when no slot frees up before ``deadline``."""
+        """A lease on a slot, the wait for it observed as queue time; ServerBusyError when the queue is full or
+        the server is stopping, RequestTimeoutError when no slot frees up before ``deadline``."""
+        if self.shutdown.draining:
+            raise ServerBusyError()
         queued = time.perf_counter()
         try:
             lease = await asyncio.wait_for(self.scheduler.acquire(), max(0.0, deadline - queued))

@@ -86,6 +86,10 @@ class ServerSettings(_Section):
         description="Seconds to finish the requests in flight after SIGTERM (not ready, nothing new admitted) "
         "before exiting.",
     )
+    termination_log: Path | None = Field(
+        None,
+        description="File that gets the reason when serve exits on a failure (a pod's /dev/termination-log).",
+    )
     api_key: SecretStr | None = Field(
         None, description="Bearer token required on every route but health and metrics; unset: no auth."
     )

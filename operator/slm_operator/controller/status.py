@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from slm_operator.api.enums import Accelerator, Phase
-from slm_operator.render.deployment import PULL_CONTAINER
+from slm_operator.render.deployment import PULL_CONTAINER, RUNTIME_CONTAINER
 from slm_runtime.fetch.errors import pull_failures, reason_for_exit_code
+from slm_runtime.shutdown import SERVE_FAILURES, failure_for_exit_code
 
 __all__ = [
     "Observation",
@@ -36,7 +37,11 @@ _WAITING_REASONS = {
 }
 # Problems that will not fix themselves: the permanent pull failures (the runtime's classes say which) and a pod
 # spec the kubelet cannot run.
-_FATAL_REASONS = {cls.reason for cls in pull_failures() if cls.permanent} | {"ContainerConfigError"}
+_FATAL_REASONS = (
+    {cls.reason for cls in pull_failures() if cls.permanent}
+    | {failure.reason for failure in SERVE_FAILURES if failure.permanent}
+    | {"ContainerConfigError"}
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,11 @@ def pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
         if terminated and terminated.get("exitCode", 0) != 0 and status.get("name") == PULL_CONTAINER:
             failure = reason_for_exit_code(int(terminated.get("exitCode", 1)))
             problems.append(PodProblem(failure.reason, str(terminated.get("message") or "").strip()[:1024]))
+    for status in _statuses(pod, "containerStatuses"):
+        terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
+        serve_failure = failure_for_exit_code(int(terminated.get("exitCode", 0))) if terminated else None
+        if terminated and serve_failure and status.get("name") == RUNTIME_CONTAINER:
+            problems.append(PodProblem(serve_failure.reason, str(terminated.get("message") or "").strip()[:1024]))
     for status in [*_statuses(pod, "initContainerStatuses"), *_statuses(pod, "containerStatuses")]:
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _WAITING_REASONS:

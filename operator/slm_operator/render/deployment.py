@@ -18,7 +18,7 @@ from slm_operator.render.meta import (
     selector_labels,
     spec_digest,
 )
-from slm_operator.render.runtime_env import API_KEY_ENV, runtime_environment
+from slm_operator.render.runtime_env import API_KEY_ENV, TERMINATION_LOG, runtime_environment
 from slm_operator.render.storage import cache_claim_name
 from slm_operator.settings import OperatorSettings
 from slm_runtime.source import SourceScheme
@@ -98,7 +98,7 @@ def _pull_args(slm: SLMDeployment, settings: OperatorSettings) -> list[str]:
         args += ["--pvc-root", settings.pvc_mount_root]
     # The result JSON (digest, size) becomes the init container's termination message, which the
     # operator reads into status.model; on failure the same file carries the error.
-    return [*args, "--output", "/dev/termination-log", "--termination-log", "/dev/termination-log"]
+    return [*args, "--output", TERMINATION_LOG, "--termination-log", TERMINATION_LOG]
 
 
 def _env(slm: SLMDeployment, profile: HardwareProfile, settings: OperatorSettings) -> list[dict[str, Any]]:

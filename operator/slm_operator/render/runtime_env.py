@@ -17,9 +17,10 @@ from slm_operator.api.spec import Parameters, ServerSpec, SLMDeploymentSpec
 from slm_operator.hardware import HardwareProfile
 from slm_runtime.settings import env_name, parameter_field
 
-__all__ = ["API_KEY_ENV", "runtime_environment"]
+__all__ = ["API_KEY_ENV", "TERMINATION_LOG", "runtime_environment"]
 
 API_KEY_ENV = env_name("api_key")
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet's terminationMessagePath default
 
 
 def _value(value: Any) -> str:
@@ -51,6 +52,7 @@ def runtime_environment(
         "max_queue": server.max_queue,
         "request_timeout": parse_duration_seconds(server.request_timeout),
         "drain_timeout": parse_duration_seconds(server.drain_timeout),
+        "termination_log": TERMINATION_LOG,
         "model_source": spec.model.source,
         "model_cache": cache_dir,
         "model_name": spec.model.served_name(),

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic.fields import FieldInfo
@@ -23,6 +26,7 @@ from slm_runtime.settings import (
     parse_messages,
     settings_from_sources,
 )
+from slm_runtime.shutdown import INVALID_SETTINGS, Shutdown
 
 __all__ = ["add_settings_arguments", "register", "run_serve", "settings_from_args"]
 
@@ -100,7 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> RuntimeSettings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # the runtime extra; the rest of the CLI (pull) must not need it
 
     from slm_runtime.app import create_app
 
@@ -108,8 +112,10 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except SettingsError as exc:
         log.error("%s", exc)
-        return 2
-    app = create_app(settings)
+        Shutdown(_termination_log(args)).fail(INVALID_SETTINGS, str(exc))
+        return INVALID_SETTINGS.exit_code
+    shutdown = Shutdown(settings.server.termination_log)
+    app = create_app(settings, shutdown=shutdown)
     log.info(
         "serving %s on http://%s:%d (engine %s, %d slot(s), queue %d)",
         settings.served_name,
@@ -119,15 +125,36 @@ def run_serve(args: argparse.Namespace) -> int:
         settings.server.parallel,
         settings.server.max_queue,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
         access_log=False,
-        timeout_graceful_shutdown=10,
+        # uvicorn stops listening, lets the requests in flight finish for this long, then cancels them
+        timeout_graceful_shutdown=max(1, math.ceil(settings.server.drain_timeout)),
     )
-    return 0
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, telling the model service to drain when a stop signal arrives."""
+
+        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+            shutdown.drain()
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal once it has stopped, ending the process "killed by SIGTERM"; after a
+            # completed drain the process exits with its own code instead (0, or a failure's).
+            self._captured_signals.clear()
+
+    server = DrainingServer(config)
+    shutdown.on_stop(lambda: setattr(server, "should_exit", True))
+    server.run()
+    return shutdown.exit_code
+
+
+def _termination_log(args: argparse.Namespace) -> Path | None:
+    """--termination-log / SLM_TERMINATION_LOG when the settings as a whole could not be read."""
+    raw = getattr(args, "termination_log", None) or os.environ.get(env_name("termination_log"))
+    return Path(raw) if raw else None
 
 
 def register(subparsers: Any) -> None:

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from runtime_e2e import free_port
 
+from slm_runtime.shutdown import MODEL_LOAD_FAILED
+
 pytestmark = pytest.mark.model
 
 
@@ -81,3 +83,68 @@ def test_serve_refuses_bad_settings_with_the_flag_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--parallel / SLM_PARALLEL" in result.stderr
+
+
+def _start_serve(model: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "slm_runtime.cli", "serve", "--model", str(model), "--port", str(port), *extra],
+        env={**os.environ, "SLM_MODEL_NAME": "tiny"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, f"serve exited early: {process.communicate()[0][-2000:]}"
+        time.sleep(0.1)
+    raise AssertionError("serve not ready in 60 s")
+
+
+def test_sigterm_finishes_the_generation_in_flight_then_exits(gguf_path: Path) -> None:
+    """A rollout's SIGTERM: the streaming request in flight gets every token and its final chunk; no new
+    connection is accepted; the process exits 0 within the drain timeout."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = _start_serve(gguf_path, port, "--threads", "2", "--drain-timeout", "60")
+    try:
+        _wait_ready(url, process)
+        body = {"model": "tiny", "prompt": "Count to fifty:", "options": {"num_predict": 48, "temperature": 0}}
+        chunks: list[dict[str, object]] = []
+        with httpx.stream("POST", url + "/api/generate", json=body, timeout=120) as response:
+            lines = response.iter_lines()
+            chunks.append(json.loads(next(lines)))  # the generation is running
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.TransportError):  # no longer listening: the endpoint is gone
+                httpx.get(url + "/readyz", timeout=2)
+            chunks += [json.loads(line) for line in lines if line]
+        final = chunks[-1]
+        assert final["done"] is True and final["done_reason"] == "length" and final["eval_count"] == 48
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output[-2000:]
+    assert "not ready, admitting no new requests" in output
+
+
+def test_a_model_that_cannot_load_exits_with_its_code_and_reason(tmp_path: Path) -> None:
+    """Not a crash-looping 'not ready': serve exits with MODEL_LOAD_FAILED's code, the reason in the
+    termination log the kubelet reads."""
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a GGUF file" * 100)
+    termination_log = tmp_path / "termination-log"
+    process = _start_serve(junk, free_port(), "--termination-log", str(termination_log))
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == MODEL_LOAD_FAILED.exit_code, output[-2000:]
+    message = termination_log.read_text()
+    assert message.startswith(f"{MODEL_LOAD_FAILED.reason}: loading model tiny failed"), message

@@ -15,13 +15,14 @@ import pytest
 from slm_operator.api import Accelerator, ManifestError, Parameters, ServerSpec, SLMDeployment, validate_manifest
 from slm_operator.controller.status import pod_problems
 from slm_operator.render import RenderOptions, render_all
-from slm_operator.render.deployment import PULL_CONTAINER
+from slm_operator.render.deployment import PULL_CONTAINER, RUNTIME_CONTAINER
 from slm_operator.render.runtime_env import runtime_environment
 from slm_operator.settings import OperatorSettings
 from slm_runtime.cli import build_parser
 from slm_runtime.fetch.errors import pull_failures
 from slm_runtime.metrics import Metrics
 from slm_runtime.settings import SECTIONS, SettingsError, env_name, parameter_field, settings_from_sources
+from slm_runtime.shutdown import SERVE_FAILURES
 
 SETTINGS = OperatorSettings()
 
@@ -170,3 +171,29 @@ def test_the_autoscaling_metric_is_one_the_runtime_exports() -> None:
     (metric,) = [m for m in rendered(slm)["HorizontalPodAutoscaler"]["spec"]["metrics"] if m["type"] == "Pods"]
     exported = Metrics("m").render().decode()
     assert f"\n{metric['pods']['metric']['name']}{{" in exported
+
+
+@pytest.mark.parametrize("failure", SERVE_FAILURES, ids=lambda failure: failure.reason)
+def test_every_serve_exit_code_is_reported_with_its_reason_and_message(failure: Any) -> None:
+    """A runtime that exits with a failure's code (restarted, so it shows in lastState) is named by its reason and
+    the message the runtime wrote to its termination log, not a generic crash loop."""
+    message = f"{failure.reason}: loading model m failed: not a GGUF file"
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": RUNTIME_CONTAINER,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+                    "lastState": {"terminated": {"exitCode": failure.exit_code, "message": message}},
+                }
+            ]
+        }
+    }
+    problems = pod_problems(pod)
+    assert (problems[0].reason, problems[0].message) == (failure.reason, message)
+
+
+def test_the_runtime_writes_its_failure_where_the_pod_spec_says() -> None:
+    container = rendered(resource({}))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[env_name("termination_log")] == container.get("terminationMessagePath", "/dev/termination-log")

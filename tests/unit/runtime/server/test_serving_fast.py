@@ -165,3 +165,19 @@ def test_a_model_that_fails_to_load_is_reported_by_health_and_requests() -> None
         assert response.status_code == 503 and "failed to load: RuntimeError" in response.json()["error"]
 
     serve(scenario, loader=broken)
+
+
+def test_a_draining_server_is_not_ready_admits_nothing_new_and_finishes_what_runs() -> None:
+    engine = FakeEngine()
+
+    async def scenario(app: FastApp) -> None:
+        running = await app.hold_slot()
+        app.service.shutdown.drain()  # what SIGTERM does in `serve`
+        ready = await app.client.get("/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (503, "stopping")
+        refused = await app.client.post("/api/generate", json=GENERATE)
+        assert (refused.status_code, refused.json()) == (503, {"error": OLLAMA_SERVER_BUSY})
+        engine.gate.set()
+        assert (await running).json()["response"] == REPLY
+
+    serve(scenario, engine)
