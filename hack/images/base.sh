@@ -19,6 +19,7 @@ name=localhost/slm-operator/base-python:$suite
 key=$(hash_inputs hack/images/base.sh "$suite" "$packages" "$arch")
 archive="$IMAGES_DIR/base-python-$suite-$key.oci.tar"
 
+[ -f "$archive" ] || lock "base-python-$suite"
 if [ -f "$archive" ]; then
     ensure_loaded "$name" "$archive"
     log "base image $name is current ($archive)"

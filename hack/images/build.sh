@@ -7,10 +7,12 @@
 #
 # Usage: hack/images/build.sh [IMAGE...]      IMAGE: operator | runtime-<variant> | <variant>
 #                                              default: operator runtime-cpu
-#   variants: cpu openvino intel (build here, from the local Debian base); cuda rocm (vendor base images)
+#   variants: cpu openvino intel (build here, from the local Debian bases); cuda rocm (vendor base images)
 # Env:   CONTAINER_TOOL   buildah (default) | podman
 #        PYTHON_IMAGE     base of the Python images; default: the local Debian base that hack/images/base.sh
 #                         makes with debootstrap (set it to a python:3.11 image where a registry is reachable)
+#        INTEL_PYTHON_IMAGE  the same for the intel variant (default: the local Debian trixie base)
+#        BASE_SUITE       Debian suite of the local PYTHON_IMAGE base (default bookworm)
 #        OPERATOR_IMAGE   default slm-operator/operator:<version>
 #        RUNTIME_IMAGE    default slm-operator/slm-runtime:<version>; variants get "-<variant>"
 #        EXTRAS           extras installed into the runtime image (default runtime,models)
@@ -32,13 +34,6 @@ llama=$(llama_version)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(operator runtime-cpu)
 
-# One build at a time per cache (the pytest fixture and `make images` may race); a second caller waits.
-exec 9>"$IMAGES_DIR/.lock"
-if ! flock -n 9; then
-    log "another image build holds $IMAGES_DIR/.lock: waiting"
-    flock 9
-fi
-
 # Never reach for a registry: every base must already be in the store (a missing one is an error, not a pull).
 build_flags=(--layers --network host --pull=never --isolation "$isolation")
 # The host's CA bundle replaces the image's during RUN steps only (not committed): pip and apt then trust what
@@ -50,15 +45,30 @@ if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then
     run_mounts=(-v "$(readlink -f "$ca_bundle"):/etc/ssl/certs/ca-certificates.crt:ro")
 fi
 
-if [ -n "${PYTHON_IMAGE:-}" ]; then
-    base=$PYTHON_IMAGE
-    base_word="$base@$(tool inspect --type image --format '{{.FromImageID}}' "$base" 2>/dev/null \
-        || die "PYTHON_IMAGE=$base is not in the builder's store (pull or load it first)")"
-else
-    base_archive=$("$ROOT/hack/images/base.sh")
-    base=localhost/slm-operator/base-python:${BASE_SUITE:-bookworm}
-    base_word=$(basename "$base_archive")
-fi
+# The bases of an image as build arguments (base_flags) and as cache-key input (base_word): PYTHON_IMAGE for all,
+# INTEL_PYTHON_IMAGE too for intel (its Vulkan headers must be newer than bookworm's). Each is the image given in
+# the environment (it must be in the store already) or else the local Debian base of its suite.
+base_flags=()
+base_word=""
+add_base() {
+    local arg=$1 suite=$2 image archive
+    if [ -n "${!arg:-}" ]; then
+        image=${!arg}
+        base_word+="$image@$(tool inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null \
+            || die "$arg=$image is not in the builder's store (pull or load it first)") "
+    else
+        archive=$(BASE_SUITE=$suite "$ROOT/hack/images/base.sh")
+        image=localhost/slm-operator/base-python:$suite
+        base_word+="$(basename "$archive") "
+    fi
+    base_flags+=(--build-arg "$arg=$image")
+}
+resolve_bases() {
+    base_flags=()
+    base_word=""
+    add_base PYTHON_IMAGE "${BASE_SUITE:-bookworm}"
+    if [ "$1" = intel ]; then add_base INTEL_PYTHON_IMAGE trixie; fi
+}
 
 # llama-cpp-python wheels built once per version and flavour, then mounted at /wheels for the image build:
 #   portable  GGML_NATIVE=OFF (cpu, openvino)      vulkan  GGML_VULKAN=on (intel)
@@ -76,7 +86,9 @@ wheel_stage() { case $1 in portable) echo build-cpu ;; vulkan) echo build-intel 
 # glibc and python), once: the host's `make install` wheel is built with GGML_NATIVE=ON for this CPU only.
 ensure_wheel() {
     local flavour=$1 dir="$CACHE/wheels/llama-cpp-python-$llama-$1" stage builder start
+    lock "wheel-$flavour"
     if ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        unlock "wheel-$flavour"
         echo "$dir"
         return
     fi
@@ -86,7 +98,7 @@ ensure_wheel() {
     log "llama-cpp-python $llama ($flavour): preparing the compile container (stage $stage of runtime/Dockerfile)"
     # --no-cache: a cached stage layer from a build that had /wheels mounted lacks the compilers.
     tool build "${build_flags[@]}" "${run_mounts[@]}" --no-cache --quiet -f "$ROOT/runtime/Dockerfile" --target "$stage" \
-        --build-arg PYTHON_IMAGE="$base" -t "$builder" "$ROOT" >/dev/null
+        "${base_flags[@]}" -t "$builder" "$ROOT" >/dev/null
     log "llama-cpp-python $llama ($flavour): compiling llama.cpp into $dir (once per version: 10-30 min on 2 cores)"
     rm -rf "$dir.partial"
     mkdir -p "$dir.partial"
@@ -105,6 +117,7 @@ ensure_wheel() {
     rm -rf "$dir"
     mv "$dir.partial" "$dir"
     log "llama-cpp-python $llama ($flavour): wheel built in $(since "$start"): $(ls "$dir")"
+    unlock "wheel-$flavour"
     echo "$dir"
 }
 
@@ -112,6 +125,7 @@ ensure_wheel() {
 build() {
     local name=$1 dockerfile=$2 variant=$3 full key archive label flavour wheels="" start
     full=$(qualify "$name")
+    resolve_bases "$variant"
     label=$(basename "${name%%:*}")-${name##*:}
     flavour=""
     if [ "$dockerfile" = runtime/Dockerfile ]; then flavour=$(wheel_flavour "$variant"); fi
@@ -119,13 +133,15 @@ build() {
         runtime/slm_runtime hack/images/build.sh hack/images/lib.sh "$full" "variant=$variant" \
         "extras=$extras" "base=$base_word" "wheel=${flavour:-none}")
     archive="$IMAGES_DIR/$label-$key.oci.tar"
+    [ -f "$archive" ] || lock "$label"
     if [ -f "$archive" ]; then
         ensure_loaded "$full" "$archive"
         log "$full is current ($archive)"
+        unlock "$label"
         echo "$archive"
         return
     fi
-    local args=(-f "$ROOT/$dockerfile" --build-arg PYTHON_IMAGE="$base" -t "$full")
+    local args=(-f "$ROOT/$dockerfile" "${base_flags[@]}" -t "$full")
     if [ "$dockerfile" = runtime/Dockerfile ]; then
         args+=(--build-arg VARIANT="$variant" --build-arg EXTRAS="$extras")
         if [ -n "$flavour" ]; then
@@ -142,6 +158,7 @@ build() {
     mv "$archive.partial" "$archive"
     prune_archives "$archive" "$label"
     log "$full built in $(since "$start"): $archive ($(du -h "$archive" | cut -f1))"
+    unlock "$label"
     echo "$archive"
 }
 

@@ -90,6 +90,24 @@ hash_inputs() {
 project_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml"; }
 llama_version() { sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$ROOT/pyproject.toml"; }
 
+# One builder per image at a time (the pytest fixture and `make images` may race; builds of different images
+# go on side by side): lock NAME takes $IMAGES_DIR/.lock-NAME, waiting with a message; unlock NAME releases it.
+declare -A LOCKS=()
+lock() {
+    local fd
+    exec {fd}>"$IMAGES_DIR/.lock-$1"
+    if ! flock -n "$fd"; then
+        log "another build of $1 is running: waiting for it"
+        flock "$fd"
+    fi
+    LOCKS[$1]=$fd
+}
+unlock() {
+    local fd=${LOCKS[$1]:-}
+    [ -z "$fd" ] || exec {fd}>&-
+    unset "LOCKS[$1]"
+}
+
 # Seconds since a start time, for the log.
 since() { echo "$(($(date +%s) - $1))s"; }
 
