@@ -69,7 +69,7 @@ def build_archives(progress: Progress = _stderr, timeout: float = BUILD_TIMEOUT)
             tail: list[str] = []
             for line in build.stderr:  # progress lines; the archives' paths come on stdout
                 tail = [*tail[-40:], line.rstrip()]
-                if " images: " in line or "llama" in line.lower():
+                if " images: " in line:  # the script's own progress, not the builder's steps
                     progress(line.rstrip())
                 if time.monotonic() > deadline:
                     build.kill()
