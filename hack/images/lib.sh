@@ -36,9 +36,11 @@ select_storage() {
         return
     fi
     local driver=${SLM_STORAGE_DRIVER:-} base=${SLM_IMAGES_STORE:-$IMAGES_DIR/store}
-    # runroot holds only locks and mount state that a reboot invalidates: keep it in a temporary directory.
-    local run
-    run="${TMPDIR:-/tmp}/slm-operator-$(id -u)-$TOOL-run"
+    # runroot holds the store's locks and mount state, which a reboot invalidates: in /run (else /tmp), one per
+    # store (two stores must never share one), the same for every caller whatever its TMPDIR.
+    local run tmp=/run
+    [ -w "$tmp" ] || tmp=/tmp
+    run="$tmp/slm-operator-$TOOL-$(printf '%s' "$base" | sha256sum | cut -c1-12)"
     if [ -z "$driver" ]; then
         driver=vfs
         if "$CONTAINER_TOOL" --root "$base-overlay" --runroot "$run-overlay" --storage-driver overlay \
