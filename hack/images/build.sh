@@ -20,6 +20,7 @@
 #        SLM_IMAGES_STORE storage root of the builder (default $SLM_CACHE_HOME/images/store-<driver>;
 #                         "system" for the builder's own default store)
 #        SLM_STORAGE_DRIVER overlay | vfs (default: overlay where it works)
+#        SLM_IMAGES_STORE_MAX_GB  past this size the store drops untagged images after a build (default 20)
 # Archives are named after the images: in each, the image carries its full name (slm-operator/operator:0.1.0
 # becomes docker.io/slm-operator/operator:0.1.0, the name a kubelet resolves the short name to).
 # shellcheck source=hack/images/lib.sh
@@ -35,7 +36,8 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(operator runtime-cpu)
 
 # Never reach for a registry: every base must already be in the store (a missing one is an error, not a pull).
-build_flags=(--layers --network host --pull=never --isolation "$isolation")
+# --force-rm: a failed step leaves no working container behind.
+build_flags=(--layers --force-rm --network host --pull=never --isolation "$isolation")
 # The host's CA bundle replaces the image's during RUN steps only (not committed): pip and apt then trust what
 # the host trusts, e.g. a TLS-inspecting proxy's CA. Debian's pip reads this path (the local base's pip is
 # Debian's). SLM_BUILD_CA_BUNDLE="" turns it off.
@@ -157,9 +159,25 @@ build() {
     tool push --quiet "$full" "oci-archive:$archive.partial:$full" >&2
     mv "$archive.partial" "$archive"
     prune_archives "$archive" "$label"
+    built=1
     log "$full built in $(since "$start"): $archive ($(du -h "$archive" | cut -f1))"
     unlock "$label"
     echo "$archive"
+}
+
+# Every rebuild leaves the previous image and its intermediate layers (the layer cache) in the store. Past
+# SLM_IMAGES_STORE_MAX_GB (default 20) the untagged ones go, after a build only (a warm call never waits on it);
+# the next source edit then reinstalls the Python dependencies once (a minute or two, no compile).
+built=0
+prune_store() {
+    local root max=${SLM_IMAGES_STORE_MAX_GB:-20} size
+    [ "$built" = 1 ] && [ "${storage_args[0]:-}" = --root ] || return 0
+    root=${storage_args[1]}
+    size=$(du -s --block-size=1G "$root" 2>/dev/null | cut -f1)
+    if [ "${size:-0}" -gt "$max" ]; then
+        log "the builder's store holds ${size} GB (> SLM_IMAGES_STORE_MAX_GB=$max): removing untagged images"
+        tool rmi --prune >/dev/null 2>&1 || true
+    fi
 }
 
 for target in "${targets[@]}"; do
@@ -175,3 +193,4 @@ for target in "${targets[@]}"; do
         *) die "unknown image '$target' (operator, runtime-<variant>)" ;;
     esac
 done
+prune_store
