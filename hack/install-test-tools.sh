@@ -26,6 +26,8 @@ need_deb node nodejs
 # The real node (tests/cluster/realnode.py) and the images it runs (hack/images/build.sh):
 need_deb buildah buildah
 need_deb debootstrap debootstrap
+need_deb /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring   # debootstrap checks the suite
+need_deb gpgv gpgv
 need_deb containerd containerd
 need_deb runc runc
 need_deb /usr/lib/cni/bridge containernetworking-plugins
