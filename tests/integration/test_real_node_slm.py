@@ -52,6 +52,7 @@ from realnode_images import ProjectImages, project_images, split_reference
 from cluster import Cluster, WaitTimeoutError, binaries, wait_until
 from cluster.realnode import NODE_IP, NODE_NAME, NODE_SELECTOR, TOLERATION, RealNode
 from slm_operator.api.resource import GROUP, PLURAL, VERSION
+from slm_operator.render.deployment import PRE_STOP_SECONDS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.model]
 
@@ -76,6 +77,12 @@ SMALL = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1
 FIELD_MANAGER = "gitops"  # kubectl apply --server-side, as Argo CD / Flux apply manifests
 OPERATOR_FIELD_MANAGER = "slm-operator"  # the chart's settings.fieldManager
 PROMPT = "Count from one to fifty, separated by commas:"
+LONG_PROMPTS = (  # greedy continuations of these run past LONG_TOKENS without an end-of-turn token
+    "Chapter 1\n\nThe lighthouse keeper woke before dawn, as she had every day for forty years.",
+    "Count from 1 to 1000, separated by commas: 1, 2, 3,",
+    "Here is a very long list of fruits, one per line:\n- apple\n- banana\n-",
+)
+LONG_TOKENS = 120  # about 4.5 s with one thread: still generating when SIGTERM comes, well within the drain
 PROBE = """
 import errno, os
 uid = [line.split()[1] for line in open('/proc/1/status') if line.startswith('Uid:')][0]
@@ -339,15 +346,19 @@ class Stack:
 
 
 def manifest(stack: Stack, name: str = SLM) -> dict[str, Any]:
-    """examples/gemma3-270m.yaml placed on the real node, with small requests (the node has 2 CPUs), a bounded
-    answer length (numPredict) and a drain timeout that keeps the pods' grace period short."""
+    """examples/gemma3-270m.yaml placed on the real node, with small requests and one thread (the node has 2 CPUs),
+    a bounded answer length (numPredict) and a drain timeout that the rollout test's in-flight request fits in."""
     slm = example("gemma3-270m.yaml")
     slm["metadata"] = {"name": name, "namespace": stack.team}
     spec = slm["spec"]
     spec["hardware"] = {"accelerator": "cpu", "nodeSelector": dict(NODE_SELECTOR), "tolerations": [dict(TOLERATION)]}
     spec["resources"] = SMALL
     spec["parameters"]["numPredict"] = 12
-    spec["server"]["drainTimeout"] = "10s"
+    # One llama.cpp thread per pod: a rollout runs the new pod beside the old one (maxSurge 1) on this 2-CPU node,
+    # and two runtimes with two OpenMP threads each, both generating, drop from 49 to 9 tokens/s each here (one
+    # thread each: 28 tokens/s each); the old pod's in-flight request would crawl past its drain timeout.
+    spec["parameters"]["numThread"] = 1
+    spec["server"]["drainTimeout"] = "60s"  # room for a long request on an oversubscribed node (test 5)
     return slm
 
 
@@ -735,6 +746,70 @@ class Traffic:
             time.sleep(0.2)
 
 
+class InFlightAtTermination:
+    """A request in flight when a pod's runtime gets SIGTERM: a greedy generation of LONG_TOKENS sent straight to
+    the pod (its IP; the Service no longer routes new connections to a terminating pod) one second before the
+    preStop delay ends, as a request that was already on its way would be. The drain must let it finish.
+
+    Greedy decoding is deterministic on one pod, so a first request before the rollout picks a prompt that runs
+    the full LONG_TOKENS and measures how long that takes on a quiet node."""
+
+    def __init__(self, stack: Stack, pod: dict[str, Any]) -> None:
+        self.stack, self.name = stack, pod["metadata"]["name"]
+        self.url = f"http://{pod['status']['podIP']}:{PORT}"
+        self.terminating_at: float | None = None
+        self.answer: Answer | None = None
+        self.prompt, self.quiet_seconds = self._calibrate()
+        self._thread = threading.Thread(target=self._run, name=f"in-flight-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _generate(self, prompt: str) -> tuple[Any, float]:
+        started = time.monotonic()
+        with _ollama(self.url) as ollama_client:
+            options = {"num_predict": LONG_TOKENS, "temperature": 0}
+            parts = list(ollama_client.generate(model=MODEL, prompt=prompt, stream=True, options=options))
+        return parts[-1], time.monotonic() - started
+
+    def _calibrate(self) -> tuple[str, float]:
+        seen = []
+        for prompt in LONG_PROMPTS:
+            final, seconds = self._generate(prompt)
+            if final.done and final.done_reason == "length" and final.eval_count == LONG_TOKENS:
+                return prompt, seconds
+            seen.append((final.done_reason, final.eval_count))
+        raise AssertionError(f"no prompt runs {LONG_TOKENS} tokens greedily: {seen}")
+
+    def _terminating(self) -> bool:
+        try:
+            pod = self.stack.core.read_namespaced_pod(self.name, self.stack.team)
+        except ApiException as error:
+            return bool(error.status == 404)
+        return pod.metadata is not None and pod.metadata.deletion_timestamp is not None
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._terminating():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+        self.terminating_at = time.monotonic()
+        time.sleep(PRE_STOP_SECONDS - 1)  # SIGTERM comes when the kubelet's preStop sleep ends
+        started = time.monotonic()
+        try:
+            final, _ = self._generate(self.prompt)
+            self.answer = Answer(started, time.monotonic(), final.eval_count, final.done_reason)
+            if not final.done:
+                self.answer.error = "the stream ended without its final chunk"
+        except Exception as error:  # whatever cut it
+            self.answer = Answer(started, time.monotonic(), error=f"{type(error).__name__}: {error}")
+
+    def result(self) -> tuple[Answer, float]:
+        """The answer and the time from the pod's deletion to its end."""
+        self._thread.join(120)
+        assert self.terminating_at is not None and self.answer is not None, f"{self.name} never terminated"
+        return self.answer, self.answer.ended - self.terminating_at
+
+
 def _show(url: str) -> Any:
     with _ollama(url) as ollama_client:
         return ollama_client.show(MODEL)
@@ -747,12 +822,14 @@ def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stac
     assert "temperature 0.7" in before.parameters and before.modelinfo["general.name"] == "Gemma 3 270m"
     first_pod = stack.ready_pod(SLM)["metadata"]["name"]
     windows: dict[str, tuple[float, float]] = {}
+    in_flight: dict[str, InFlightAtTermination] = {}
     with Traffic(url) as traffic:
         traffic.wait_for_answers(3, after=0)
 
         # A new parameter value, committed and applied: numPredict 12 -> 6, temperature 0.7 -> 0.2.
         changed = manifest(stack)
         changed["spec"]["parameters"].update({"numPredict": 6, "temperature": 0.2})
+        in_flight["parameters"] = InFlightAtTermination(stack, stack.ready_pod(SLM))
         applied = time.monotonic()
         stack.apply(changed)
         slm = stack.rolled_out(SLM, replicas=1, timeout=240)
@@ -765,11 +842,13 @@ def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stac
         # A new model version: other weights (another digest) from another source, the same served name.
         version = manifest(stack)
         version["spec"]["parameters"].update({"numPredict": 6, "temperature": 0.2})
+        version["spec"]["server"]["drainTimeout"] = "10s"  # this pod is the one test 7 hangs: a shorter grace
         version["spec"]["model"] = {
             "source": f"{stack.models_url}/{V2_FILE}",
             "name": MODEL,
             "sha256": stack.v2_sha256,
         }
+        in_flight["model"] = InFlightAtTermination(stack, stack.ready_pod(SLM))
         applied = time.monotonic()
         stack.apply(version)
         slm = stack.rolled_out(SLM, replicas=1, timeout=240)
@@ -779,15 +858,26 @@ def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stac
 
     failed = [a for a in traffic.answers if a.error]
     during = {k: len([a for a in traffic.answers if start <= a.started <= end]) for k, (start, end) in windows.items()}
+    drained = {key: probe.result() for key, probe in in_flight.items()}
     summary = (
         f"{len(traffic.answers)} requests, {len(failed)} failed; during the rollouts: {during}; "
-        f"rollouts took {', '.join(f'{k} {end - start:.0f}s' for k, (start, end) in windows.items())}"
+        f"rollouts took {', '.join(f'{k} {end - start:.0f}s' for k, (start, end) in windows.items())}; "
+        "long requests to the terminating pods: "
+        + ", ".join(
+            f"{k} {a.error or f'{a.eval_count} tokens ({a.done_reason})'} in {a.ended - a.started:.1f}s "
+            f"(quiet: {in_flight[k].quiet_seconds:.1f}s), ended {after:.1f}s after the deletion"
+            for k, (a, after) in drained.items()
+        )
     )
     print(summary)
     assert failed == [], (
         f"{summary}; failures: {[(round(a.started - windows['parameters'][0], 1), a.error) for a in failed]}"
     )
     assert all(count >= 3 for count in during.values()), summary  # the client really kept sending meanwhile
+    # The requests in flight when the old pods got SIGTERM (after the preStop delay) were finished, in full.
+    for answer, after_deletion in drained.values():
+        assert answer.error is None and answer.done_reason == "length" and answer.eval_count == LONG_TOKENS, summary
+        assert after_deletion > PRE_STOP_SECONDS + 0.5, f"ended before SIGTERM could reach it: {summary}"
 
     # The answers reflect each change: at most 12 tokens before, 6 after the parameter change.
     parameters_applied, parameters_done = windows["parameters"]
