@@ -10,14 +10,15 @@ whole module; the tests run in file order and build on each other:
 4. a real Prometheus scrapes the pod's /metrics on the pod IP;
 5. GitOps (kubectl apply --server-side): a new parameter value, then a new model version (the same weights with
    another general.name, hence another digest, downloaded over http:// from a file server on the node address),
-   rolled out under a steady stream of client requests without one failing; the answers and /api/show reflect
-   each change;
+   rolled out under a steady stream of client requests without one failing, and a request in flight when each
+   old pod gets SIGTERM is finished by the runtime's drain; the answers and /api/show reflect each change;
 6. two replicas sharing a PersistentVolumeClaim cache (a static hostPath PersistentVolume): one pull;
 7. the runtime killed (SIGKILL, restart policy) and hung (SIGSTOP, liveness probe) from the node: restarted, Ready;
 8. a model file that is not GGUF: Failed/Degraded with the runtime's own error in the condition;
 9. a pvc:// model source (a static hostPath PersistentVolume holding the file) is served from its claim.
 
 Images: tests/integration/realnode_images.py (hack/images/build.sh, imported into the node's containerd).
+About 3.5 minutes with the images built (control plane and node start included); a cold image build adds its own.
 """
 
 from __future__ import annotations
