@@ -4,9 +4,10 @@
     .venv/bin/python bench/report.py [--state .state/bench] [--out docs/benchmarks.md]
 
 Reads what the bench scripts wrote (single_stream.json, concurrency.json, slot_gaps.json, onnx_engine.json,
-operator_scale.json, and pull_throughput.log when present); a missing result is reported as "not run". Plots
-(matplotlib, Agg, small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s against clients per
-server, TTFT and inter-token latency p50/p99 against clients, operator times against the number of SLMDeployments.
+operator_scale.json, real_node.json, and pull_throughput.log when present); a missing result is reported as
+"not run". Plots (matplotlib, Agg, small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s
+against clients per server, TTFT and inter-token latency p50/p99 against clients, operator times against the number
+of SLMDeployments.
 Every figure is the median over repeated runs with [min-max]; comparisons are ratios taken within one run.
 """
 
@@ -418,6 +419,62 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
     return [*lines, f"Wall time {num(result.get('wall_seconds'), 0)} s.", ""]
 
 
+def section_real_node(result: Result | None) -> list[str]:
+    title = "The runtime in a pod on the real node"
+    if result is None or "pod_vs_host" not in result:
+        return not_run(title, "make bench-real-node")
+    p, pair = result["params"], result["pod_vs_host"]
+    d, t = pair["decode_tok_s"], pair["ttft_ms"]
+    lines = [
+        f"## {title}",
+        "",
+        "`bench/real_node.py`: the test control plane's real node (containerd, runc, the pinned kubelet, kube-proxy), "
+        "the images built by `hack/images/build.sh`, the operator on the host, examples/gemma3-270m.yaml placed on "
+        f"the node. The same `slm-runtime serve` settings in a pod (reached on its pod IP) and on the host (loopback), "
+        "both with the image's llama.cpp build (the portable wheel, no `-march=native`): "
+        f"{p['tokens']} new tokens, greedy, {p['threads']} threads, context {p['context_length']}, {p['runs']} "
+        "runs in rotating order after a warm-up.",
+        "",
+        *table(
+            ["", "host", "pod", "per-run comparison"],
+            [
+                ["decode tokens/s", sp(d["host"]), sp(d["pod"]), f"ratio pod/host **{sp(pair['ratio'], 3)}**"],
+                ["TTFT ms", sp(t["host"]), sp(t["pod"]), f"pod - host **{sp(pair['ttft_overhead_ms'])} ms**"],
+            ],
+        ),
+        "",
+    ]
+    build = pair.get("portable_vs_native_build")
+    if build:
+        lines += [
+            "The host's own llama.cpp build for this CPU (the virtual environment's wheel) in the same runs: "
+            f"{sp(build['decode_tok_s']['host_native'])} tokens/s, TTFT {sp(build['ttft_ms']['host_native'])} ms; "
+            f"the image's portable build reaches {sp(build['ratio'], 3)} of its decode speed, with "
+            f"{sp(build['ttft_overhead_ms'])} ms more TTFT (the portable build, not the pod, is what a user of the "
+            "image gives up on a CPU with AVX-512).",
+            "",
+        ]
+    startup = result.get("apply_to_answer") or {}
+    if startup:
+        phases = list((startup.get("not_cached") or {}).get("phases_s", {}))
+        rows = [[phase, *(sp(startup[k]["phases_s"][phase], 2) for k in ("not_cached", "cached"))] for phase in phases]
+        rows.append(["**total**", *(f"**{sp(startup[k]['total_s'], 1)}**" for k in ("not_cached", "cached"))])
+        lines += [
+            f"From `kubectl apply` to the first answered request through the Service, image present, "
+            f"{p['rounds']} rounds; seconds per step (a pod watch, the runtime's log, the client):",
+            "",
+            *table(["step", "model not cached", "model cached"], rows),
+            "",
+            "Steps: reconcile (apply -> pod created), scheduling (-> bound), sandbox + image + pull start (pod "
+            "sandbox and CNI, no image pull: the image is on the node, the init container's Python start), model "
+            "pull (the init container's first to last log line; a cached model is found at once), runtime start "
+            "(-> `loading model`), load + warm-up (the runtime's own measure), readiness (-> pod Ready; the probe's "
+            "period is 5 s), endpoint + first answer (through the Service).",
+            "",
+        ]
+    return [*lines, noise(result), ""]
+
+
 def section_pull(state: Path) -> list[str]:
     path = state / "pull_throughput.log"
     if not path.is_file():
@@ -452,8 +509,8 @@ def section_setup(results: list[Result]) -> list[str]:
 def render(state: Path, out: Path) -> str:
     images = out.parent / out.stem
     single, conc, onnx = load(state, "single_stream"), load(state, "concurrency"), load(state, "onnx_engine")
-    operator, gaps = load(state, "operator_scale"), load(state, "slot_gaps")
-    present = [r for r in (single, conc, gaps, onnx, operator) if r is not None and "machine" in r]
+    operator, gaps, real_node = load(state, "operator_scale"), load(state, "slot_gaps"), load(state, "real_node")
+    present = [r for r in (single, conc, gaps, onnx, operator, real_node) if r is not None and "machine" in r]
     parts: list[Callable[[], list[str]]] = [
         lambda: section_setup(present),
         lambda: section_single(single),
@@ -462,6 +519,7 @@ def render(state: Path, out: Path) -> str:
         lambda: section_slot_gaps(gaps),
         lambda: section_onnx(onnx),
         lambda: section_operator(operator, images),
+        lambda: section_real_node(real_node),
         lambda: section_pull(state),
     ]
     lines = [

@@ -1,5 +1,5 @@
 # Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, the ONNX engine against
-# onnxruntime-genai's own loop, the operator at scale; bench/report.py turns .state/bench/*.json into
+# onnxruntime-genai's own loop, the operator at scale, the runtime in a pod on the real node; bench/report.py turns .state/bench/*.json into
 # docs/benchmarks.md and docs/benchmarks/*.png. On 2 cores `make bench` takes about 19 minutes with llama-server
 # cached (runtime part ~6, operator part ~11; the first llama-server build adds 8-13); fewer runs:
 # `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2`. On a shared machine the scripts wait up to BENCH_SETTLE seconds
@@ -13,9 +13,10 @@ BENCH_CONTEXT ?= 2048
 BENCH_PARALLEL ?= 8
 BENCH_SETTLE ?= 5
 BENCH_STEADY ?= 20
+BENCH_REAL_NODE_ROUNDS ?= 3
 BENCH_COMMON = --tokens $(BENCH_TOKENS) --context-length $(BENCH_CONTEXT) --settle $(BENCH_SETTLE)
 
-.PHONY: bench bench-runtime bench-operator bench-report llama-server
+.PHONY: bench bench-runtime bench-operator bench-real-node bench-report llama-server
 
 llama-server: install ## Build llama.cpp's llama-server (the benchmarks' baseline) once into the cache
 	hack/build-llama-server.sh $(PY)
@@ -24,6 +25,7 @@ bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONN
 	rm -f $(BENCH_STATE)/*.json $(BENCH_STATE)/pull_throughput.log
 	$(MAKE) --no-print-directory bench-runtime
 	$(MAKE) --no-print-directory bench-operator
+	$(MAKE) --no-print-directory bench-real-node
 	$(MAKE) --no-print-directory bench-report
 
 bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, slot gaps, ONNX engine, pull throughput
@@ -44,6 +46,20 @@ bench-operator: install ## Operator scale benchmark (bench/operator_scale.py, ab
 		echo "$(PY) bench/operator_scale.py --steady-seconds $(BENCH_STEADY) --out $(BENCH_STATE)/operator_scale.json"; \
 		$(PY) bench/operator_scale.py --steady-seconds $(BENCH_STEADY) --out $(BENCH_STATE)/operator_scale.json; \
 	else echo ">> bench/operator_scale.py is not there: the report says 'not run'"; fi
+
+# The real node needs root and Debian's containerd, runc, containernetworking-plugins and iptables
+# (docs/real-node.md), and the images (hack/images/build.sh, warm: seconds); without them the report says "not run".
+bench-real-node: install ## Runtime in a pod on the real node vs on the host; kubectl apply -> first answer (~6 min)
+	@mkdir -p $(BENCH_STATE)
+	@missing=$$(PYTHONPATH=tests $(PY) -c 'from cluster.realnode import missing_packages; \
+		print(" ".join(sorted(set(missing_packages().values()))))'); \
+	if [ "$$(id -u)" != 0 ] || [ -n "$$missing" ]; then \
+		echo ">> bench-real-node needs root and these Debian packages: $${missing:-none missing}; not run"; \
+	else \
+		echo "$(PY) bench/real_node.py --runs $(BENCH_RUNS) --rounds $(BENCH_REAL_NODE_ROUNDS) ..."; \
+		$(PY) bench/real_node.py --runs $(BENCH_RUNS) --rounds $(BENCH_REAL_NODE_ROUNDS) --threads $(BENCH_THREADS) \
+			$(BENCH_COMMON) --out $(BENCH_STATE)/real_node.json; \
+	fi
 
 bench-report: install ## Regenerate docs/benchmarks.md and its plots from .state/bench/*.json
 	$(PY) bench/report.py --state $(BENCH_STATE) --out docs/benchmarks.md
