@@ -15,7 +15,8 @@ whole module; the tests run in file order and build on each other:
 6. two replicas sharing a PersistentVolumeClaim cache (a static hostPath PersistentVolume): one pull;
 7. the runtime killed (SIGKILL, restart policy) and hung (SIGSTOP, liveness probe) from the node: restarted, Ready;
 8. a model file that is not GGUF: Failed/Degraded with the runtime's own error in the condition;
-9. a pvc:// model source (a static hostPath PersistentVolume holding the file) is served from its claim.
+9. a pvc:// model source (a static hostPath PersistentVolume holding the file) is served from its claim;
+10. an SLMDeployment deleted and applied again under the same name gets a Deployment that stays, and serves.
 
 Images: tests/integration/realnode_images.py (hack/images/build.sh, imported into the node's containerd).
 About 3.5 minutes with the images built (control plane and node start included); a cold image build adds its own.
@@ -67,6 +68,7 @@ SLM = "gemma3-270m"
 SHARED = "gemma3-270m-shared"
 BROKEN = "broken-model"
 ON_CLAIM = "gemma3-270m-claim"
+AGAIN = "gemma3-270m-again"
 PORT = 11434
 EXAMPLE_SHA256 = example("gemma3-270m.yaml")["spec"]["model"]["sha256"]
 MODELS_CLAIM = "slm-models"  # read-only claim on the folder of the v2 model and the broken one (pvc:// sources)
@@ -468,7 +470,7 @@ def stack(
         yield stack
     finally:
         server.__exit__(None, None, None)
-        for name in (SLM, SHARED, BROKEN, ON_CLAIM):
+        for name in (SLM, SHARED, BROKEN, ON_CLAIM, AGAIN):
             stack.delete_slm(name)
         with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
             stack.helm("uninstall", RELEASE, "-n", system, "--wait", "--timeout", "60s")
@@ -1059,3 +1061,62 @@ def test_a_model_on_a_claim_is_served_from_it(stack: Stack) -> None:
         assert f"FROM /sources/{MODELS_CLAIM}/{V2_FILE}" in shown.modelfile
     finally:
         stack.delete_slm(ON_CLAIM)
+
+
+# ---------------------------------------------------------------------------------------------------- 10. again
+
+
+@pytest.mark.timeout(300)
+def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: Stack) -> None:
+    """GitOps tools delete and apply again (a prune and re-sync, a replace): the new object of the same name must
+    get a Deployment of its own that stays, and answer."""
+    again = manifest(stack, AGAIN)
+    stack.apply(again)
+    try:
+        first_uid = stack.ready(AGAIN, timeout=120)["metadata"]["uid"]
+        stack.delete_slm(AGAIN)
+        stack.wait(
+            f"{AGAIN}, its Deployment, Service and pods gone",
+            lambda: (
+                _missing(lambda: stack.slm(AGAIN))
+                and _missing(lambda: stack.apps.read_namespaced_deployment(AGAIN, stack.team))
+                and _missing(lambda: stack.core.read_namespaced_service(AGAIN, stack.team))
+                and not stack.pods(AGAIN)
+            ),
+            120,
+        )
+        stack.apply(again)
+        uid = stack.slm(AGAIN)["metadata"]["uid"]
+        assert uid != first_uid
+        # The new object's Deployment must stay: one Deployment, owned by it, until Ready and for 15 s after.
+        deployments: list[tuple[str, tuple[str, ...]]] = []
+        ready_at, deadline = None, time.monotonic() + 120
+        while time.monotonic() < deadline and (ready_at is None or time.monotonic() < ready_at + 15):
+            with contextlib.suppress(ApiException):
+                deployment = stack.as_dict(stack.apps.read_namespaced_deployment(AGAIN, stack.team))["metadata"]
+                seen = (deployment["uid"], tuple(o["uid"] for o in deployment.get("ownerReferences", [])))
+                if seen not in deployments:
+                    deployments.append(seen)
+                if ready_at is None and stack.ready_now(AGAIN):
+                    ready_at = time.monotonic()
+            time.sleep(0.2)
+        history = (
+            f"{len(deployments)} Deployments (uid, owners) in turn: {deployments[:6]}; the SLMDeployment is {uid}, "
+            f"the deleted one was {first_uid}"
+        )
+        assert ready_at is not None, f"not Ready within 120 s; {history}"
+        assert len(deployments) == 1 and deployments[0][1] == (uid,), history
+        with _ollama(stack.service_url(AGAIN)) as ollama_client:
+            assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
+    finally:
+        stack.delete_slm(AGAIN)
+
+
+def _missing(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
