@@ -139,13 +139,31 @@ def _live(namespace: str, name: str, indexes: Mapping[str, Any]) -> LiveObjects:
     return LiveObjects(by_kind=by_kind, pods=list(indexes["owned_pods"].get(key, [])))
 
 
+def _uid(body: Mapping[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))
+
+
+def _newest(bodies: Any) -> list[Mapping[str, Any]]:
+    """The one live object of a name: the newest stored body (an older one is a deleted object that the index
+    has not dropped yet)."""
+    ordered = sorted(bodies, key=lambda b: str(b.get("metadata", {}).get("creationTimestamp", "")))
+    return ordered[-1:]
+
+
+def _is_current(body: Mapping[str, Any], slm_bodies: Any) -> bool:
+    """Whether ``body`` is the SLMDeployment that now holds its name (not a deleted one of the same name)."""
+    key = (body.get("metadata", {}).get("namespace", ""), body.get("metadata", {}).get("name", ""))
+    return any(_uid(stored) == _uid(body) for stored in _newest(slm_bodies.get(key, [])))
+
+
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     namespace = body.get("metadata", {}).get("namespace", "")
     name = body.get("metadata", {}).get("name", "")
     decided: dict[tuple[str, str], Any] = memo.statuses
-    if body.get("metadata", {}).get("deletionTimestamp") or (namespace, name) not in kwargs["slm_phases"]:
-        # Being deleted, or already gone from the watch (without a finalizer a timer may fire once more):
-        # garbage collection removes the owned objects; applying now would only recreate them.
+    if body.get("metadata", {}).get("deletionTimestamp") or not _is_current(body, kwargs["slm_bodies"]):
+        # Being deleted, or already gone from the watch (without a finalizer a timer may fire once more), or a
+        # deleted object whose name a new one took (applying with its uid as owner would have garbage collection
+        # delete what we apply, again and again): garbage collection removes its owned objects.
         decided.pop((namespace, name), None)
         return
     previous = dict(body.get("status") or {})
@@ -213,7 +231,7 @@ def owned_deployment_changed(namespace: str | None, labels: Mapping[str, str], m
     if kwargs["type"] not in ("MODIFIED", "DELETED"):
         return
     key = _key(namespace, labels)
-    for stored in kwargs["slm_bodies"].get(key, []):
+    for stored in _newest(kwargs["slm_bodies"].get(key, [])):
         # The index may not hold the status patched a moment ago yet: start from what was decided last, so that
         # an unchanged status is not written (and its phase Event not posted) twice.
         raw: Any = {**stored, "status": memo.statuses.get(key, stored.get("status"))}

@@ -102,7 +102,9 @@ def _pull_args(slm: SLMDeployment, settings: OperatorSettings) -> list[str]:
 
 
 def _env(slm: SLMDeployment, profile: HardwareProfile, settings: OperatorSettings) -> list[dict[str, Any]]:
-    values = runtime_environment(slm.spec, profile, cache_dir=settings.cache_mount_path)
+    values = runtime_environment(
+        slm.spec, profile, cache_dir=settings.cache_mount_path, pvc_root=settings.pvc_mount_root
+    )
     env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in sorted(values.items())]
     server = slm.spec.server or ServerSpec()
     if server.api_key_secret_ref:

@@ -15,7 +15,9 @@ from typing import Any
 from slm_operator.api.quantity import parse_duration_seconds
 from slm_operator.api.spec import Parameters, ServerSpec, SLMDeploymentSpec
 from slm_operator.hardware import HardwareProfile
+from slm_runtime.fetch.settings import ENV as FETCH_ENV
 from slm_runtime.settings import env_name, parameter_field
+from slm_runtime.source import SourceScheme
 
 __all__ = ["API_KEY_ENV", "TERMINATION_LOG", "runtime_environment"]
 
@@ -41,9 +43,15 @@ def _parameters(parameters: Parameters | None) -> dict[str, str]:
 
 
 def runtime_environment(
-    spec: SLMDeploymentSpec, profile: HardwareProfile, *, cache_dir: str, host: str = "0.0.0.0"
+    spec: SLMDeploymentSpec,
+    profile: HardwareProfile,
+    *,
+    cache_dir: str,
+    host: str = "0.0.0.0",
+    pvc_root: str | None = None,
 ) -> dict[str, str]:
-    """SLM_* variables for `slm-runtime serve` (the API key is added separately, from its Secret)."""
+    """SLM_* variables for `slm-runtime serve` (the API key is added separately, from its Secret); ``pvc_root``:
+    where the pod mounts pvc:// source claims (serve finds such a model there, as the pull did)."""
     server = spec.server or ServerSpec()
     values: dict[str, Any] = {
         "host": host,
@@ -67,4 +75,7 @@ def runtime_environment(
     }
     env = {env_name(field): _value(value) for field, value in values.items() if value is not None}
     env.update(_parameters(spec.parameters))
+    if pvc_root is not None and spec.model.parsed_source.scheme is SourceScheme.PVC:
+        (pvc_root_env, *_) = FETCH_ENV["pvc_root"]
+        env[pvc_root_env] = pvc_root
     return env

@@ -20,6 +20,8 @@ from slm_operator.render.runtime_env import runtime_environment
 from slm_operator.settings import OperatorSettings
 from slm_runtime.cli import build_parser
 from slm_runtime.fetch.errors import pull_failures
+from slm_runtime.fetch.settings import ENV as FETCH_ENV
+from slm_runtime.fetch.settings import FetchSettings
 from slm_runtime.metrics import Metrics
 from slm_runtime.settings import SECTIONS, SettingsError, env_name, parameter_field, settings_from_sources
 from slm_runtime.shutdown import SERVE_FAILURES
@@ -197,3 +199,13 @@ def test_the_runtime_writes_its_failure_where_the_pod_spec_says() -> None:
     container = rendered(resource({}))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[env_name("termination_log")] == container.get("terminationMessagePath", "/dev/termination-log")
+
+
+def test_serve_looks_for_a_pvc_source_where_the_pod_mounts_it() -> None:
+    """The pull finds pvc:// claims under --pvc-root; serve resolves the same source, so it needs the same root."""
+    pod = rendered(resource({"model": {"source": "pvc://models/gemma.gguf"}}))["Deployment"]["spec"]["template"]
+    pull, serve = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+    root = pull["args"][pull["args"].index("--pvc-root") + 1]
+    (variable, *_) = FETCH_ENV["pvc_root"]
+    assert {e["name"]: e.get("value") for e in serve["env"]}[variable] == root
+    assert FetchSettings.from_env({variable: root}).pvc_root == Path(root)
