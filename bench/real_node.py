@@ -145,8 +145,8 @@ class Bench:
 
         def gone() -> bool:
             return (
-                _missing(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name))
-                and _missing(lambda: self.core.read_namespaced_service(name, NAMESPACE))
+                kube.missing(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name))
+                and kube.missing(lambda: self.core.read_namespaced_service(name, NAMESPACE))
                 and not self.pods(name)
             )
 
@@ -158,17 +158,6 @@ class Bench:
         except ApiException:
             return None
         return f"http://{ip}:{PORT}"
-
-
-def _missing(read: Callable[[], object]) -> bool:
-    """Whether ``read()`` answers 404."""
-    try:
-        read()
-    except ApiException as error:
-        if error.status == 404:
-            return True
-        raise
-    return False
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:

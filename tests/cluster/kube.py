@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,24 @@ __all__ = [
     "api_client",
     "client_for",
     "create_node",
+    "missing",
     "missing_service_account",
     "namespace_conditions",
     "namespace_gone",
     "unready_nodes",
     "write_kubeconfig",
 ]
+
+
+def missing(read: Callable[[], object]) -> bool:
+    """Whether ``read()`` answers 404 (other API errors are raised)."""
+    try:
+        read()
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
 
 
 def _b64(path: Path) -> str:

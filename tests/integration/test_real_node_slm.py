@@ -52,6 +52,7 @@ from kubernetes.client.exceptions import ApiException
 from realnode_images import ProjectImages, project_images, split_reference
 
 from cluster import Cluster, WaitTimeoutError, binaries, wait_until
+from cluster.kube import missing as kube_missing
 from cluster.realnode import NODE_IP, NODE_NAME, NODE_SELECTOR, TOLERATION, RealNode
 from slm_operator.api.resource import GROUP, PLURAL, VERSION
 from slm_operator.render.deployment import PRE_STOP_SECONDS
@@ -1078,9 +1079,9 @@ def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: Stack) -
         stack.wait(
             f"{AGAIN}, its Deployment, Service and pods gone",
             lambda: (
-                _missing(lambda: stack.slm(AGAIN))
-                and _missing(lambda: stack.apps.read_namespaced_deployment(AGAIN, stack.team))
-                and _missing(lambda: stack.core.read_namespaced_service(AGAIN, stack.team))
+                kube_missing(lambda: stack.slm(AGAIN))
+                and kube_missing(lambda: stack.apps.read_namespaced_deployment(AGAIN, stack.team))
+                and kube_missing(lambda: stack.core.read_namespaced_service(AGAIN, stack.team))
                 and not stack.pods(AGAIN)
             ),
             120,
@@ -1110,13 +1111,3 @@ def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: Stack) -
             assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
     finally:
         stack.delete_slm(AGAIN)
-
-
-def _missing(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except ApiException as error:
-        if error.status == 404:
-            return True
-        raise
-    return False
