@@ -2,7 +2,9 @@
 //
 //	testserver write FILE TEXT      write TEXT to FILE (the init container fills an emptyDir)
 //	testserver serve ADDR FILE      serve HTTP on ADDR: / answers with FILE's content, /healthz, /readyz
-//	                                (ready once FILE exists), /whoami (uid, gid, whether / is writable)
+//	                                (ready once FILE exists), /whoami (uid, gid, whether / is writable),
+//	                                /set?name=NAME&value=V sets a gauge that /metrics exports in the
+//	                                Prometheus text format (the autoscaling tests drive metrics with it)
 //	testserver get URL [CAFILE]     print the body of GET URL (exit 1 unless 200); CAFILE verifies HTTPS
 //	testserver version              print the version
 package main
@@ -18,11 +20,51 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
 
 const version = "slm-testserver 1"
+
+var metricName = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+
+// gauges are the values /set stores and /metrics exports (name -> value).
+type gauges struct {
+	sync.Mutex
+	values map[string]float64
+}
+
+func (g *gauges) set(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	value, err := strconv.ParseFloat(r.URL.Query().Get("value"), 64)
+	if !metricName.MatchString(name) || err != nil {
+		http.Error(w, "usage: /set?name=METRIC_NAME&value=NUMBER", http.StatusBadRequest)
+		return
+	}
+	g.Lock()
+	g.values[name] = value
+	g.Unlock()
+	log.Printf("gauge %s = %g", name, value)
+	fmt.Fprintf(w, "%s %g\n", name, value)
+}
+
+func (g *gauges) metrics(w http.ResponseWriter, r *http.Request) {
+	g.Lock()
+	defer g.Unlock()
+	names := make([]string, 0, len(g.values))
+	for name := range g.values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	for _, name := range names {
+		fmt.Fprintf(w, "# TYPE %s gauge\n%s %s\n", name, name, strconv.FormatFloat(g.values[name], 'g', -1, 64))
+	}
+}
 
 func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -118,6 +160,9 @@ func serve(addr, file string) {
 		}
 		fmt.Fprintf(w, "uid=%d gid=%d root=%s\n", os.Getuid(), os.Getgid(), writable)
 	})
+	values := &gauges{values: map[string]float64{}}
+	mux.HandleFunc("/set", values.set)
+	mux.HandleFunc("/metrics", values.metrics)
 	server := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		stop := make(chan os.Signal, 1)
