@@ -94,6 +94,19 @@ class OperatorSettings(BaseModel):
     hardware_profiles: dict[Accelerator, HardwareProfile] = Field(
         default_factory=lambda: dict(DEFAULT_PROFILES), description="Hardware profiles by accelerator."
     )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        min_length=1,
+        pattern=r"^https?://",
+        description="The Prometheus that KEDA's triggers query (serverAddress of the ScaledObjects' prometheus "
+        "triggers); it must scrape the model servers (their ServiceMonitors) and slm-gateway.",
+    )
+    gateway_service: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="namespace/name of the slm-gateway Service; empty: no gateway, so minReplicas: 0 is refused "
+        "(the model keeps one replica and reports the GatewayRequired condition).",
+    )
 
     def profile(self, accelerator: Accelerator) -> HardwareProfile:
         return self.hardware_profiles.get(accelerator, DEFAULT_PROFILES[accelerator])

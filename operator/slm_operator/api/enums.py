@@ -39,3 +39,7 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     FAILED = "Failed"
+    # Autoscaling with minReplicas 0: the autoscaler took the idle model to zero replicas.
+    SCALED_TO_ZERO = "ScaledToZero"
+    # Coming back from zero (a request is waiting at slm-gateway): replicas asked for, none ready yet.
+    WAKING = "Waking"

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from slm_operator.api.base import ApiModel
+from slm_operator.api.base import ApiModel, CelRule
 from slm_operator.api.enums import Accelerator, CacheVolume, Engine, ModelFormat
-from slm_operator.api.quantity import Duration, Quantity, parse_quantity
+from slm_operator.api.quantity import Duration, Quantity, parse_duration_seconds, parse_quantity
 from slm_operator.api.runtime_bounds import runtime_bounds
 from slm_runtime.metrics import REQUESTS_INFLIGHT
 from slm_runtime.source import SCHEMES, ModelSource, SourceError, infer_format, parse_source
@@ -356,8 +356,29 @@ class ServerSpec(ApiModel):
     )
 
 
+SCALE_TO_ZERO_NEEDS_INFLIGHT = (
+    "spec.autoscaling.minReplicas: 0 needs a KEDA ScaledObject to wake the model: set "
+    "spec.autoscaling.targetInflightRequests (and run slm-gateway, which holds requests while the model wakes), "
+    "or set minReplicas to 1 or more"
+)
+# The autoscaling/v2 API refuses a behavior.scale{Up,Down}.stabilizationWindowSeconds above one hour.
+MAX_STABILIZATION = "1h"
+MIN_POLLING_INTERVAL = "1s"
+_DURATION_LENGTH = 32
+
+
+def _stabilization_rule(field: str, direction: str) -> CelRule:
+    return {
+        "rule": f"!has(self.{field}) || duration(self.{field}) <= duration('{MAX_STABILIZATION}')",
+        "message": f"spec.autoscaling.{field} must be at most {MAX_STABILIZATION} (the HorizontalPodAutoscaler's "
+        f"behavior.{direction}.stabilizationWindowSeconds allows 3600 at most); shorten it",
+        "fieldPath": f".{field}",
+    }
+
+
 class AutoscalingSpec(ApiModel):
-    """A HorizontalPodAutoscaler for the model server."""
+    """Horizontal autoscaling of the model server: an HPA on CPU, or a KEDA ScaledObject on the requests in flight
+    (which can also scale an idle model to zero; docs/autoscaling.md)."""
 
     cel_rules = (
         {
@@ -365,16 +386,36 @@ class AutoscalingSpec(ApiModel):
             "message": "autoscaling.minReplicas must be less than or equal to maxReplicas",
             "fieldPath": ".minReplicas",
         },
+        {
+            "rule": "self.minReplicas > 0 || has(self.targetInflightRequests)",
+            "message": SCALE_TO_ZERO_NEEDS_INFLIGHT,
+            "fieldPath": ".minReplicas",
+        },
+        {
+            "rule": f"duration(self.pollingInterval) >= duration('{MIN_POLLING_INTERVAL}')",
+            "message": f"spec.autoscaling.pollingInterval must be at least {MIN_POLLING_INTERVAL} (KEDA checks its "
+            "triggers every whole number of seconds); raise it",
+            "fieldPath": ".pollingInterval",
+        },
+        _stabilization_rule("scaleUpStabilization", "scaleUp"),
+        _stabilization_rule("scaleDownStabilization", "scaleDown"),
     )
 
-    enabled: bool = Field(default=False, description="Create an HPA; it then owns the replica count.")
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    enabled: bool = Field(default=False, description="Autoscale; the autoscaler then owns the replica count.")
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest replicas. 0 scales an idle model to zero (after scaleToZeroAfter without a request in "
+        "flight); it needs targetInflightRequests (KEDA) and slm-gateway, which holds requests while the model wakes.",
+    )
     max_replicas: int = Field(default=3, ge=1, le=1000, description="Most replicas.")
     target_inflight_requests: int | None = Field(
         default=None,
         ge=1,
         le=10000,
-        description=f"Target in-flight requests per pod (pods metric {REQUESTS_INFLIGHT}).",
+        description=f"Target requests in flight (running + waiting) per pod, the runtime's {REQUESTS_INFLIGHT} "
+        "gauge read from Prometheus by a KEDA ScaledObject (an HPA on the pods metric where KEDA is not installed).",
     )
     target_cpu_utilization: int | None = Field(
         default=None,
@@ -383,6 +424,30 @@ class AutoscalingSpec(ApiModel):
         le=100,
         description="Target CPU utilization percent; 80 when no target is set.",
     )
+    scale_to_zero_after: Duration = Field(
+        default="5m",
+        max_length=_DURATION_LENGTH,
+        description="With minReplicas 0: how long no request may be in flight before the model goes to zero "
+        "replicas (KEDA's cooldownPeriod; a new model gets this long to load before its first scale-down).",
+    )
+    polling_interval: Duration = Field(
+        default="15s",
+        max_length=_DURATION_LENGTH,
+        description="How often KEDA checks the triggers (whole seconds, at least 1s); also bounds how fast a "
+        "model at zero starts waking.",
+    )
+    scale_up_stabilization: Duration | None = Field(
+        default=None,
+        max_length=_DURATION_LENGTH,
+        description="The HPA's behavior.scaleUp.stabilizationWindowSeconds (at most 1h); the HPA default "
+        "(0s) when omitted.",
+    )
+    scale_down_stabilization: Duration | None = Field(
+        default=None,
+        max_length=_DURATION_LENGTH,
+        description="The HPA's behavior.scaleDown.stabilizationWindowSeconds (at most 1h); the HPA default "
+        "(5m) when omitted.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
@@ -390,7 +455,33 @@ class AutoscalingSpec(ApiModel):
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must be less than or equal to maxReplicas ({self.max_replicas})"
             )
+        if self.min_replicas == 0 and self.target_inflight_requests is None:
+            raise ValueError(SCALE_TO_ZERO_NEEDS_INFLIGHT.removeprefix("spec.autoscaling."))
+        if parse_duration_seconds(self.polling_interval) < parse_duration_seconds(MIN_POLLING_INTERVAL):
+            raise ValueError(
+                f"pollingInterval ({self.polling_interval}) must be at least {MIN_POLLING_INTERVAL} (KEDA checks its "
+                "triggers every whole number of seconds); raise it"
+            )
+        for name, value in (
+            ("scaleUpStabilization", self.scale_up_stabilization),
+            ("scaleDownStabilization", self.scale_down_stabilization),
+        ):
+            if value is not None and parse_duration_seconds(value) > parse_duration_seconds(MAX_STABILIZATION):
+                raise ValueError(
+                    f"{name} ({value}) must be at most {MAX_STABILIZATION} (the HorizontalPodAutoscaler's "
+                    "stabilizationWindowSeconds allows 3600 at most); shorten it"
+                )
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether this asks for an idle model to go to zero replicas."""
+        return self.enabled and self.min_replicas == 0
+
+    @property
+    def inflight(self) -> bool:
+        """Whether this asks for scaling on the requests in flight (KEDA's Prometheus scaler)."""
+        return self.enabled and (self.target_inflight_requests is not None or self.min_replicas == 0)
 
 
 class RolloutSpec(ApiModel):

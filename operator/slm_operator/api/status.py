@@ -15,7 +15,9 @@ __all__ = ["Condition", "HardwareStatus", "ModelStatus", "SLMDeploymentStatus"]
 class Condition(ApiModel):
     """One aspect of the current state (the shape of metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="Condition type: Ready, Progressing, Degraded, HardwareFallback.")
+    type: str = Field(
+        max_length=316, description="Condition type: Ready, Progressing, Degraded, HardwareFallback, Autoscaling."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         max_length=1024,
@@ -49,7 +51,11 @@ class ModelStatus(ApiModel):
 class SLMDeploymentStatus(ApiModel):
     """The observed state of an SLMDeployment."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
+    phase: Phase | None = Field(
+        default=None,
+        description="Pending, Downloading, Loading, Ready, Degraded, Failed, ScaledToZero (autoscaled to zero "
+        "replicas while idle) or Waking (scaling up from zero).",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="Last metadata.generation reconciled.")
     replicas: int | None = Field(default=None, ge=0, description="Pods that exist (the scale subresource reads it).")
     ready_replicas: int | None = Field(default=None, ge=0, description="Pods serving requests.")
@@ -61,5 +67,5 @@ class SLMDeploymentStatus(ApiModel):
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing, Degraded and HardwareFallback conditions.",
+        description="Ready, Progressing, Degraded, HardwareFallback and Autoscaling conditions.",
     )

@@ -23,8 +23,10 @@ from slm_operator.controller import metrics
 from slm_operator.controller.kube import KubeClient, load_kube_config
 from slm_operator.controller.leader import LeaseElector
 from slm_operator.controller.reconcile import LiveObjects, invalid_status, reconcile
+from slm_operator.controller.status import transition_events
 from slm_operator.render import OWNED_KINDS
 from slm_operator.render.meta import MANAGED_BY
+from slm_operator.render.scaling import KEDA_API_VERSION
 from slm_operator.settings import ProcessSettings, load_settings
 
 __all__: list[str] = []
@@ -34,11 +36,14 @@ log = logging.getLogger(__name__)
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 PROCESS = ProcessSettings.from_env()
+# How often a cluster without KEDA is asked again whether it serves ScaledObjects now (KEDA installed later).
+KEDA_RECHECK_SECONDS = 60.0
 _PLURALS = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "Service": "services",
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "NetworkPolicy": "networkpolicies",
     "ServiceMonitor": "servicemonitors",
@@ -116,7 +121,14 @@ def configure(
     memo.statuses = {}  # (namespace, name) -> the status this operator last decided on (see _reconcile)
     memo.kube = KubeClient(api, operator_settings.field_manager)
     memo.service_monitor_crd = memo.kube.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
-    logger.info("slm-operator ready: leader %s, ServiceMonitor CRD %s", elector.identity, memo.service_monitor_crd)
+    memo.keda_checked = 0.0
+    memo.keda = _keda(memo)
+    logger.info(
+        "slm-operator ready: leader %s, ServiceMonitor CRD %s, KEDA ScaledObject %s",
+        elector.identity,
+        memo.service_monitor_crd,
+        memo.keda,
+    )
 
 
 @kopf.on.cleanup()
@@ -127,6 +139,19 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
     elector = getattr(memo, "elector", None)
     if elector is not None:
         elector.release()
+
+
+def _keda(memo: kopf.Memo) -> bool:
+    """Whether the cluster serves KEDA's ScaledObject. Once seen it is remembered; while missing, discovery is asked
+    again at most every KEDA_RECHECK_SECONDS, so installing KEDA later needs no operator restart."""
+    if getattr(memo, "keda", False):
+        return True
+    now = time.monotonic()
+    if memo.keda_checked and now - memo.keda_checked < KEDA_RECHECK_SECONDS:
+        return False
+    memo.keda_checked = now
+    found: bool = memo.kube.has_kind(KEDA_API_VERSION, "ScaledObject")
+    return found
 
 
 def _live(namespace: str, name: str, indexes: Mapping[str, Any]) -> LiveObjects:
@@ -167,6 +192,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
         decided.pop((namespace, name), None)
         return
     previous = dict(body.get("status") or {})
+    memo.keda = _keda(memo)
     started = time.perf_counter()
     try:
         result = reconcile(
@@ -175,6 +201,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
             memo.kube,
             memo.settings,
             service_monitor_crd=memo.service_monitor_crd,
+            keda=memo.keda,
         )
     except ManifestError as exc:
         metrics.RECONCILES.labels(result="invalid").inc()
@@ -194,13 +221,8 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
     if result.fell_back_to:
         metrics.FALLBACKS.labels(to=result.fell_back_to).inc()
         kopf.warn(body, reason="HardwareFallback", message=result.status["hardware"]["reason"])
-    if previous.get("phase") != result.status["phase"]:
-        kopf.event(
-            body,
-            type="Normal",
-            reason=result.status["phase"],
-            message=f"phase {previous.get('phase')} -> {result.status['phase']}",
-        )
+    for event in transition_events(previous, result.status):
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     decided[(namespace, name)] = result.status
     if result.status != previous:
         patch.status.update(result.status)

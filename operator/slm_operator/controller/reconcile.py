@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 from slm_operator.api.enums import Phase
 from slm_operator.api.errors import ManifestError, validate_manifest
-from slm_operator.api.resource import SLMDeployment
+from slm_operator.api.resource import KIND, SLMDeployment
 from slm_operator.api.spec import HardwareSpec
 from slm_operator.controller.drift import contains
 from slm_operator.controller.fallback import choose_tier
 from slm_operator.controller.status import Observation, build_status, merge_conditions
-from slm_operator.render import OWNED_KINDS, RenderOptions, endpoint, render_all, selector_labels
+from slm_operator.render import OWNED_KINDS, RenderOptions, endpoint, plan_for, render_all, selector_labels
 from slm_operator.settings import OperatorSettings
 
 __all__ = ["Applier", "LiveObjects", "ReconcileResult", "invalid_status", "reconcile"]
@@ -76,6 +76,18 @@ def _owner_name(obj: Mapping[str, Any]) -> str:
     return str(obj.get("metadata", {}).get("name", ""))
 
 
+def _controlled_by_another_kind(obj: Mapping[str, Any]) -> bool:
+    """Whether a controller other than an SLMDeployment owns ``obj`` (KEDA's HPA, say, should it carry our labels):
+    never ours to prune."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("kind") != KIND for ref in refs)
+
+
+def _live_replicas(deployment: Mapping[str, Any] | None) -> int | None:
+    replicas = ((deployment or {}).get("spec") or {}).get("replicas")
+    return int(replicas) if replicas is not None else None
+
+
 def reconcile(
     body: Mapping[str, Any],
     live: LiveObjects,
@@ -83,37 +95,52 @@ def reconcile(
     settings: OperatorSettings,
     *,
     service_monitor_crd: bool,
+    keda: bool = False,
     now: datetime | None = None,
 ) -> ReconcileResult:
-    """Bring the owned objects in line with the SLMDeployment ``body``; raises ManifestError on a bad spec."""
+    """Bring the owned objects in line with the SLMDeployment ``body``; raises ManifestError on a bad spec.
+
+    ``keda``: whether the cluster serves KEDA's ScaledObject (in-flight autoscaling and scale to zero need it).
+    """
     previous = dict(body.get("status") or {})
     slm: SLMDeployment = validate_manifest({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     generation = int(body.get("metadata", {}).get("generation") or 0)
     hardware = slm.spec.hardware or HardwareSpec()
     tier = choose_tier(hardware, (previous.get("hardware") or {}).get("active"), live.pods, now or datetime.now(UTC))
+    deployment = live.get("Deployment", slm.metadata.name)
 
-    desired = render_all(slm, settings, RenderOptions(tier.accelerator, service_monitor_crd))
+    options = RenderOptions(tier.accelerator, service_monitor_crd, keda=keda, live_replicas=_live_replicas(deployment))
+    desired = render_all(slm, settings, options)
+    plan = plan_for(slm, settings, options)
     result = ReconcileResult(status={}, fell_back_to=tier.accelerator.value if tier.fell_back else None)
+
+    # Deletions first: KEDA refuses a ScaledObject for a Deployment that another HPA (our own, from before a switch
+    # of autoscaling mode) still targets.
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    namespace = slm.metadata.namespace or "default"
+    for api_version, kind in OWNED_KINDS:
+        for obj in live.by_kind.get(kind, ()):
+            if (
+                (kind, _owner_name(obj)) not in wanted
+                and not obj.get("metadata", {}).get("deletionTimestamp")
+                and not _controlled_by_another_kind(obj)
+            ):
+                kube.delete(api_version, kind, namespace, _owner_name(obj))
+                result.deleted.append(f"{kind}/{_owner_name(obj)}")
+
     for manifest in desired:
         current = live.get(manifest["kind"], manifest["metadata"]["name"])
         if current is None or not contains(current, manifest):
             kube.apply(manifest)
             result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
 
-    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
-    namespace = slm.metadata.namespace or "default"
-    for api_version, kind in OWNED_KINDS:
-        for obj in live.by_kind.get(kind, ()):
-            if (kind, _owner_name(obj)) not in wanted and not obj.get("metadata", {}).get("deletionTimestamp"):
-                kube.delete(api_version, kind, namespace, _owner_name(obj))
-                result.deleted.append(f"{kind}/{_owner_name(obj)}")
-
-    autoscaled = bool(slm.spec.autoscaling and slm.spec.autoscaling.enabled)
+    autoscaling = slm.spec.autoscaling
+    autoscaled = bool(autoscaling and autoscaling.enabled)
     selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(slm).items()))
     observation = Observation(
         generation=generation,
         desired_replicas=None if autoscaled else slm.spec.replicas,
-        deployment=live.get("Deployment", slm.metadata.name),
+        deployment=deployment,
         pods=live.pods,
         accelerator=tier.accelerator,
         primary=hardware.accelerator,
@@ -123,6 +150,8 @@ def reconcile(
         engine=slm.spec.resolved_engine().value,
         source=slm.spec.model.source,
         pinned_sha256=slm.spec.model.sha256,
+        scales_to_zero=bool(autoscaling and autoscaling.scales_to_zero),
+        autoscaling=plan.condition,
     )
     result.status = build_status(observation, previous, _now())
     return result

@@ -2,8 +2,9 @@
 
 Phase: Failed (spec invalid or the model cannot be pulled), Ready (every desired replica ready and
 up to date), Degraded (some ready, some failing or missing), Downloading (init containers pulling),
-Loading (running, not yet ready), Pending (not scheduled / image pull). Conditions follow
-metav1.Condition; lastTransitionTime only moves when a condition's status changes.
+Loading (running, not yet ready), Pending (not scheduled / image pull), ScaledToZero (autoscaling with
+minReplicas 0 took the Deployment to zero replicas), Waking (replicas asked for again after ScaledToZero, none
+ready yet). Conditions follow metav1.Condition; lastTransitionTime only moves when a condition's status changes.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from slm_runtime.fetch.errors import pull_failures, reason_for_exit_code
 from slm_runtime.shutdown import SERVE_FAILURES, failure_for_exit_code
 
 __all__ = [
+    "Event",
     "Observation",
     "PodProblem",
     "build_status",
     "merge_conditions",
     "pod_problems",
     "pulled_model",
+    "transition_events",
 ]
 
 # Waiting reasons of containers that mean "this will not fix itself soon".
@@ -66,6 +69,19 @@ class Observation:
     engine: str
     source: str
     pinned_sha256: str | None
+    # spec.autoscaling asks for scale to zero (enabled, minReplicas 0).
+    scales_to_zero: bool = False
+    # The Autoscaling condition (status, reason, message) from render.scaling.ScalingPlan; None: autoscaling is off.
+    autoscaling: tuple[bool, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the SLMDeployment."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
 
 
 def _statuses(pod: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -162,6 +178,27 @@ def _phase(desired: int, ready: int, updated: int, pods: Sequence[Mapping[str, A
     return Phase.PENDING
 
 
+_ASLEEP = (Phase.SCALED_TO_ZERO, Phase.WAKING)
+_STARTING = (Phase.PENDING, Phase.DOWNLOADING, Phase.LOADING)
+
+
+def _autoscaled_phase(phase: Phase, obs: Observation, desired: int, ready: int, previous_phase: str | None) -> Phase:
+    """ScaledToZero and Waking, which only the autoscaler's history tells apart from the phases _phase gives."""
+    if obs.scales_to_zero and obs.deployment is not None and desired == 0:
+        return Phase.SCALED_TO_ZERO
+    if desired >= 1 and ready == 0 and previous_phase in _ASLEEP and phase in _STARTING:
+        return Phase.WAKING
+    return phase
+
+
+def _ready_message(phase: Phase, ready: int, desired: int) -> str:
+    if phase is Phase.SCALED_TO_ZERO:
+        return "0 replicas: scaled to zero while idle; a request through slm-gateway wakes the model"
+    if phase is Phase.WAKING:
+        return f"{ready}/{desired} replicas ready: waking from zero; slm-gateway holds requests until one is ready"
+    return f"{ready}/{desired} replicas ready"
+
+
 def build_status(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
     """The status the SLMDeployment should have (camelCase, ready to patch)."""
     deployment_status = (obs.deployment or {}).get("status") or {}
@@ -175,13 +212,23 @@ def build_status(obs: Observation, previous: Mapping[str, Any] | None, now: str)
     problems = [problem for pod in obs.pods for problem in pod_problems(pod)]
     fatal = any(p.reason in _FATAL_REASONS for p in problems)
     phase = _phase(desired, ready, updated if current_rollout else 0, obs.pods, fatal)
+    phase = _autoscaled_phase(phase, obs, desired, ready, (previous or {}).get("phase"))
     first = problems[0] if problems else None
 
-    progressing = phase is not Phase.READY and not fatal
-    rollout_reason = "RolloutInProgress" if progressing else "Stalled" if fatal else "RolloutComplete"
+    serving = phase in (Phase.READY, Phase.SCALED_TO_ZERO)
+    progressing = not serving and not fatal
+    rollout_reason = (
+        "Waking"
+        if phase is Phase.WAKING
+        else "RolloutInProgress"
+        if progressing
+        else "Stalled"
+        if fatal
+        else "RolloutComplete"
+    )
     ready_reason = "ReplicasReady" if phase is Phase.READY else phase.value
     conditions = [
-        _condition("Ready", phase is Phase.READY, ready_reason, f"{ready}/{desired} replicas ready", obs.generation),
+        _condition("Ready", serving, ready_reason, _ready_message(phase, ready, desired), obs.generation),
         _condition("Progressing", progressing, rollout_reason, f"{updated}/{desired} replicas updated", obs.generation),
         _condition(
             "Degraded",
@@ -198,6 +245,8 @@ def build_status(obs: Observation, previous: Mapping[str, Any] | None, now: str)
             obs.generation,
         ),
     ]
+    if obs.autoscaling is not None:
+        conditions.append(_condition("Autoscaling", *obs.autoscaling, obs.generation))
     model: dict[str, Any] = {"source": obs.source}
     pulled = pulled_model(obs.pods)
     if pulled and pulled.get("source") in (None, obs.source):
@@ -218,3 +267,39 @@ def build_status(obs: Observation, previous: Mapping[str, Any] | None, now: str)
         "model": model,
         "conditions": merge_conditions((previous or {}).get("conditions"), conditions, now),
     }
+
+
+def _phase_message(before: str | None, after: str) -> str:
+    if after == Phase.SCALED_TO_ZERO:
+        return (
+            f"phase {before} -> {after}: no request in flight for spec.autoscaling.scaleToZeroAfter, so the "
+            "autoscaler took the model to zero replicas; a request through slm-gateway wakes it"
+        )
+    if after == Phase.WAKING:
+        return f"phase {before} -> {after}: scaling up from zero; slm-gateway holds requests until a replica is ready"
+    if before == Phase.WAKING:
+        return f"phase {before} -> {after}: awake, scaled up from zero"
+    return f"phase {before} -> {after}"
+
+
+def transition_events(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[Event]:
+    """The Events a status change deserves: one per phase transition (ScaledToZero and Waking included, into and
+    out of), and a Warning when the Autoscaling condition turns False or changes its reason while False."""
+    events: list[Event] = []
+    before, after = (previous or {}).get("phase"), current.get("phase")
+    if after and before != after:
+        events.append(Event("Normal", str(after), _phase_message(before, str(after))))
+    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Autoscaling"), None)
+    new = next((c for c in current.get("conditions") or [] if c.get("type") == "Autoscaling"), None)
+    repeated = (
+        old is not None
+        and new is not None
+        and (old.get("status"), old.get("reason"))
+        == (
+            new.get("status"),
+            new.get("reason"),
+        )
+    )
+    if new and new.get("status") == "False" and not repeated:
+        events.append(Event("Warning", str(new["reason"]), str(new.get("message", ""))))
+    return events

@@ -15,14 +15,23 @@ from slm_operator.render.meta import selector_labels
 from slm_operator.render.monitoring import build_service_monitor
 from slm_operator.render.network import build_network_policy, build_service, endpoint
 from slm_operator.render.runtime_env import runtime_environment
-from slm_operator.render.scaling import build_hpa, build_pdb
+from slm_operator.render.scaling import (
+    Autoscaler,
+    ScalingPlan,
+    build_hpa,
+    build_pdb,
+    build_scaled_object,
+    scaling_plan,
+)
 from slm_operator.render.storage import build_cache_claim
 from slm_operator.settings import OperatorSettings
 
 __all__ = [
     "OWNED_KINDS",
     "RenderOptions",
+    "ScalingPlan",
     "endpoint",
+    "plan_for",
     "render_all",
     "runtime_environment",
     "selector_labels",
@@ -34,6 +43,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
@@ -46,18 +56,34 @@ class RenderOptions:
 
     accelerator: Accelerator
     service_monitor_crd: bool = False
+    # Whether the cluster serves KEDA's ScaledObject (keda.sh/v1alpha1).
+    keda: bool = False
+    # spec.replicas of the live Deployment, when there is one.
+    live_replicas: int | None = None
+
+
+def plan_for(slm: SLMDeployment, settings: OperatorSettings, options: RenderOptions) -> ScalingPlan:
+    """Who owns the replica count of ``slm`` (render/scaling.py), as render_all decides it."""
+    return scaling_plan(slm, settings, keda=options.keda, service_monitor_crd=options.service_monitor_crd)
 
 
 def render_all(slm: SLMDeployment, settings: OperatorSettings, options: RenderOptions) -> list[dict[str, Any]]:
     """Every object the SLMDeployment needs now, in OWNED_KINDS order."""
     profile = settings.profile(options.accelerator)
+    plan = plan_for(slm, settings, options)
+    deployment = build_deployment(slm, options.accelerator, profile, settings)
+    if plan.autoscaler is Autoscaler.HPA and options.live_replicas == 0:
+        # An HPA does not act on a target at zero replicas (a model that KEDA scaled to zero before KEDA went
+        # away or scale to zero was turned off): bring it back to the HPA's minimum, from which the HPA takes over.
+        deployment["spec"] = {"replicas": plan.min_replicas, **deployment["spec"]}
     candidates = [
         build_cache_claim(slm),
         build_service(slm),
-        build_deployment(slm, options.accelerator, profile, settings),
-        build_hpa(slm),
-        build_pdb(slm),
-        build_network_policy(slm),
+        deployment,
+        build_hpa(slm, plan),
+        build_scaled_object(slm, settings, plan),
+        build_pdb(slm, plan),
+        build_network_policy(slm, settings),
         build_service_monitor(slm, crd_available=options.service_monitor_crd),
     ]
     return [manifest for manifest in candidates if manifest is not None]

@@ -7,6 +7,7 @@ from typing import Any
 from slm_operator.api.resource import SLMDeployment
 from slm_operator.api.spec import NetworkPolicySpec, ServerSpec
 from slm_operator.render.meta import object_meta, selector_labels
+from slm_operator.settings import OperatorSettings
 
 __all__ = ["build_network_policy", "build_service", "endpoint"]
 
@@ -34,14 +35,22 @@ def build_service(slm: SLMDeployment) -> dict[str, Any]:
     }
 
 
-def build_network_policy(slm: SLMDeployment) -> dict[str, Any] | None:
-    """Ingress to the server port from this namespace and the configured peers, and from the monitoring
-    namespace (for /metrics); None when spec.networkPolicy is not enabled."""
+def _namespace_peer(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def build_network_policy(slm: SLMDeployment, settings: OperatorSettings) -> dict[str, Any] | None:
+    """Ingress to the server port from this namespace and the configured peers, from the monitoring
+    namespace (for /metrics) and from slm-gateway's namespace when the operator has a gateway; None when
+    spec.networkPolicy is not enabled."""
     policy = slm.spec.network_policy or NetworkPolicySpec()
     if not policy.enabled:
         return None
-    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": policy.monitoring_namespace}}}
-    peers = [{"podSelector": {}}, monitoring, *(policy.allowed_peers or [])]
+    peers = [{"podSelector": {}}, _namespace_peer(policy.monitoring_namespace)]
+    gateway_namespace = settings.gateway_service.partition("/")[0]
+    if gateway_namespace and gateway_namespace not in (policy.monitoring_namespace, slm.metadata.namespace):
+        peers.append(_namespace_peer(gateway_namespace))
+    peers += policy.allowed_peers or []
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
