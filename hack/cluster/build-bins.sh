@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the pinned control-plane binaries (and the real node's kubelet and kube-proxy) from Go modules into a
-# cache keyed by version:
-#   ${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/bin/<component>-<version>/<component>
+# Build the pinned control-plane binaries (and the real node's kubelet and kube-proxy, and its autoscaling
+# metrics pipeline) from Go modules into a cache keyed by version:
+#   ${SLM_CACHE_HOME:-$HOME/.cache/slm-operator}/bin/<component>-<version>/<binary>
 # Components already present are skipped, so a warm run does nothing and takes well under a second.
-# Usage: hack/cluster/build-bins.sh [component ...]   (default: all; components: etcd kubernetes kwok helm;
-# kubernetes = kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy)
+# Usage: hack/cluster/build-bins.sh [component ...]
+#   (default: all; components: etcd kubernetes kwok helm metrics-server keda prometheus)
+# kubernetes = kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy;
+# keda = keda-operator, keda-adapter and the KEDA CRDs (crds/); the metrics pipeline is tests/cluster/metrics.py.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -133,13 +135,84 @@ build_helm() {
     built "helm $HELM_VERSION" "$start"
 }
 
+module_dir() { # module_dir <module path> <version>: the module's source in the module cache (downloaded if needed)
+    (cd "$here" && go mod download -json "$1@$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
+
+build_metrics_server() {
+    present metrics-server "$METRICS_SERVER_VERSION" && return 0
+    need_go
+    pinned metrics-server sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION"
+    log "building metrics-server $METRICS_SERVER_VERSION (sigs.k8s.io/metrics-server/cmd/metrics-server)"
+    local tmp start=$SECONDS pkg=k8s.io/client-go/pkg/version
+    new_tmp tmp
+    (cd "$here/modules/metrics-server" && go build -mod=readonly -trimpath \
+        -ldflags="-s -w -X $pkg.gitVersion=$METRICS_SERVER_VERSION -X $pkg.buildDate=1970-01-01T00:00:00Z" \
+        -o "$tmp/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+    install_into metrics-server "$METRICS_SERVER_VERSION" "$tmp/metrics-server"
+    built "metrics-server $METRICS_SERVER_VERSION" "$start"
+}
+
+build_keda() {
+    # Two binaries from one build (they share most packages): cmd/operator -> keda-operator, cmd/adapter ->
+    # keda-adapter (the external metrics API server). The admission webhooks are not built.
+    local dir="$cache/keda-$KEDA_VERSION"
+    if [[ ! -x "$dir/keda-operator" || ! -x "$dir/keda-adapter" ]]; then
+        need_go
+        pinned keda github.com/kedacore/keda/v2 "$KEDA_VERSION"
+        log "building keda-operator and keda-adapter $KEDA_VERSION (github.com/kedacore/keda/v2; 5-15 minutes cold)"
+        local tmp start=$SECONDS mod=github.com/kedacore/keda/v2
+        new_tmp tmp
+        (cd "$here/modules/keda" && go build -mod=readonly -trimpath \
+            -ldflags="-s -w -X $mod/version.Version=$KEDA_VERSION" -o "$tmp/" "$mod/cmd/operator" "$mod/cmd/adapter")
+        mkdir -p "$dir"
+        mv -f "$tmp/operator" "$dir/keda-operator"
+        mv -f "$tmp/adapter" "$dir/keda-adapter"
+        built "keda $KEDA_VERSION" "$start"
+    fi
+    # The CRDs (ScaledObject, ScaledJob, [Cluster]TriggerAuthentication, [Cluster]CloudEventSource) ship in
+    # the module source, not in the binaries; the operator watches all of them.
+    if [[ ! -d "$dir/crds" ]]; then
+        need_go
+        local src
+        src="$(module_dir github.com/kedacore/keda/v2 "$KEDA_VERSION")/config/crd/bases"
+        [[ -f "$src/keda.sh_scaledobjects.yaml" ]] || { log "KEDA CRDs not found at $src"; exit 1; }
+        rm -rf "$dir/.crds.partial"
+        mkdir -p "$dir/.crds.partial"
+        cp "$src"/*.yaml "$dir/.crds.partial/"
+        chmod -R u+w "$dir/.crds.partial"
+        mv "$dir/.crds.partial" "$dir/crds"
+    fi
+}
+
+build_prometheus() {
+    # Debian's prometheus package is built without Kubernetes service discovery, so the pipeline's Prometheus
+    # is built here: upstream's build tags keep only the Kubernetes SD; without `builtinassets` there is no
+    # web UI (the HTTP API is all the tests use). Prometheus 3.x.y is the Go module version v0.3xx.y.
+    present prometheus "$PROMETHEUS_VERSION" && return 0
+    need_go
+    local v="${PROMETHEUS_VERSION#v}" major minor patch module_version
+    IFS=. read -r major minor patch <<<"$v"
+    module_version="v0.$major$(printf '%02d' "$minor").$patch"
+    log "building prometheus $PROMETHEUS_VERSION (github.com/prometheus/prometheus/cmd/prometheus@$module_version)"
+    local tmp start=$SECONDS pkg=github.com/prometheus/common/version
+    new_tmp tmp
+    GOBIN="$tmp" go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+        -ldflags="-s -w -X $pkg.Version=$v -X $pkg.Branch=release -X $pkg.BuildDate=19700101-00:00:00" \
+        "github.com/prometheus/prometheus/cmd/prometheus@$module_version"
+    install_into prometheus "$PROMETHEUS_VERSION" "$tmp/prometheus"
+    built "prometheus $PROMETHEUS_VERSION" "$start"
+}
+
+all=(etcd kubernetes kwok helm metrics-server keda prometheus)
 targets=("$@")
-((${#targets[@]})) || targets=(etcd kubernetes kwok helm)
+((${#targets[@]})) || targets=("${all[@]}")
 start=$SECONDS
 for t in "${targets[@]}"; do
     case "$t" in
-        etcd | kubernetes | kwok | helm) "build_$t" ;;
-        *) log "unknown component '$t' (etcd, kubernetes, kwok, helm)"; exit 2 ;;
+        etcd | kubernetes | kwok | helm | keda | prometheus) "build_$t" ;;
+        metrics-server) build_metrics_server ;;
+        *) log "unknown component '$t' (${all[*]})"; exit 2 ;;
     esac
 done
 log "binaries ready under $cache ($((SECONDS - start))s)"
