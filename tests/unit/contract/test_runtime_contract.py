@@ -175,6 +175,18 @@ def test_the_autoscaling_metric_is_one_the_runtime_exports() -> None:
     assert f"\n{metric['pods']['metric']['name']}{{" in exported
 
 
+def test_keda_queries_the_gauge_the_runtime_exports_per_pod() -> None:
+    """KEDA's trigger sums the runtime's in-flight gauge over the pods of the model's Service: the metric name in
+    the query is one the runtime exports (its value running + waiting, per pod)."""
+    slm = resource({"autoscaling": {"enabled": True, "minReplicas": 1, "targetInflightRequests": 2}})
+    settings = OperatorSettings(gateway_service="slm-system/slm-gateway")
+    objects = {m["kind"]: m for m in render_all(slm, settings, RenderOptions(Accelerator.CPU, keda=True))}
+    (trigger,) = objects["ScaledObject"]["spec"]["triggers"]
+    metric = trigger["metadata"]["query"].removeprefix("sum(").partition("{")[0]
+    exported = Metrics("m").render().decode()
+    assert f"\n{metric}{{" in exported
+
+
 @pytest.mark.parametrize("failure", SERVE_FAILURES, ids=lambda failure: failure.reason)
 def test_every_serve_exit_code_is_reported_with_its_reason_and_message(failure: Any) -> None:
     """A runtime that exits with a failure's code (restarted, so it shows in lastState) is named by its reason and

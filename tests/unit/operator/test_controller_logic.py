@@ -9,7 +9,14 @@ from typing import Any
 from slm_operator.api import Accelerator, HardwareSpec
 from slm_operator.controller.drift import contains
 from slm_operator.controller.fallback import choose_tier, unschedulable_since
-from slm_operator.controller.status import Observation, build_status, merge_conditions, pod_problems, pulled_model
+from slm_operator.controller.status import (
+    Observation,
+    build_status,
+    merge_conditions,
+    pod_problems,
+    pulled_model,
+    transition_events,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -197,3 +204,77 @@ class TestStatus:
         obs = observation([pod(ready=True)] * 2, deployment(ready=2))
         first = build_status(obs, None, "t1")
         assert build_status(obs, first, "t2") == first
+
+
+class TestScaleToZeroStatus:
+    """Phases ScaledToZero and Waking (autoscaling with minReplicas 0), their conditions and Events."""
+
+    @staticmethod
+    def status(
+        replicas: int, ready: int, previous: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        kw = {"scales_to_zero": True, "autoscaling": (True, "ScaleToZero", "KEDA ScaledObject a"), **kw}
+        obs = observation(
+            pods or [], deployment(ready=ready, updated=replicas, replicas=replicas), desired_replicas=None, **kw
+        )
+        return build_status(obs, previous, "t")
+
+    def test_scaled_to_zero_is_serving_through_the_gateway(self) -> None:
+        status = self.status(0, 0, {"phase": "Ready"})
+        assert status["phase"] == "ScaledToZero"
+        assert conditions(status)["Ready"] == ("True", "ScaledToZero")
+        assert conditions(status)["Progressing"] == ("False", "RolloutComplete")
+        assert conditions(status)["Autoscaling"] == ("True", "ScaleToZero")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert "slm-gateway wakes the model" in ready["message"]
+
+    def test_waking_after_zero_until_a_replica_is_ready(self) -> None:
+        asleep = self.status(0, 0, {"phase": "Ready"})
+        waking = self.status(1, 0, asleep, [pod(init={"running": {}})])
+        assert waking["phase"] == "Waking"
+        assert conditions(waking)["Ready"] == ("False", "Waking")
+        assert conditions(waking)["Progressing"] == ("True", "Waking")
+        still = self.status(1, 0, waking, [pod(init={"terminated": {"exitCode": 0}}, running=True)])
+        assert still["phase"] == "Waking"
+        assert self.status(1, 1, still, [pod(ready=True)])["phase"] == "Ready"
+
+    def test_a_new_model_loading_is_not_waking(self) -> None:
+        assert self.status(1, 0, None, [pod(init={"running": {}})])["phase"] == "Downloading"
+        assert self.status(1, 0, {"phase": "Pending"}, [pod(running=True)])["phase"] == "Loading"
+
+    def test_a_fatal_problem_while_waking_fails(self) -> None:
+        failed = {"terminated": {"exitCode": 5, "message": "digest mismatch"}}
+        assert self.status(1, 0, {"phase": "Waking"}, [pod(init=failed)])["phase"] == "Failed"
+
+    def test_zero_replicas_without_scale_to_zero_stays_ready(self) -> None:
+        obs = observation([], deployment(ready=0, updated=0, replicas=0), desired_replicas=None)
+        assert build_status(obs, {"phase": "Ready"}, "t")["phase"] == "Ready"
+
+    def test_no_autoscaling_condition_when_autoscaling_is_off(self) -> None:
+        status = build_status(observation([pod(ready=True)] * 2, deployment(ready=2)), None, "t")
+        assert "Autoscaling" not in conditions(status)
+
+    def test_an_event_for_each_transition_into_and_out_of_zero(self) -> None:
+        ready = self.status(1, 1, None, [pod(ready=True)])
+        asleep = self.status(0, 0, ready)
+        waking = self.status(1, 0, asleep)
+        awake = self.status(1, 1, waking, [pod(ready=True)])
+        events = [transition_events(a, b) for a, b in ((ready, asleep), (asleep, waking), (waking, awake))]
+        assert [[(e.type, e.reason) for e in batch] for batch in events] == [
+            [("Normal", "ScaledToZero")],
+            [("Normal", "Waking")],
+            [("Normal", "Ready")],
+        ]
+        assert "scaleToZeroAfter" in events[0][0].message and "slm-gateway" in events[0][0].message
+        assert events[2][0].message == "phase Waking -> Ready: awake, scaled up from zero"
+        assert transition_events(asleep, asleep) == []
+
+    def test_a_warning_when_autoscaling_cannot_work_once_per_reason(self) -> None:
+        ok = self.status(1, 1, None, [pod(ready=True)])
+        broken = self.status(1, 1, ok, [pod(ready=True)], autoscaling=(False, "KEDANotInstalled", "install KEDA"))
+        (event,) = transition_events(ok, broken)
+        assert (event.type, event.reason, event.message) == ("Warning", "KEDANotInstalled", "install KEDA")
+        assert transition_events(broken, broken) == []
+        other = self.status(1, 1, broken, [pod(ready=True)], autoscaling=(False, "GatewayRequired", "no gateway"))
+        assert [e.reason for e in transition_events(broken, other)] == ["GatewayRequired"]
+        assert transition_events(other, ok) == []
