@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from slm_operator import __version__
 from slm_operator.cli import local, manifests, operator
+from slm_operator.cli.gateway import EPILOG
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +30,9 @@ def _version(_: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="slm", description="Small language models on Kubernetes and on your laptop, from one manifest."
+        prog="slm",
+        description="Small language models on Kubernetes and on your laptop, from one manifest.",
+        epilog=EPILOG,
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,5 +1,6 @@
 """Local mode: `slm serve`, `run`, `bench` and `import` (this module) and the cache and server commands
-`pull`, `list`, `rm`, `ps`, `show` (:mod:`slm_operator.cli.local_models`)."""
+`pull`, `list`, `rm`, `ps`, `show` (:mod:`slm_operator.cli.local_models`). `run` and `bench` talk to slm-gateway
+instead when one is named (:mod:`slm_operator.cli.gateway`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pathlib import Path
 
 from slm_operator.api import Accelerator, ManifestError
 from slm_operator.cli import local_models
+from slm_operator.cli.gateway import gateway_client
 from slm_operator.cli.local_models import EXPECTED_ERRORS, cache_argument, client_arguments, fail, pull_progress
 from slm_operator.local.bench import DEFAULT_PROMPT
 from slm_operator.local.client import ClientError, server_url
 from slm_operator.local.config import DEFAULT_HOST, load_resource, plan_local, prepare
+from slm_operator.local.remote import GatewayClient
 from slm_operator.local.server import ServerError, port_in_use, serve_foreground
 from slm_operator.local.session import Session
+from slm_operator.local.targets import is_local_target
 
 __all__ = ["register"]
 
@@ -107,10 +111,24 @@ def _clear_status() -> None:
         sys.stderr.flush()
 
 
+def _gateway_session(args: argparse.Namespace) -> Session | int | None:
+    """A session on the gateway's model MODEL when a gateway is named and MODEL is no file or source URI."""
+    if is_local_target(args.target):
+        return None
+    try:
+        gateway = gateway_client(args)
+    except EXPECTED_ERRORS as exc:
+        return fail(str(exc))
+    return None if gateway is None else Session(client=gateway, model=args.target)
+
+
 def _open_session(args: argparse.Namespace) -> Session | int:
     """The session `run` and `bench` talk through, or the exit code of why there is none."""
     from slm_operator.local.session import open_session
 
+    remote = _gateway_session(args)
+    if remote is not None:
+        return remote
     try:
         session = open_session(
             args.target,
@@ -152,6 +170,13 @@ def _run(args: argparse.Namespace) -> int:
             if args.verbose and chat.last_stats:
                 sys.stderr.write("\n" + format_stats(chat.last_stats))
             return 0
+        if isinstance(session.client, GatewayClient):
+            try:  # like `ollama run`: the model is there (and awake) before the first prompt
+                session.client.show(session.model)
+            except ClientError as exc:
+                return fail(str(exc))
+            except KeyboardInterrupt:
+                return INTERRUPTED
         _enable_line_editing()
         return repl(chat, input, sys.stdout)
 
@@ -189,7 +214,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "target", metavar="MODEL", help="a manifest, a Modelfile, a source URI, or a cached or served model name"
+        "target",
+        metavar="MODEL",
+        help="a manifest, a Modelfile, a source URI, a cached or served model name, or a gateway model NAMESPACE/NAME",
     )
     parser.add_argument("--name", default=None, help="the SLMDeployment to use when the manifest holds several")
     parser.add_argument("--offline", action="store_true", help="never download; the model must be cached")
@@ -225,8 +252,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     run = subparsers.add_parser(
         "run",
-        help="chat with a model (interactive), or answer PROMPT and exit",
-        description="Uses the server at --url when it serves MODEL, else serves MODEL from this process. "
+        help="chat with a model (interactive), or answer PROMPT and exit; here or through the gateway",
+        description="Uses the server at --url when it serves MODEL, else serves MODEL from this process; with "
+        "--host, --context or $SLM_GATEWAY, MODEL (NAMESPACE/NAME) is a cluster model answered through slm-gateway. "
         'Interactive: /bye leaves, """ starts and ends a multi-line message, /set parameter NAME VALUE, '
         "/clear forgets, /? helps.",
     )
@@ -236,7 +264,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.set_defaults(func=_run)
 
     bench = subparsers.add_parser(
-        "bench", help="measure tokens/s, time to first token and load time of a model on this machine"
+        "bench",
+        help="measure tokens/s, time to first token and load time of a model on this machine (or through the gateway)",
     )
     _target_arguments(bench)
     bench.add_argument("--runs", type=int, default=3, help="measured generations (default 3)")

@@ -1,4 +1,5 @@
-"""`slm pull`, `list`, `rm`, `ps` and `show`: the local cache and what a local server has loaded."""
+"""`slm pull`, `list`, `rm`, `ps` and `show`: the local cache and what a local server has loaded; `list`, `ps` and
+`show` ask slm-gateway instead when one is named (:mod:`slm_operator.cli.gateway`)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,30 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from slm_operator.api import ManifestError, SLMDeployment
+from slm_operator.cli.gateway import gateway_arguments, gateway_client
 from slm_operator.local.cache import find_cached, list_cached, remove_cached
 from slm_operator.local.client import ClientError, LocalClient, server_url
 from slm_operator.local.server import ServerError
 from slm_operator.local.table import human_age, human_size, render_table
-from slm_operator.local.targets import TargetError
+from slm_operator.local.targets import TargetError, is_local_target
 from slm_runtime.fetch import LogProgress, Progress, PullError, TerminalProgress, cached, default_dest, pull
 from slm_runtime.settings import SettingsError
 from slm_runtime.source import SourceError
 
-__all__ = ["EXPECTED_ERRORS", "cache_argument", "client_arguments", "fail", "pull_progress", "register"]
+__all__ = [
+    "EXPECTED_ERRORS",
+    "api_key_argument",
+    "cache_argument",
+    "client_arguments",
+    "fail",
+    "pull_progress",
+    "register",
+]
 
 #: errors a user can cause: reported in one line, exit code 1
 EXPECTED_ERRORS = (
@@ -59,11 +70,19 @@ def cache_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url", default=None, help="server to use when it serves the model (default: $OLLAMA_HOST or :11434)"
-    )
+def api_key_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("SLM_API_KEY"), help="bearer token (default $SLM_API_KEY)")
+
+
+def client_arguments(parser: argparse.ArgumentParser) -> None:
+    """A local server (--url) or a gateway (--host, --context: :func:`gateway_arguments`), and the API key."""
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="local server to use when it serves the model (default: $OLLAMA_HOST or :11434)",
+    )
+    api_key_argument(parser)
+    gateway_arguments(parser)
 
 
 def _source_of(target: str, name: str | None) -> tuple[str, str | None]:
@@ -92,7 +111,43 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modified(entry: Mapping[str, Any]) -> str:
+    try:
+        when = datetime.fromisoformat(str(entry.get("modified_at")))
+    except ValueError:
+        return ""
+    return human_age(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+def _list_served(client: LocalClient, as_json: bool) -> int:
+    with client:
+        try:
+            models = client.models()
+        except ClientError as exc:
+            return fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(models) + "\n")
+        return 0
+    rows = [
+        [
+            str(m.get("name") or m.get("model") or ""),
+            str(m.get("digest", "")).removeprefix("sha256:")[:12],
+            human_size(int(m.get("size") or 0)),
+            _modified(m),
+        ]
+        for m in models
+    ]
+    sys.stdout.write(render_table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
+    try:
+        gateway = gateway_client(args)
+    except EXPECTED_ERRORS as exc:
+        return fail(str(exc))
+    if gateway is not None:
+        return _list_served(gateway, args.json)
     models = list_cached(args.cache)
     if args.json:
         sys.stdout.write(json.dumps([m.record.model_dump(by_alias=True, exclude={"cached"}) for m in models]) + "\n")
@@ -143,9 +198,18 @@ def _processor(entry: Mapping[str, Any]) -> str:
     return f"{100 - share}%/{share}% CPU/GPU"
 
 
+def _server_client(args: argparse.Namespace) -> LocalClient:
+    """The gateway when one is named, else the local server at --url."""
+    gateway = gateway_client(args)
+    return gateway if gateway is not None else LocalClient(server_url(args.url), api_key=args.api_key)
+
+
 def _ps(args: argparse.Namespace) -> int:
-    url = server_url(args.url)
-    with LocalClient(url, api_key=args.api_key) as client:
+    try:
+        client = _server_client(args)
+    except EXPECTED_ERRORS as exc:
+        return fail(str(exc))
+    with client:
         try:
             models = client.loaded()
         except ClientError as exc:
@@ -246,6 +310,19 @@ def _show(args: argparse.Namespace) -> int:
     from slm_operator.local.session import resolve_target
     from slm_runtime.settings import canonical_model_name
 
+    if not args.env and not is_local_target(args.target):
+        try:
+            gateway = gateway_client(args)
+        except EXPECTED_ERRORS as exc:
+            return fail(str(exc))
+        if gateway is not None:
+            with gateway:
+                try:
+                    shown = gateway.show(args.target)
+                except ClientError as exc:
+                    return fail(str(exc))
+            sys.stdout.write(str(shown.get("modelfile", "")) if args.modelfile else _show_served(shown, args.target))
+            return 0
     url = server_url(args.url)
     if not args.env:
         with LocalClient(url, api_key=args.api_key) as client:
@@ -285,9 +362,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cache_argument(pulled)
     pulled.set_defaults(func=_pull)
 
-    listed = subparsers.add_parser("list", aliases=["ls"], help="list the models in the local cache")
-    listed.add_argument("--json", action="store_true", help="print the pull records as JSON")
+    listed = subparsers.add_parser(
+        "list", aliases=["ls"], help="list the models in the local cache, or the gateway's (--host, --context)"
+    )
+    listed.add_argument("--json", action="store_true", help="print the pull records (or the gateway's models) as JSON")
     cache_argument(listed)
+    api_key_argument(listed)
+    gateway_arguments(listed)
     listed.set_defaults(func=_list)
 
     removed = subparsers.add_parser("rm", help="delete models from the local cache")
@@ -296,11 +377,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cache_argument(removed)
     removed.set_defaults(func=_rm)
 
-    ps = subparsers.add_parser("ps", help="list the models a running local server has loaded")
+    ps = subparsers.add_parser(
+        "ps", help="list the models a running local server has loaded, or the gateway's (--host, --context)"
+    )
     client_arguments(ps)
     ps.set_defaults(func=_ps)
 
-    show = subparsers.add_parser("show", help="show a model: served details, or a manifest's model and cache entry")
+    show = subparsers.add_parser(
+        "show", help="show a model: served (locally or by the gateway) details, or a manifest's model and cache entry"
+    )
     show.add_argument("target", metavar="MODEL", help="a served or cached model name, a manifest, Modelfile or URI")
     show.add_argument("--name", default=None, help="the SLMDeployment to use when the manifest holds several")
     show.add_argument("--modelfile", action="store_true", help="print it as an Ollama Modelfile")

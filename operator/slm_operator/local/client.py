@@ -1,20 +1,22 @@
 """A small client of a running runtime's Ollama API (httpx; the CLI needs no SDK).
 
-The server is found like the ``ollama`` CLI finds its own: ``--host`` or $OLLAMA_HOST, default
-http://127.0.0.1:11434; a bearer token comes from --api-key or $SLM_API_KEY.
+The server is found like the ``ollama`` CLI finds its own: ``--url`` or $OLLAMA_HOST, default
+http://127.0.0.1:11434; a bearer token comes from --api-key or $SLM_API_KEY. slm-gateway, which serves cluster
+models, is reached with the subclass in :mod:`slm_operator.local.remote`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import ssl
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-__all__ = ["DEFAULT_URL", "ClientError", "LocalClient", "StreamChunk", "server_url"]
+__all__ = ["DEFAULT_URL", "ClientError", "LocalClient", "StreamChunk", "error_text", "server_url", "stream_chunks"]
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 
@@ -43,7 +45,8 @@ class StreamChunk:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
+    """The message of an error response: Ollama's ``error``, OpenAI's ``error.message``, else the body."""
     try:
         body = response.json()
     except ValueError:
@@ -67,11 +70,20 @@ class LocalClient:
         api_key: str | None = None,
         timeout: float = 600,
         transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+        proxy: str | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        sent = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        sent.update(headers or {})
         self.url = url
         self._http = httpx.Client(
-            base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=5), transport=transport
+            base_url=url,
+            headers=sent,
+            timeout=httpx.Timeout(timeout, connect=5),
+            transport=transport,
+            verify=verify,
+            proxy=proxy,
         )
 
     def close(self) -> None:
@@ -89,7 +101,7 @@ class LocalClient:
         except httpx.TransportError as exc:
             raise ClientError(f"cannot reach {self.url}: {exc}; is `slm serve` running?") from exc
         if response.status_code >= 400:
-            raise ClientError(f"{path}: HTTP {response.status_code}: {_error_text(response)}")
+            raise ClientError(f"{path}: HTTP {response.status_code}: {error_text(response)}")
         return response.json()
 
     def reachable(self) -> bool:
@@ -132,19 +144,28 @@ class LocalClient:
             body["options"] = dict(options)
         yield from self._stream("/api/generate", body, lambda line: str(line.get("response", "")))
 
-    def _stream(self, path: str, body: Mapping[str, Any], text_of: Any) -> Iterator[StreamChunk]:
+    def _stream(
+        self, path: str, body: Mapping[str, Any], text_of: Callable[[Mapping[str, Any]], str]
+    ) -> Iterator[StreamChunk]:
         try:
             with self._http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise ClientError(f"{path}: HTTP {response.status_code}: {_error_text(response)}")
-                for raw in response.iter_lines():
-                    if not raw.strip():
-                        continue
-                    line = json.loads(raw)
-                    if line.get("error"):
-                        raise ClientError(f"{path}: {line['error']}")
-                    done = bool(line.get("done"))
-                    yield StreamChunk(text=text_of(line), done=done, stats=line if done else {})
+                    raise ClientError(f"{path}: HTTP {response.status_code}: {error_text(response)}")
+                yield from stream_chunks(path, response, text_of)
         except httpx.TransportError as exc:
             raise ClientError(f"cannot reach {self.url}: {exc}; is `slm serve` running?") from exc
+
+
+def stream_chunks(
+    path: str, response: httpx.Response, text_of: Callable[[Mapping[str, Any]], str]
+) -> Iterator[StreamChunk]:
+    """The NDJSON lines of a streaming /api/chat or /api/generate answer; an ``error`` line raises ClientError."""
+    for raw in response.iter_lines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        if line.get("error"):
+            raise ClientError(f"{path}: {line['error']}")
+        done = bool(line.get("done"))
+        yield StreamChunk(text=text_of(line), done=done, stats=line if done else {})

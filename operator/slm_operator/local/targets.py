@@ -9,7 +9,7 @@ from slm_operator.api.resource import name_for
 from slm_operator.local.config import load_resource
 from slm_operator.local.modelfile import modelfile_resource
 
-__all__ = ["TargetError", "is_modelfile", "resource_for_source", "resource_for_target"]
+__all__ = ["TargetError", "is_local_target", "is_modelfile", "resource_for_source", "resource_for_target"]
 
 
 class TargetError(ValueError):
@@ -25,6 +25,11 @@ def resource_for_source(source: str, *, name: str | None = None) -> SLMDeploymen
         "spec": {"model": {"source": source, **({"name": name} if name else {})}},
     }
     return validate_manifest(document, source)
+
+
+def is_local_target(target: str) -> bool:
+    """A file or a model source URI: what runs on this machine even when a gateway is named (model names do not)."""
+    return "://" in target or Path(target).is_file()
 
 
 def is_modelfile(path: Path) -> bool:
