@@ -554,6 +554,13 @@ class PodSpec(ApiModel):
     )
 
 
+CPU_SCALING_NEEDS_REQUEST = (
+    "spec.autoscaling scales on CPU utilization (targetCPUUtilization, the default without "
+    "targetInflightRequests), which is measured against the pod's cpu request, and spec.resources sets none: add "
+    "spec.resources.requests.cpu, or scale on targetInflightRequests alone"
+)
+
+
 def _gguf_hint(fmt: ModelFormat | None) -> str:
     return "gguf models run on llama-cpp" if fmt is ModelFormat.GGUF else "onnx models run on onnxruntime-genai"
 
@@ -581,6 +588,13 @@ class SLMDeploymentSpec(ApiModel):
             "(has(self.model.format) && self.model.format == 'onnx')",
             "message": "the npu accelerator runs only ONNX models on onnxruntime-genai; set spec.engine: "
             "onnxruntime-genai (or spec.model.format: onnx) or choose another accelerator",
+        },
+        {
+            "rule": "!has(self.autoscaling) || !self.autoscaling.enabled || "
+            "(has(self.autoscaling.targetInflightRequests) && !has(self.autoscaling.targetCPUUtilization)) || "
+            "!has(self.resources) || !has(self.resources.requests) || size(self.resources.requests) == 0 || "
+            "'cpu' in self.resources.requests || (has(self.resources.limits) && 'cpu' in self.resources.limits)",
+            "message": CPU_SCALING_NEEDS_REQUEST,
         },
     )
 
@@ -629,6 +643,19 @@ class SLMDeploymentSpec(ApiModel):
                 "hardware: the npu accelerator runs only ONNX models on onnxruntime-genai; set spec.engine: "
                 "onnxruntime-genai (or spec.model.format: onnx) or choose another accelerator"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cpu_scaling_has_a_request(self) -> Self:
+        scaling, resources = self.autoscaling, self.resources
+        on_cpu = (
+            scaling is not None
+            and scaling.enabled
+            and (scaling.target_cpu_utilization is not None or scaling.target_inflight_requests is None)
+        )
+        requests, limits = (resources.requests, resources.limits) if resources else (None, None)
+        if on_cpu and requests and "cpu" not in requests and "cpu" not in (limits or {}):
+            raise ValueError(CPU_SCALING_NEEDS_REQUEST)
         return self
 
     def resolved_format(self) -> ModelFormat:

@@ -106,6 +106,31 @@ class TestValidation:
         assert fields["minReplicas"]["minimum"] == 0
 
 
+def test_cpu_scaling_needs_a_cpu_request_when_the_spec_sets_requests() -> None:
+    """CPU utilization is relative to the cpu request: without one the HPA cannot compute it and KEDA's webhook
+    refuses the ScaledObject's cpu trigger."""
+
+    def spec(autoscaling: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any]:
+        doc = manifest(**autoscaling)
+        doc["spec"]["resources"] = resources
+        return doc
+
+    memory_only = {"requests": {"memory": "1Gi"}}
+    for autoscaling in ({"enabled": True}, {**INFLIGHT, "targetCPUUtilization": 70}):
+        with pytest.raises(ManifestError) as info:
+            validate_manifest(spec(autoscaling, memory_only))
+        (error,) = [str(e) for e in info.value.errors]
+        assert error.startswith("spec: spec.autoscaling scales on CPU utilization")
+        assert "add spec.resources.requests.cpu" in error
+    validate_manifest(spec(INFLIGHT, memory_only))  # in flight only: no cpu metric
+    validate_manifest(spec({"enabled": True}, {"requests": {"memory": "1Gi"}, "limits": {"cpu": "2"}}))
+    validate_manifest(spec({"enabled": False}, memory_only))
+    validate_manifest(spec({"enabled": True}, {"limits": {"memory": "1Gi"}}))  # the operator's default requests
+    rules = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    (rule,) = [r for r in rules["x-kubernetes-validations"] if "resources.requests" in r["rule"]]
+    assert rule["message"] == error.removeprefix("spec: ")
+
+
 class TestCpu:
     def test_cpu_only_renders_the_hpa_with_behavior_and_no_scaled_object(self) -> None:
         objects = render(
