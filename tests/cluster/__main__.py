@@ -1,5 +1,6 @@
 """`python -m cluster up|down|status|kubeconfig|logs|import-image` (with PYTHONPATH=tests): the developer entry
-point behind `make cluster-up` (`--real-node`: also the real kubelet node) / `make cluster-down`."""
+point behind `make cluster-up` (`--real-node`: also the real kubelet node and its metrics pipeline, unless
+`--no-metrics-pipeline`) / `make cluster-down`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from cluster import images
 from cluster.controlplane import ControlPlane, ControlPlaneError
+from cluster.metrics import MetricsPipelineError
 from cluster.paths import REPO_ROOT
 from cluster.realnode import RealNodeError, leftovers
 
@@ -34,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--real-node",
         action="store_true",
-        help="on `up`, also start the real node (containerd + kubelet + kube-proxy; needs root)",
+        help="on `up`, also start the real node (containerd + kubelet + kube-proxy; needs root) and its metrics "
+        "pipeline (metrics-server, KEDA, Prometheus)",
+    )
+    parser.add_argument(
+        "--no-metrics-pipeline",
+        dest="metrics_pipeline",
+        action="store_false",
+        help="with --real-node: do not start the metrics pipeline",
     )
     args = parser.parse_intermixed_args(argv)
     plane = ControlPlane(args.state_dir, progress=_progress)
@@ -44,11 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             plane.start(timeout=args.timeout)
             if args.real_node:
                 plane.real_node().start(timeout=args.timeout)
-        except (ControlPlaneError, RealNodeError) as error:
+                if args.metrics_pipeline:
+                    plane.metrics_pipeline().start(timeout=args.timeout)
+        except (ControlPlaneError, RealNodeError, MetricsPipelineError) as error:
             print(error, file=sys.stderr)
             return 1
         print(plane.kubeconfig.read_text(encoding="utf-8"))
         _progress(f"kubeconfig: {plane.kubeconfig}")
+        if plane.metrics_pipeline().running():
+            _progress(f"prometheus: {plane.metrics_pipeline().prometheus_url}")
         _progress(f"use it:     export KUBECONFIG={plane.kubeconfig}")
         _progress(f"tests:      SLM_TEST_KUBECONFIG={plane.kubeconfig} make test")
         return 0
@@ -85,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     running = plane.running()
     print(f"{'running' if running else 'stopped'}: {plane.state_dir}")
-    node = plane.real_node()
-    for name, process in [*plane.processes.items(), *node.processes.items()]:
+    node, pipeline = plane.real_node(), plane.metrics_pipeline()
+    for name, process in [*plane.processes.items(), *node.processes.items(), *pipeline.processes.items()]:
         print(f"  {name:<24} {'pid ' + str(process.pid()) if process.pid() else 'not running'}")
     if not node.running():
         left = leftovers()

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster import kube
+from cluster.metrics import MetricsPipeline
 from cluster.network import KWOK_POD_CIDR, SERVICE_CIDR
 from cluster.nodes import TEST_NODES
 from cluster.paths import BUILD_SCRIPT, Binaries, binaries
@@ -131,14 +132,20 @@ class ControlPlane:
         return self.info_file.is_file() and all(p.running() for p in self.processes.values())
 
     def log_files(self) -> dict[str, Path]:
-        """Every component's log, the real node's too once it has run."""
+        """Every component's log, the real node's and the metrics pipeline's too once they have run."""
         files = {name: process.log_file for name, process in self.processes.items()}
         files.update({name: path for name, path in self.real_node().log_files().items() if path.exists()})
+        files.update({name: path for name, path in self.metrics_pipeline().log_files().items() if path.exists()})
         return files
 
     def real_node(self, progress: Progress | None = None) -> RealNode:
         """This control plane's real node (see :mod:`cluster.realnode`; started separately)."""
         return RealNode(self, progress=progress or self.progress)
+
+    def metrics_pipeline(self, progress: Progress | None = None) -> MetricsPipeline:
+        """The real node's autoscaling metrics pipeline (see :mod:`cluster.metrics`; started separately,
+        after the real node)."""
+        return MetricsPipeline(self, progress=progress or self.progress)
 
     def log_tails(self, lines: int = 30) -> dict[str, str]:
         """The last lines of each component's log."""
@@ -190,8 +197,10 @@ class ControlPlane:
         self._wait_for_cluster(deadline)
 
     def stop(self) -> None:
-        """Stop the real node when this control plane has one (deleting its pods first and undoing its
-        changes to the host), then every component, newest first. Data and logs stay in the state directory."""
+        """Stop the metrics pipeline and the real node when this control plane has them (deleting the node's
+        pods first and undoing its changes to the host), then every component, newest first. Data and logs
+        stay in the state directory."""
+        self.metrics_pipeline().stop()
         self.real_node().stop()
         for name in reversed(COMPONENTS):
             process = self.processes[name]
@@ -269,6 +278,9 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki.front_proxy.cert}",
                 f"--proxy-client-key-file={pki.front_proxy.key}",
+                # Aggregated APIs (metrics-server, the KEDA adapter: cluster.metrics) run as host processes on
+                # the real node's address: reach them at their EndpointSlice, not through a ClusterIP.
+                "--enable-aggregator-routing=true",
                 f"--kubelet-client-certificate={pki.kubelet_client.cert}",
                 f"--kubelet-client-key={pki.kubelet_client.key}",
                 # Node names do not resolve here (and a lookup must not leave the machine): use the IP.

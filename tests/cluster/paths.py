@@ -9,7 +9,16 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "VERSIONS_FILE", "Binaries", "Versions", "binaries", "cache_home", "load_versions"]
+__all__ = [
+    "PIPELINE_BINARIES",
+    "REPO_ROOT",
+    "VERSIONS_FILE",
+    "Binaries",
+    "Versions",
+    "binaries",
+    "cache_home",
+    "load_versions",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "hack" / "cluster" / "versions.env"
@@ -24,6 +33,9 @@ class Versions:
     etcd: str
     kwok: str
     helm: str
+    metrics_server: str
+    keda: str
+    prometheus: str
 
 
 def load_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -50,7 +62,8 @@ def cache_home() -> Path:
 
 @dataclass(frozen=True)
 class Binaries:
-    """Paths of every binary the control plane and the real node run, plus kwok's stage files."""
+    """Paths of every binary the control plane, the real node and its metrics pipeline run, plus kwok's stage
+    files and KEDA's CRDs."""
 
     etcd: Path
     kube_apiserver: Path
@@ -62,13 +75,26 @@ class Binaries:
     kwok_stages: Path
     kubelet: Path
     kube_proxy: Path
+    metrics_server: Path
+    keda_operator: Path
+    keda_adapter: Path
+    keda_crds: Path
+    prometheus: Path
 
     def missing(self, *, node: bool = True) -> list[Path]:
         """Paths that are not there yet (run hack/cluster/build-bins.sh to build them); with `node=False`
-        only the control plane's (not the real node's kubelet and kube-proxy)."""
-        skip = set() if node else {"kubelet", "kube_proxy"}
+        only the control plane's (not the real node's kubelet and kube-proxy, nor the metrics pipeline's)."""
+        skip = set() if node else {"kubelet", "kube_proxy", *PIPELINE_BINARIES}
         paths = (getattr(self, f.name) for f in fields(self) if f.name not in skip)
         return [path for path in paths if not path.exists()]
+
+    def missing_pipeline(self) -> list[Path]:
+        """The metrics pipeline's paths that are not there yet (see :mod:`cluster.metrics`)."""
+        return [path for name in PIPELINE_BINARIES if not (path := getattr(self, name)).exists()]
+
+
+PIPELINE_BINARIES = ("metrics_server", "keda_operator", "keda_adapter", "keda_crds", "prometheus")
+"""The fields of :class:`Binaries` that only the metrics pipeline uses."""
 
 
 def binaries(versions: Versions | None = None, root: Path | None = None) -> Binaries:
@@ -90,4 +116,9 @@ def binaries(versions: Versions | None = None, root: Path | None = None) -> Bina
         kwok_stages=bin_root / f"kwok-{v.kwok}" / "stages",
         kubelet=path("kubelet", v.kubernetes),
         kube_proxy=path("kube-proxy", v.kubernetes),
+        metrics_server=path("metrics-server", v.metrics_server),
+        keda_operator=bin_root / f"keda-{v.keda}" / "keda-operator",
+        keda_adapter=bin_root / f"keda-{v.keda}" / "keda-adapter",
+        keda_crds=bin_root / f"keda-{v.keda}" / "crds",
+        prometheus=path("prometheus", v.prometheus),
     )

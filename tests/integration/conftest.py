@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the
 
 from cluster import Cluster, ControlPlane, ControlPlaneError, WaitTimeoutError, binaries, kube, wait_until
 from cluster.controlplane import reap_stale
+from cluster.metrics import MetricsPipeline, MetricsPipelineError
 from cluster.paths import BUILD_SCRIPT, REPO_ROOT
 from cluster.processes import tail
 from cluster.realnode import RealNode, RealNodeError
@@ -136,6 +137,33 @@ def real_node(control_plane: Cluster, request: pytest.FixtureRequest) -> Iterato
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def metrics_pipeline(
+    real_node: RealNode, control_plane: Cluster, request: pytest.FixtureRequest
+) -> Iterator[MetricsPipeline]:
+    """The autoscaling metrics pipeline beside the real node (tests/cluster/metrics.py): metrics-server
+    (metrics.k8s.io for the real node's pods), KEDA's operator and adapter (ScaledObjects, external.metrics.k8s.io)
+    and Prometheus (`prometheus_url`; scrapes Services labelled app.kubernetes.io/part-of=slm-operator on port
+    `http` every second, with ServiceMonitor labels). `query()`, `targets()`, `logs()` help tests. A pipeline
+    started by `make cluster-up REAL_NODE=1` (with SLM_TEST_KUBECONFIG) is used and left running."""
+    assert control_plane.plane is not None  # the real_node fixture fails first otherwise
+    pipeline = control_plane.plane.metrics_pipeline(progress=_progress_for(request.config))
+    if pipeline.running():
+        yield pipeline
+        return
+    failure = None
+    try:
+        pipeline.start()
+    except MetricsPipelineError as error:
+        failure = str(error)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
 
 
 def _namespace_name(test_name: str) -> str:
