@@ -217,15 +217,12 @@ def build_status(obs: Observation, previous: Mapping[str, Any] | None, now: str)
 
     serving = phase in (Phase.READY, Phase.SCALED_TO_ZERO)
     progressing = not serving and not fatal
-    rollout_reason = (
-        "Waking"
-        if phase is Phase.WAKING
-        else "RolloutInProgress"
-        if progressing
-        else "Stalled"
-        if fatal
-        else "RolloutComplete"
-    )
+    if phase is Phase.WAKING:
+        rollout_reason = "Waking"
+    elif progressing:
+        rollout_reason = "RolloutInProgress"
+    else:
+        rollout_reason = "Stalled" if fatal else "RolloutComplete"
     ready_reason = "ReplicasReady" if phase is Phase.READY else phase.value
     conditions = [
         _condition("Ready", serving, ready_reason, _ready_message(phase, ready, desired), obs.generation),
