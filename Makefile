@@ -28,8 +28,8 @@ unit: install ## Run only the unit tests (no cluster, no model)
 	$(PY) -m pytest tests/unit
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check operator runtime tests hack bench
-	$(VENV)/bin/ruff format --check operator runtime tests hack bench
+	$(VENV)/bin/ruff check operator runtime gateway tests hack bench
+	$(VENV)/bin/ruff format --check operator runtime gateway tests hack bench
 	$(VENV)/bin/mypy
 
 fmt: install ## Format and autofix
