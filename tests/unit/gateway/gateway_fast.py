@@ -90,8 +90,10 @@ class Runtime:
     """A fake-engine runtime served on a port (see the module docstring)."""
 
     engine: FakeEngine
-    port: int = 0
+    parallel: int = 1
+    """Slots: the FakeEngine's own count (FakeEngine(parallel))."""
     flags: Mapping[str, Any] = field(default_factory=dict)
+    port: int = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -102,7 +104,7 @@ class Runtime:
         base: dict[str, Any] = {
             "model": str(Path("/nonexistent/fake-model.gguf")),
             "model_name": MODEL,
-            "parallel": 2,
+            "parallel": self.parallel,
             "max_queue": 8,
             "request_timeout": 20,
         }

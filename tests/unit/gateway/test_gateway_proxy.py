@@ -265,7 +265,7 @@ def test_requests_go_to_the_pod_with_the_fewest_in_flight() -> None:
     engines = [FakeEngine(2), FakeEngine(2)]
 
     async def scenario() -> None:
-        async with Runtime(engines[0]).run() as a, Runtime(engines[1]).run() as b, Gateway().run() as gw:
+        async with Runtime(engines[0], 2).run() as a, Runtime(engines[1], 2).run() as b, Gateway().run() as gw:
             for engine in engines:
                 engine.gate.clear()
             gw.sync(
