@@ -2,7 +2,7 @@
 # Builds the project's images with a daemonless builder (buildah, or podman) where no container registry is
 # reachable, and saves each as an oci-archive that `ctr images import` or `podman load` takes. Idempotent: an
 # image is built only when its inputs changed (its Dockerfile, .dockerignore, pyproject.toml, README.md, the
-# source of operator/ and runtime/, the variant, the extras, the base image and these scripts); a warm call
+# source of operator/, runtime/ and gateway/, the variant, the extras, the base image and these scripts); a warm call
 # takes seconds. Prints the archives' paths, one a line, in the order asked; progress goes to stderr.
 #
 # Usage: hack/images/build.sh [IMAGE...]      IMAGE: operator | runtime-<variant> | <variant>
@@ -132,7 +132,7 @@ build() {
     flavour=""
     if [ "$dockerfile" = runtime/Dockerfile ]; then flavour=$(wheel_flavour "$variant"); fi
     key=$(hash_inputs "$dockerfile" .dockerignore pyproject.toml README.md operator/slm_operator \
-        runtime/slm_runtime hack/images/build.sh hack/images/lib.sh "$full" "variant=$variant" \
+        runtime/slm_runtime gateway/slm_gateway hack/images/build.sh hack/images/lib.sh "$full" "variant=$variant" \
         "extras=$extras" "base=$base_word" "wheel=${flavour:-none}")
     archive="$IMAGES_DIR/$label-$key.oci.tar"
     [ -f "$archive" ] || lock "$label"
