@@ -28,6 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from sandbox import UID, image_env, sandboxed
 
 from cluster import Cluster, binaries, kube, load_versions, wait_until
+from slm_gateway.cli import build_parser as gateway_parser
+from slm_gateway.cli import settings_from_args as gateway_settings_from_args
 from slm_operator.api.resource import GROUP, PLURAL
 from slm_operator.settings import load_settings
 
@@ -112,8 +114,13 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, ALL_TOGGLES, {"watchNamespaces": ["team-a", "team-b"], **ALL_TOGGLES}],
-    ids=["defaults", "monitoring", "namespaced"],
+    [
+        {},
+        ALL_TOGGLES,
+        {"watchNamespaces": ["team-a", "team-b"], **ALL_TOGGLES},
+        {"gateway": {"enabled": True, "keys": {"secretName": "keys"}}, **ALL_TOGGLES},
+    ],
+    ids=["defaults", "monitoring", "namespaced", "gateway"],
 )
 def test_helm_lint_is_clean(tmp_path: Path, values: dict[str, Any]) -> None:
     output = helm(
@@ -215,6 +222,107 @@ def test_schema_rejects_bad_values(tmp_path: Path) -> None:
     assert "/watchNamespaces/0" in result.stderr and "typo" in result.stderr
 
 
+# ------------------------------------------------------------------------------------------------ the gateway
+
+GATEWAY = {"gateway": {"enabled": True}}
+
+
+def _gateway_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway"]
+
+
+def test_gateway_is_off_by_default_and_renders_a_restricted_deployment_running_slm_gateway(tmp_path: Path) -> None:
+    assert _gateway_objects(documents(template(tmp_path))) == []
+    values = {
+        "gateway": {
+            "enabled": True,
+            "keys": {"secretName": "gateway-keys"},
+            "prefixAffinity": {"enabled": True, "chars": 200},
+            "wake": {"mode": "metric", "maxHeld": 7, "timeoutSeconds": 120},
+        },
+        "monitoring": {"serviceMonitor": {"enabled": True}},
+    }
+    docs = documents(template(tmp_path, values))
+    kinds = sorted(d["kind"] for d in _gateway_objects(docs))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount", "ServiceMonitor"]
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "slm-slm-operator-gateway"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "slm-operator/operator:0.1.0" and container["command"] == ["slm-gateway"]
+    args = gateway_parser().parse_args(container["args"])  # the gateway's own CLI reads what the chart passes
+    settings = gateway_settings_from_args(args)
+    assert (settings.host, settings.port, settings.namespaces) == ("0.0.0.0", 11434, ())
+    assert settings.prefix_affinity and settings.prefix_chars == 200
+    assert (settings.wake.value, settings.max_held, settings.wake_timeout) == ("metric", 7, 120)
+    assert str(settings.keys_file) == "/etc/slm-gateway/keys/keys.yaml"
+    (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    assert keys["secret"]["secretName"] == "gateway-keys"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["serviceAccountName"] == "slm-slm-operator-gateway"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    (service,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "slm-slm-operator-gateway"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 11434, "targetPort": "http", "protocol": "TCP"}]
+    assert service["metadata"]["labels"]["app.kubernetes.io/part-of"] == "slm-operator"  # scraped like models
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_gateway_rbac_reads_models_and_scales_them_only_in_the_direct_wake_mode(tmp_path: Path) -> None:
+    def rules(values: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+        docs = documents(template(tmp_path, values))
+        roles = [d for d in _gateway_objects(docs) if d["kind"] in ("Role", "ClusterRole")]
+        found: dict[tuple[str, str], set[str]] = {}
+        for role in roles:
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        found.setdefault((group, resource), set()).update(rule["verbs"])
+        return found
+
+    reads = {
+        ("slm-operator.io", "slmdeployments"): {"get", "list", "watch"},
+        ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+    }
+    direct = {("apps", "deployments/scale"): {"get", "patch"}, ("keda.sh", "scaledobjects"): {"get", "patch"}}
+    assert rules(GATEWAY) == reads | direct
+    assert rules({"gateway": {"enabled": True, "wake": {"mode": "metric"}}}) == reads
+    namespaced = documents(template(tmp_path, {**GATEWAY, "watchNamespaces": ["team-a", "team-b"]}))
+    roles = {(d["kind"], d["metadata"].get("namespace")) for d in _gateway_objects(namespaced) if "Role" in d["kind"]}
+    assert roles == {(k, ns) for k in ("Role", "RoleBinding") for ns in ("team-a", "team-b")}
+    (deployment,) = [d for d in by_kind(namespaced, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert gateway_settings_from_args(gateway_parser().parse_args(args)).namespaces == ("team-a", "team-b")
+    only = documents(template(tmp_path, {"gateway": {"enabled": True, "namespaces": ["team-c"]}}))
+    assert {d["metadata"].get("namespace") for d in _gateway_objects(only) if d["kind"] == "Role"} == {"team-c"}
+
+
+def test_operator_settings_name_the_gateway_and_prometheus_and_the_operator_may_manage_scaled_objects(
+    tmp_path: Path,
+) -> None:
+    def loaded(values: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+        docs = documents(template(tmp_path, values))
+        settings_map = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-settings"))
+        path = tmp_path / "settings.yaml"
+        path.write_text(settings_map["data"]["settings.yaml"])
+        return load_settings(path), docs
+
+    settings, docs = loaded({**GATEWAY, "settings": {"prometheusUrl": "http://prom.monitoring.svc:9090"}})
+    assert settings.gateway_service == "slm-system/slm-slm-operator-gateway"
+    assert settings.prometheus_url == "http://prom.monitoring.svc:9090"
+    (operator_role,) = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "slm-slm-operator"]
+    assert {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    } in operator_role["rules"]
+    settings, docs = loaded({"rbac": {"keda": False}, "settings": {"gatewayService": "gw/slm-gateway"}})
+    assert settings.gateway_service == "gw/slm-gateway"  # a gateway installed some other way
+    (operator_role,) = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "slm-slm-operator"]
+    assert all("keda.sh" not in rule["apiGroups"] for rule in operator_role["rules"])
+    assert loaded({})[0].gateway_service == ""
+
+
 # -------------------------------------------------------------------------------------------- on the cluster
 
 
@@ -311,7 +419,11 @@ def release(
 
 @pytest.mark.cluster
 def test_rendered_chart_passes_server_side_dry_run(tmp_path: Path, control_plane: Cluster, namespace: str) -> None:
-    for values in ({"monitoring": {"grafanaDashboard": {"enabled": True}}}, {"watchNamespaces": [namespace]}):
+    for values in (
+        {"monitoring": {"grafanaDashboard": {"enabled": True}}},
+        {"watchNamespaces": [namespace]},
+        {"watchNamespaces": [namespace], "gateway": {"enabled": True, "keys": {"secretName": "keys"}}},
+    ):
         rendered = template(tmp_path, values, namespace=namespace)
         out = kubectl(
             "apply", "--dry-run=server", "-n", namespace, "-f", "-", kubeconfig=control_plane.kubeconfig, stdin=rendered

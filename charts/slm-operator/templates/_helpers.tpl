@@ -71,6 +71,9 @@ app.kubernetes.io/part-of: slm-operator
 {{- if .Values.settings.hardwareProfiles }}
 {{- $_ := set $settings "hardwareProfiles" .Values.settings.hardwareProfiles }}
 {{- end }}
+{{- if and .Values.gateway.enabled (not .Values.settings.gatewayService) }}
+{{- $_ := set $settings "gatewayService" (printf "%s/%s" .Release.Namespace (include "slm-operator.gatewayName" .)) }}
+{{- end }}
 {{- toYaml $settings }}
 {{- end }}
 
@@ -82,7 +85,7 @@ What the operator does with each resource, and so the only verbs it gets:
   slmdeployments/finalizers update: owner references with blockOwnerDeletion need it where the
                            OwnerReferencesPermissionEnforcement admission plugin is on
   deployments, services, persistentvolumeclaims, horizontalpodautoscalers, poddisruptionbudgets,
-  networkpolicies (and servicemonitors)
+  networkpolicies (and servicemonitors, KEDA scaledobjects)
                            get/list/watch (kopf indexes = watch caches), create + patch (server-side apply
                            creates through PATCH, which the apiserver authorises as create too), delete (objects
                            an SLMDeployment no longer wants)
@@ -121,6 +124,11 @@ pods/exec, no RBAC objects, no update/deletecollection.
   resources: ["servicemonitors"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.rbac.keda }}
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -131,3 +139,44 @@ pods/exec, no RBAC objects, no update/deletecollection.
 
 {{/* The name of the leader-election Lease; fixed in the operator (slm_operator.controller.handlers). */}}
 {{- define "slm-operator.leaseName" -}}slm-operator-leader{{- end }}
+
+{{/* slm-gateway: its name (Deployment, Service, ServiceAccount, RBAC), labels and the namespaces it serves. */}}
+{{- define "slm-operator.gatewayName" -}}
+{{- printf "%s-gateway" (include "slm-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "slm-operator.gatewaySelectorLabels" -}}
+{{ include "slm-operator.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{/* gateway.namespaces, else watchNamespaces, as JSON (empty list: every namespace). */}}
+{{- define "slm-operator.gatewayNamespaces" -}}
+{{- toJson (default .Values.watchNamespaces .Values.gateway.namespaces) }}
+{{- end }}
+
+{{- /*
+What the gateway does with each resource, and so the only verbs it gets:
+  slmdeployments           get/list/watch: the catalog of models (served name, phase, scale to zero)
+  endpointslices           get/list/watch: the ready pods of each model's Service
+  deployments/scale        get, patch (wake.mode direct): a JSON patch from exactly 0 to 1 replicas
+  scaledobjects (keda.sh)  get, patch (wake.mode direct): KEDA's force-activation annotation while it holds or
+                           answers requests for a model at zero
+Nothing else: no Secrets (its keys file is a mounted volume), no pods, no writes to SLMDeployments.
+*/ -}}
+{{- define "slm-operator.gatewayRules" -}}
+- apiGroups: ["slm-operator.io"]
+  resources: ["slmdeployments"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
+{{- if eq .Values.gateway.wake.mode "direct" }}
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- end }}
