@@ -16,7 +16,6 @@ failure before the response starts is a 502 in the API's shape, and one after it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -169,9 +168,7 @@ class ModelProxy:
         finally:
             for task in (forwarding, watching):
                 task.cancel()
-            for task in (forwarding, watching):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(forwarding, watching, return_exceptions=True)  # raised above if it mattered
             self._dispatcher.end(model)
             self._metrics.requests.labels(model.id, str(status)).inc()
 

@@ -138,6 +138,8 @@ class Scripted:
     status: int = 200
     headers: Sequence[tuple[bytes, bytes]] = ((b"content-type", b"application/json"),)
     pause: float = 0.0
+    fail_after: int | None = None
+    """Break the response off (an exception in the app: the server drops the connection) after this many chunks."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     cancelled: int = 0
@@ -156,7 +158,9 @@ class Scripted:
         )
         await send({"type": "http.response.start", "status": self.status, "headers": list(self.headers)})
         try:
-            for chunk in self.chunks:
+            for index, chunk in enumerate(self.chunks):
+                if index == self.fail_after:
+                    raise RuntimeError("the scripted upstream breaks off")
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if self.pause:
                     await asyncio.sleep(self.pause)

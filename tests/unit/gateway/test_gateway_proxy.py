@@ -86,7 +86,10 @@ def test_requests_reach_the_model_they_name_by_id_or_unique_bare_name() -> None:
             assert not_found.value.status_code == 404
             assert not_found.value.error == 'model "team-c/nope" not found, try pulling it first'
             assert gw.metric(f"{REQUESTS_TOTAL}_total", model="", code="404") == 2
-            assert gw.metric(f"{REQUESTS_TOTAL}_total", model="team-a/assistant", code="200") == 3
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="team-a/assistant", code="200") == 3,
+                "the request count",
+            )
 
     run(scenario)
 
@@ -252,7 +255,9 @@ def test_a_client_that_goes_away_stops_the_generation_upstream() -> None:
             await wait_for(lambda: not engine.busy_slots, "the runtime to stop generating", timeout=2)
             assert len(engine.started) == warm_up + 1
             await wait_for(lambda: gw.metric(GATEWAY_INFLIGHT, model="ns/m") == 0, "in-flight to drop")
-            assert gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="499") == 1
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="499") == 1, "the request count"
+            )
             assert not gw.dispatcher.endpoint_load
 
     run(scenario)
@@ -283,7 +288,7 @@ def test_requests_go_to_the_pod_with_the_fewest_in_flight() -> None:
             for engine in engines:
                 engine.gate.set()
             await asyncio.gather(first, second, third)
-            assert not gw.dispatcher.endpoint_load
+            await wait_for(lambda: not gw.dispatcher.endpoint_load, "every endpoint to be released")
 
     run(scenario)
 
@@ -340,6 +345,37 @@ def test_a_pod_that_refuses_connections_is_skipped_and_counted() -> None:
                 await oai(gw).completions.create(model="ns/dead", prompt="Hi")
             assert failed.value.status_code == 502
             assert failed.value.body["code"] == "upstream_unavailable"  # type: ignore[index]
+
+    run(scenario)
+
+
+def test_a_response_broken_off_upstream_is_broken_off_for_the_client_too() -> None:
+    chunks = [b'{"response": "a", "done": false}\n', b'{"response": "b", "done": false}\n', b"never sent"]
+    headers = [(b"content-type", b"application/x-ndjson")]
+
+    async def scenario() -> None:
+        async with (
+            Scripted(chunks, headers=headers, pause=0.02, fail_after=2).run() as up,
+            Gateway().run() as gw,
+            httpx.AsyncClient(base_url=gw.url) as http,
+        ):
+            gw.sync([slm("ns", "m")], [endpoint_slice("ns", "m", [up.address])])
+            received: list[bytes] = []
+
+            async def read() -> None:
+                async with http.stream("POST", "/api/generate", json={"model": "ns/m", "prompt": "Hi"}) as response:
+                    async for chunk in response.aiter_raw():
+                        received.append(chunk)
+
+            with pytest.raises(httpx.RemoteProtocolError):  # not a short body that looks complete
+                await read()
+            assert b"".join(received) == b"".join(chunks[:2])
+            await wait_for(lambda: gw.metric(GATEWAY_INFLIGHT, model="ns/m") == 0, "the request to end")
+            assert gw.metric(f"{UPSTREAM_ERRORS}_total", model="ns/m", reason="protocol") == 1
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="200") == 1, "the request count"
+            )
+            assert not gw.dispatcher.endpoint_load
 
     run(scenario)
 

@@ -52,7 +52,9 @@ def test_held_requests_are_answered_when_a_pod_gets_ready_and_the_wake_is_undone
             assert actions.calls == [("activate", "ns", "m"), ("deactivate", "ns", "m")]
             assert gw.metric(GATEWAY_HELD, model="ns/m") == gw.metric(GATEWAY_INFLIGHT, model="ns/m") == 0
             assert gw.metric(f"{HOLD_SECONDS}_count", model="ns/m") == 6
-            assert gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="200") == 6
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="200") == 6, "the request count"
+            )
             # Awake, a model's requests are not held and nothing is written.
             await client.completions.create(model="ns/m", prompt="again", max_tokens=1)
             assert len(actions.calls) == 2
@@ -87,7 +89,9 @@ def test_a_request_held_past_the_wake_timeout_gets_503_with_retry_after(path: st
             else:
                 assert isinstance(error, str) and "no ready replica" in error
             assert gw.metric(GATEWAY_HELD, model="ns/m") == 0
-            assert gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="503") == 1
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="503") == 1, "the request count"
+            )
 
     run(scenario)
 
@@ -126,7 +130,9 @@ def test_a_client_that_gives_up_while_held_is_no_longer_counted() -> None:
             assert gw.metric(GATEWAY_HELD, model="ns/m") == 0
             await wait_for(lambda: len(actions.calls) == 2, "activate, then deactivate")
             assert [c[0] for c in actions.calls] == ["activate", "deactivate"]
-            assert gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="499") == 1
+            await wait_for(
+                lambda: gw.metric(f"{REQUESTS_TOTAL}_total", model="ns/m", code="499") == 1, "the request count"
+            )
 
     run(scenario)
 
