@@ -17,14 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from slm_operator.api.base import ApiModel
 from slm_operator.api.enums import Phase
 from slm_operator.api.gateway import model_id, split_model_id
-from slm_operator.api.spec import ModelSpec
+from slm_operator.api.spec import AutoscalingSpec, ModelSpec
 
 __all__ = [
     "ENDPOINT_PORT_NAME",
-    "SCALED_TO_ZERO",
+    "LISTED_PHASES",
     "SERVICE_NAME_LABEL",
+    "WAKEABLE_PHASES",
     "Catalog",
     "Delete",
     "Endpoint",
@@ -43,14 +45,16 @@ log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # The SLMDeployment's Service names its port "http" (slm_operator.render.network).
 ENDPOINT_PORT_NAME = "http"
-# status.phase of a model the operator scaled to zero.
-# TODO(issue 16): Phase.SCALED_TO_ZERO once the operator's Phase enum has it.
-SCALED_TO_ZERO = getattr(Phase, "SCALED_TO_ZERO", "ScaledToZero")
-# Phases listed by /v1/models and /api/tags even without a ready pod (a model at zero can be woken).
-LISTED_PHASES = frozenset({str(Phase.READY), str(SCALED_TO_ZERO)})
-_MODEL_SPEC_KEYS = frozenset(
-    {info.alias or name for name, info in ModelSpec.model_fields.items()} | set(ModelSpec.model_fields)
-)
+# Phases of a model at zero or coming back from it: a request wakes it (or is already waking it).
+WAKEABLE_PHASES = frozenset({str(Phase.SCALED_TO_ZERO), str(Phase.WAKING)})
+# Phases listed by /v1/models and /api/tags even without a ready pod.
+LISTED_PHASES = frozenset({str(Phase.READY)}) | WAKEABLE_PHASES
+
+
+def _known_fields(model: type[ApiModel], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` less the fields ``model`` does not know (a newer operator's), so that it validates."""
+    known = {info.alias or name for name, info in model.model_fields.items()} | set(model.model_fields)
+    return {k: v for k, v in raw.items() if k in known}
 
 
 class Kind(StrEnum):
@@ -101,13 +105,13 @@ class Model:
 
     @property
     def listed(self) -> bool:
-        """Whether the model lists without a ready pod: Ready, or at zero (a request wakes it)."""
+        """Whether the model lists without a ready pod: Ready, or at zero or waking (a request wakes it)."""
         return self.phase in LISTED_PHASES
 
     @property
     def at_zero(self) -> bool:
-        """Whether a request should wake it: it scales to zero, or the operator reports it at zero."""
-        return self.scales_to_zero or self.phase == str(SCALED_TO_ZERO)
+        """Whether a request should wake it: it scales to zero, or the operator reports it at zero or waking."""
+        return self.scales_to_zero or self.phase in WAKEABLE_PHASES
 
 
 @dataclass(frozen=True)
@@ -158,11 +162,17 @@ def model_of(obj: Mapping[str, Any]) -> Model | None:
     if not namespace or not name or not isinstance(raw_model, Mapping):
         return None
     try:
-        served = ModelSpec.model_validate({k: v for k, v in raw_model.items() if k in _MODEL_SPEC_KEYS}).served_name()
+        served = ModelSpec.model_validate(_known_fields(ModelSpec, raw_model)).served_name()
     except (ValidationError, ValueError) as exc:
         log.warning("SLMDeployment %s/%s: spec.model cannot be read, not routing to it: %s", namespace, name, exc)
         return None
-    autoscaling = _dig(obj, "spec", "autoscaling") or {}
+    autoscaling = _dig(obj, "spec", "autoscaling")
+    try:
+        to_zero = isinstance(autoscaling, Mapping) and (
+            AutoscalingSpec.model_validate(_known_fields(AutoscalingSpec, autoscaling)).scales_to_zero
+        )
+    except (ValidationError, ValueError):
+        to_zero = False  # the apiserver validated it; a spec this gateway cannot read does not wake
     status = _dig(obj, "status") or {}
     model_status = status.get("model") or {}
     return Model(
@@ -170,7 +180,7 @@ def model_of(obj: Mapping[str, Any]) -> Model | None:
         name=name,
         served_name=served,
         phase=status.get("phase"),
-        scales_to_zero=bool(autoscaling.get("enabled", False)) and autoscaling.get("minReplicas") == 0,
+        scales_to_zero=to_zero,
         created=str(_dig(obj, "metadata", "creationTimestamp") or ""),
         digest=str(model_status.get("digest") or ""),
         size_bytes=int(model_status.get("sizeBytes") or 0),

@@ -191,7 +191,13 @@ def slm(
     """An SLMDeployment as the apiserver sends it (the fields the gateway reads)."""
     spec: dict[str, Any] = {"model": {"source": f"hf://org/repo/{served}.gguf", "name": served}}
     if min_replicas is not None:
-        spec["autoscaling"] = {"enabled": True, "minReplicas": min_replicas, "maxReplicas": 2}
+        spec["autoscaling"] = {
+            "enabled": True,
+            "minReplicas": min_replicas,
+            "maxReplicas": 2,
+            "targetInflightRequests": 4,
+            "scaleToZeroAfter": "5m",
+        }
     obj: dict[str, Any] = {
         "apiVersion": "slm-operator.io/v1alpha1",
         "kind": "SLMDeployment",

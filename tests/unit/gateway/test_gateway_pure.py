@@ -31,6 +31,15 @@ def test_model_of_reads_the_served_name_phase_and_scale_to_zero() -> None:
     parsed = model_of(plain)
     assert parsed is not None and parsed.served_name == "qwen2.5:3b" and not parsed.at_zero
     assert model_of({"metadata": {"name": "x", "namespace": "y"}, "spec": {"model": {"source": "nope"}}}) is None
+    # Scale to zero as the API defines it (AutoscalingSpec.scales_to_zero), whatever the phase; and a newer
+    # operator's unknown fields do not stop the gateway from reading the rest.
+    loading = slm("team-a", "later", phase="Loading", min_replicas=0)
+    loading["spec"]["autoscaling"]["someFutureField"] = 1
+    loading["spec"]["model"]["someFutureField"] = 1
+    later = model_of(loading)
+    assert later is not None and later.scales_to_zero and later.at_zero and later.served_name == MODEL
+    waking = model_of(slm("team-a", "waking", phase="Waking"))
+    assert waking is not None and waking.at_zero and waking.listed and not waking.scales_to_zero
 
 
 def test_slice_endpoints_use_the_http_port_and_unset_ready_means_ready() -> None:
@@ -83,13 +92,14 @@ def test_listed_models_are_ready_at_zero_or_serving() -> None:
     models = (
         slm("a", "ready"),
         slm("a", "zero", phase="ScaledToZero"),
+        slm("a", "waking", phase="Waking"),
         slm("a", "loading", phase="Loading"),
         slm("a", "degraded", phase="Degraded"),
         slm("a", "failed", phase="Failed"),
     )
     catalog.apply(Resync(Kind.SLM, None, models))
     catalog.apply(Upsert(Kind.SLICE, endpoint_slice("a", "degraded", [("10.0.0.1", 80)])))
-    assert [m.id for m in catalog.listed()] == ["a/degraded", "a/ready", "a/zero"]
+    assert [m.id for m in catalog.listed()] == ["a/degraded", "a/ready", "a/waking", "a/zero"]
     zero = catalog.get("a/zero")
     assert zero is not None and zero.at_zero
 
