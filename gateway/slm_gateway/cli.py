@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import sys
+import types
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -103,7 +104,15 @@ def run(settings: GatewaySettings) -> int:
         date_header=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout)),
     )
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises a stop signal once it has shut down ("killed by SIGTERM"); a gateway that drained
+            # its requests exits 0 instead.
+            self._captured_signals.clear()
+
+    Server(config).run()
     return 0
 
 

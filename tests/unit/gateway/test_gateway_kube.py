@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
+import yaml
 from gateway_fast import endpoint_slice, run, serving, slm, wait_for
 from kubernetes import client
 from starlette.applications import Starlette
@@ -162,3 +169,47 @@ def test_wake_writes_annotate_the_scaled_object_and_scale_from_exactly_zero() ->
         {"op": "replace", "path": "/spec/replicas", "value": 1},
     ]
     assert remove[2] == {"metadata": {"annotations": {FORCE_ACTIVATION_ANNOTATION: None}}}
+
+
+def test_the_slm_gateway_command_serves_the_models_of_its_kubeconfig_s_cluster(tmp_path: Path) -> None:
+    server = FakeApiserver()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        async with serving(server.app, lifespan="off") as api_port, httpx.AsyncClient() as http:
+            kubeconfig = tmp_path / "kubeconfig"
+            kubeconfig.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api_port}"}}],
+                        "users": [{"name": "fake", "user": {"token": "t"}}],
+                        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                        "current-context": "fake",
+                    }
+                )
+            )
+            command = [sys.executable, "-m", "slm_gateway.cli", "--kubeconfig", str(kubeconfig), "--port", str(port)]
+            process = await asyncio.create_subprocess_exec(*command, env={**os.environ, "SLM_GATEWAY_WAKE": "metric"})
+            try:
+
+                async def ready() -> bool:
+                    try:
+                        return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                for _ in range(400):
+                    if await ready():
+                        break
+                    await asyncio.sleep(0.05)
+                models = (await http.get(f"http://127.0.0.1:{port}/v1/models")).json()
+                assert [m["id"] for m in models["data"]] == ["ns/m"]
+            finally:
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 15) == 0
+
+    run(scenario)
