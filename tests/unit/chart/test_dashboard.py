@@ -1,5 +1,6 @@
 """The Grafana dashboard (charts/slm-operator/files/dashboards/slm-operator.json): valid Grafana JSON by Grafana's
-own schema types, a sound layout, and queries over metric names the runtime and the operator really export."""
+own schema types, a sound layout, and queries over metric names the runtime, the operator and the gateway really
+export."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from grafana_foundation_sdk.cog import encoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from slm_gateway.metrics import GatewayMetrics
 from slm_operator.controller import metrics as operator_metrics
 from slm_runtime.metrics import Metrics
 
@@ -21,7 +23,7 @@ DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text())
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
 PROMQL_WORDS = {
     "sum", "count", "max", "min", "avg", "by", "without", "rate", "histogram_quantile", "le", "on", "ignoring",
-    "avg_over_time", "increase", "namespace", "model", "outcome", "phase", "result", "verb", "kind",
+    "avg_over_time", "increase", "namespace", "model", "outcome", "phase", "result", "verb", "kind", "code", "reason",
 }  # fmt: skip
 
 
@@ -44,7 +46,8 @@ _MISSING = object()
 
 
 def exported_names() -> set[str]:
-    """Every sample name the runtime and the operator expose (histograms' _bucket/_sum/_count included)."""
+    """Every sample name the runtime, the operator and the gateway expose (histograms' _bucket/_sum/_count
+    included)."""
     names: set[str] = set()
     runtime = Metrics("probe")
     runtime.time_to_first_token.labels("probe", "ollama").observe(0.1)
@@ -58,6 +61,9 @@ def exported_names() -> set[str]:
     runtime.set_model_info(format="gguf", engine="llama-cpp", quantization="Q4_K_M", digest="sha256:0")
     for family in runtime.registry.collect():
         names.update(sample.name for sample in family.samples)
+    for family in GatewayMetrics().registry.collect():
+        base = family.name
+        names.update({base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"})
     for collector in (
         operator_metrics.RECONCILES,
         operator_metrics.RECONCILE_SECONDS,
@@ -97,8 +103,13 @@ def test_covers_the_issue_panels_per_model() -> None:
     titles = " | ".join(p["title"].lower() for p in PANELS)
     for topic in ("time to first token", "tokens per second", "waiting", "ready replicas"):
         assert topic in titles
-    runtime_queries = [t["expr"] for p in PANELS for t in p["targets"] if "slm_operator_" not in t["expr"]]
+    queries = [t["expr"] for p in PANELS for t in p["targets"]]
+    runtime_queries = [q for q in queries if "slm_operator_" not in q and "slm_gateway_" not in q]
     assert runtime_queries and all('model=~"$model"' in q and 'namespace=~"$namespace"' in q for q in runtime_queries)
+    # The gateway labels a model "namespace/name" (slm_operator.api.gateway.model_id); its own pod's namespace
+    # label says nothing about the model's.
+    gateway_queries = [q for q in queries if "slm_gateway_" in q]
+    assert gateway_queries and all('model=~"$namespace/.*"' in q for q in gateway_queries)
 
 
 def test_variables_and_datasource_are_consistent() -> None:
