@@ -33,8 +33,8 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/mypy
 
 fmt: install ## Format and autofix
-	$(VENV)/bin/ruff format operator runtime tests hack bench
-	$(VENV)/bin/ruff check --fix operator runtime tests hack bench
+	$(VENV)/bin/ruff format operator runtime gateway tests hack bench
+	$(VENV)/bin/ruff check --fix operator runtime gateway tests hack bench
 
 crds: install ## Regenerate the CRD YAML (crds/ and charts/slm-operator/crds/)
 	$(SLM) crd --write crds/slm-operator.io_slmdeployments.yaml --write charts/slm-operator/crds/slm-operator.io_slmdeployments.yaml

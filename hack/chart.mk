@@ -11,7 +11,8 @@ chart-lint: ## helm lint --strict the chart, with defaults and with every toggle
 	$(HELM) lint --strict $(CHART_DIR) --kube-version $(CHART_KUBE_VERSION)
 	$(HELM) lint --strict $(CHART_DIR) --kube-version $(CHART_KUBE_VERSION) \
 		--set monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true \
-		--set monitoring.grafanaDashboard.enabled=true --set 'watchNamespaces={team-a,team-b}'
+		--set monitoring.grafanaDashboard.enabled=true --set 'watchNamespaces={team-a,team-b}' \
+		--set gateway.enabled=true,gateway.prefixAffinity.enabled=true,rbac.keda=true
 
 chart-template: ## Render the chart to stdout (add CHART_VALUES=file.yaml)
 	@$(HELM) template slm-operator $(CHART_DIR) --namespace slm-system --kube-version $(CHART_KUBE_VERSION) \

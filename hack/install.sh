@@ -20,5 +20,5 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   "$venv/bin/python" -m pip wheel --no-deps -w "$wheels" "llama-cpp-python==$llama_version"
 fi
 
-echo ">> installing slm-operator[operator,runtime,models,dev]"
-"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[operator,runtime,models,dev]"
+echo ">> installing slm-operator[operator,runtime,gateway,models,dev]"
+"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[operator,runtime,gateway,models,dev]"
