@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from slm_gateway.metrics import GatewayMetrics
 from slm_operator.api import Accelerator, ManifestError, Parameters, ServerSpec, SLMDeployment, validate_manifest
+from slm_operator.api.gateway import model_id
 from slm_operator.controller.status import pod_problems
 from slm_operator.render import RenderOptions, render_all
 from slm_operator.render.deployment import PULL_CONTAINER, RUNTIME_CONTAINER
@@ -185,6 +187,35 @@ def test_keda_queries_the_gauge_the_runtime_exports_per_pod() -> None:
     metric = trigger["metadata"]["query"].removeprefix("sum(").partition("{")[0]
     exported = Metrics("m").render().decode()
     assert f"\n{metric}{{" in exported
+
+
+def test_a_model_at_zero_wakes_on_the_series_the_gateway_exports_for_it() -> None:
+    """KEDA's activation trigger of a model that scales to zero selects, by name and model label, the series the
+    gateway exports for that model from the moment it knows it (at 0, before any request), and a held request
+    makes it exceed the activation threshold."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    slm = resource({"autoscaling": {"enabled": True, "minReplicas": 0, "targetInflightRequests": 2}})
+    settings = OperatorSettings(gateway_service="slm-system/slm-gateway")
+    objects = {m["kind"]: m for m in render_all(slm, settings, RenderOptions(Accelerator.CPU, keda=True))}
+    (trigger,) = [t for t in objects["ScaledObject"]["spec"]["triggers"] if "activationThreshold" in t["metadata"]]
+    selector = trigger["metadata"]["query"].removeprefix("sum(").removesuffix(")")
+    metric, _, labels = selector.partition("{")
+    wanted = dict(pair.split("=", 1) for pair in labels.removesuffix("}").split(","))
+    wanted = {key: value.strip('"') for key, value in wanted.items()}
+
+    def value(gateway: GatewayMetrics) -> float | None:
+        for family in text_string_to_metric_families(gateway.render().decode()):
+            for sample in family.samples:
+                if sample.name == metric and sample.labels == wanted:
+                    return float(sample.value)
+        return None
+
+    gateway = GatewayMetrics()
+    gateway.add_model(model_id(slm.metadata.namespace or "", slm.metadata.name))
+    assert value(gateway) == 0.0
+    gateway.inflight.labels(**wanted).inc()
+    assert (value(gateway) or 0) > float(trigger["metadata"]["activationThreshold"])
 
 
 @pytest.mark.parametrize("failure", SERVE_FAILURES, ids=lambda failure: failure.reason)
