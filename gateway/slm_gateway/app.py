@@ -40,7 +40,7 @@ from slm_gateway.errors import (
     error_bytes,
     flavor_of,
 )
-from slm_gateway.keys import Access, KeyFile
+from slm_gateway.keys import API_KEY_HEADER, SEND_A_KEY, Access, KeyFile
 from slm_gateway.listing import model_card, ollama_ps, ollama_tags, openai_models
 from slm_gateway.metrics import GatewayMetrics
 from slm_gateway.proxy import ModelProxy
@@ -132,9 +132,9 @@ def create_app(
 
     def access(request: Request) -> Access:
         ring = gateway.keys.current
-        granted = ring.access(request.headers.get("authorization"))
+        granted = ring.access(request.headers.get("authorization"), request.headers.get(API_KEY_HEADER))
         if granted is None:
-            raise AuthenticationError("missing or invalid API key: send the header 'Authorization: Bearer <key>'")
+            raise AuthenticationError(f"missing or invalid API key: {SEND_A_KEY}")
         return granted
 
     async def healthz(request: Request) -> Response:

@@ -2,14 +2,16 @@
 
 The keys file (a Secret mounted as YAML) is a list of entries::
 
-    - key: sk-team-a-1234          # the bearer token
+    - key: sk-team-a-1234          # the key: a bearer token, or the X-API-Key header's value
       namespaces: [team-a]         # optional: only models in these namespaces (empty or absent: all)
       models: [team-a/assistant]   # optional: only these models, "namespace/name" or a bare name (absent: all)
 
 Without a keys file the gateway is open: every request is served, and its Authorization header goes to the model
-unchanged (so a model's own key, spec.server.apiKeySecretRef, keeps working). With one, a request needs
-``Authorization: Bearer <a listed key>`` (else 401), sees only the models its key allows (any other is a 404, so
-names do not leak), and the header is not forwarded. Keys are kept as SHA-256 digests and looked up by digest.
+unchanged (so a model's own key, spec.server.apiKeySecretRef, keeps working). With one, a request needs a listed
+key (else 401), in ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (:func:`presented_key`: X-API-Key first,
+which is how the ``slm`` CLI sends it through the apiserver's service proxy, which consumes Authorization itself),
+sees only the models its key allows (any other is a 404, so names do not leak), and neither header is forwarded.
+Keys are kept as SHA-256 digests and looked up by digest.
 """
 
 from __future__ import annotations
@@ -26,9 +28,25 @@ import yaml
 
 from slm_gateway.catalog import Model
 
-__all__ = ["OPEN", "Access", "KeyFile", "KeyRing", "KeysError", "bearer_token", "load_keys"]
+__all__ = [
+    "API_KEY_HEADER",
+    "OPEN",
+    "SEND_A_KEY",
+    "Access",
+    "KeyFile",
+    "KeyRing",
+    "KeysError",
+    "bearer_token",
+    "load_keys",
+    "presented_key",
+]
 
 log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-api-key"
+"""The other header a gateway key may come in (lower case, as ASGI names headers); never forwarded to a model."""
+SEND_A_KEY = "send the header 'Authorization: Bearer <key>' or 'X-API-Key: <key>' with a key of the gateway"
+"""How a 401 tells the client to present its key."""
 
 
 class KeysError(ValueError):
@@ -69,6 +87,15 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() or None
 
 
+def presented_key(authorization: str | None, api_key: str | None = None) -> str | None:
+    """The gateway key a request presents: the ``X-API-Key`` header's value when it has one (the ``slm`` CLI's way
+    through the apiserver's service proxy, which strips Authorization; it also lets an OpenAI client send the
+    gateway key in ``default_headers`` beside a bearer token meant for someone else), else the bearer token."""
+    if api_key is not None:
+        return api_key.strip() or None
+    return bearer_token(authorization)
+
+
 @dataclass(frozen=True)
 class KeyRing:
     """The configured keys; ``enabled`` is False when the gateway is open."""
@@ -76,11 +103,12 @@ class KeyRing:
     by_digest: Mapping[bytes, Access]
     enabled: bool = True
 
-    def access(self, authorization: str | None) -> Access | None:
-        """The access the header's key grants; None when a key is needed and the header has no valid one."""
+    def access(self, authorization: str | None, api_key: str | None = None) -> Access | None:
+        """The access the request's key grants (from its Authorization and X-API-Key headers, see
+        :func:`presented_key`); None when a key is needed and the request has no valid one."""
         if not self.enabled:
             return OPEN
-        token = bearer_token(authorization)
+        token = presented_key(authorization, api_key)
         return None if token is None else self.by_digest.get(_digest(token))
 
     @classmethod

@@ -38,7 +38,7 @@ from slm_gateway.errors import (
     flavor_of,
     send_error,
 )
-from slm_gateway.keys import KeyRing
+from slm_gateway.keys import API_KEY_HEADER, SEND_A_KEY, KeyRing
 
 __all__ = ["CONNECT_ATTEMPTS", "HOP_BY_HOP", "ClientGoneError", "ModelProxy", "forwarded_headers", "response_headers"]
 
@@ -60,6 +60,7 @@ HOP_BY_HOP = frozenset(
 )
 """Headers about one connection, never forwarded (RFC 9110 7.6.1)."""
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_API_KEY_HEADER = API_KEY_HEADER.encode()
 CONNECT_ATTEMPTS = 3
 """Pods tried for one request when connections are refused (a pod going away before its endpoint does)."""
 CLIENT_CLOSED = 499
@@ -80,11 +81,12 @@ class _UpstreamBrokeError(Exception):
 
 def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], *, keep_authorization: bool) -> list[tuple[bytes, bytes]]:
     """The request headers sent to the pod: all but the hop-by-hop ones, Host and Content-Length (set anew),
-    and Authorization unless the client's key is meant for the model (no gateway keys)."""
+    X-API-Key (the gateway's own key header), and Authorization unless the client's key is meant for the model
+    (no gateway keys)."""
     return [
         (name, value)
         for name, value in headers
-        if name not in _NOT_FORWARDED and (keep_authorization or name != b"authorization")
+        if name not in _NOT_FORWARDED and name != _API_KEY_HEADER and (keep_authorization or name != b"authorization")
     ]
 
 
@@ -179,12 +181,11 @@ class ModelProxy:
             raise BodyTooLargeError(f"the request body is larger than {self._settings.max_body_bytes} bytes")
         raw = await read_body(receive, self._settings.max_body_bytes)
         keys = self._keys()
-        access = keys.access(_header(scope, b"authorization"))
+        authorization, api_key = _header(scope, b"authorization"), _header(scope, _API_KEY_HEADER)
+        access = keys.access(authorization, api_key)
         if access is None:
-            what = "missing" if _header(scope, b"authorization") is None else "invalid"
-            raise AuthenticationError(
-                f"{what} API key: send the header 'Authorization: Bearer <key>' with a key of the gateway"
-            )
+            what = "missing" if authorization is None and api_key is None else "invalid"
+            raise AuthenticationError(f"{what} API key: {SEND_A_KEY}")
         try:
             body = parse_body(raw)
         except BodyError as exc:

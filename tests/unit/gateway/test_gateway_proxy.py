@@ -433,3 +433,53 @@ def test_without_gateway_keys_the_model_s_own_key_still_works() -> None:
                 await oai(gw, "sk-other").completions.create(model="ns/m", prompt="Hi")
 
     run(scenario)
+
+
+def test_the_key_may_come_as_x_api_key_which_is_never_forwarded(tmp_path: Path) -> None:
+    """The slm CLI sends the gateway key as X-API-Key through the apiserver's service proxy (which drops
+    Authorization); X-API-Key wins over a bearer token, so a client may keep Authorization for something else."""
+
+    async def scenario() -> None:
+        async with (
+            Scripted().run() as up,
+            Gateway(keys_file=_keys(tmp_path)).run() as gw,
+            httpx.AsyncClient(base_url=gw.url) as http,
+        ):
+            gw.sync(
+                [slm("team-a", "x"), slm("team-b", "assistant")],
+                [endpoint_slice(ns, n, [up.address]) for ns, n in [("team-a", "x"), ("team-b", "assistant")]],
+            )
+            by_header = openai.AsyncOpenAI(
+                base_url=f"{gw.url}/v1", api_key="not-the-gateway-s", default_headers={"X-API-Key": "sk-a"}
+            )
+            assert [m.id for m in (await by_header.models.list()).data] == ["team-a/x"]
+            await by_header.completions.create(model="x", prompt="Hi")
+            ollama_client = ollama.AsyncClient(host=gw.url, headers={"X-API-Key": "sk-b"})
+            assert [m.model for m in (await ollama_client.list()).models] == ["team-b/assistant"]
+            await ollama_client.generate(model="assistant", prompt="Hi")
+            # A wrong X-API-Key is not saved by a valid bearer token.
+            with pytest.raises(openai.AuthenticationError) as wrong:
+                await openai.AsyncOpenAI(
+                    base_url=f"{gw.url}/v1", api_key="sk-a", default_headers={"X-API-Key": "sk-nope"}, max_retries=0
+                ).models.list()
+            assert "X-API-Key" in wrong.value.message
+            refused = await http.post("/api/chat", json={"model": "team-a/x"}, headers={"X-API-Key": ""})
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            sent = [
+                {k: v for k, v in r["headers"].items() if k in (b"authorization", b"x-api-key")} for r in up.requests
+            ]
+            assert sent == [{}, {}]
+
+    run(scenario)
+
+
+def test_without_gateway_keys_x_api_key_is_dropped_and_authorization_kept() -> None:
+    async def scenario() -> None:
+        async with Scripted().run() as up, Gateway().run() as gw, httpx.AsyncClient(base_url=gw.url) as http:
+            gw.sync([slm("ns", "m")], [endpoint_slice("ns", "m", [up.address])])
+            headers = {"X-API-Key": "sk-gateway", "Authorization": "Bearer sk-model"}
+            assert (await http.post("/api/generate", json={"model": "ns/m"}, headers=headers)).status_code == 200
+            (request,) = up.requests
+            assert request["headers"][b"authorization"] == b"Bearer sk-model" and b"x-api-key" not in request["headers"]
+
+    run(scenario)

@@ -14,7 +14,7 @@ from slm_gateway.balance import HashRing, bounded_affinity, hash_text, least_loa
 from slm_gateway.body import BodyError, parse_body, prefix_text
 from slm_gateway.catalog import Catalog, Delete, Endpoint, Kind, Resync, Upsert, endpoints_of_slice, model_of
 from slm_gateway.cli import build_parser, settings_from_args
-from slm_gateway.keys import OPEN, KeyFile, KeyRing, KeysError, bearer_token, load_keys
+from slm_gateway.keys import OPEN, KeyFile, KeyRing, KeysError, bearer_token, load_keys, presented_key
 from slm_gateway.settings import GatewaySettings, SettingsError, WakeMode, settings_from_sources
 from slm_operator.api.gateway import model_id
 
@@ -205,6 +205,10 @@ def test_keys_grant_namespaces_and_models(tmp_path: Path) -> None:
     assert len(everyone.visible(models)) == 4
     assert KeyRing.open().access(None) is OPEN and OPEN.sees(models[0])
     assert bearer_token("bearer  tok ") == "tok" and bearer_token("Bearer ") is None
+    # X-API-Key (the slm CLI's header through the apiserver) grants the same, and wins over a bearer token.
+    assert ring.access(None, "sk-a") == a and ring.access("Bearer sk-b", "sk-a") == a
+    assert ring.access("Bearer sk-a", "nope") is None and ring.access("Bearer sk-a", " ") is None
+    assert presented_key("Bearer t", None) == "t" and presented_key(None, " k ") == "k" and presented_key(None) is None
 
 
 @pytest.mark.parametrize(
