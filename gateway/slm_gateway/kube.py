@@ -7,8 +7,9 @@
   Upsert/Delete after) so the loop never blocks on the apiserver. An expired watch (410) lists again; any other
   failure lists again after a backoff.
 - :class:`KubeWakeActions`: the direct wake mode's writes: a merge patch of the ScaledObject's force-activation
-  annotation, and a JSON patch of the Deployment's scale subresource from exactly 0 to 1 (the ``test`` operation
-  makes it a no-op when something else scaled it meanwhile). Field manager ``slm-gateway``.
+  annotation, and the Deployment's scale subresource from exactly 0 to 1: read, then a merge patch carrying the
+  resourceVersion read (409 when the Deployment changed in between: read again), so a Deployment that something
+  else scaled meanwhile is left alone. Field manager ``slm-gateway``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ KEDA_GROUP, KEDA_VERSION, SCALED_OBJECTS = "keda.sh", "v1alpha1", "scaledobjects
 WATCH_SECONDS = 300
 """Each watch call ends after this long and resumes from its last resourceVersion."""
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+SCALE_CONFLICT_TRIES = 5
 
 
 def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
@@ -80,7 +82,8 @@ class KubeWatch:
         loop = asyncio.get_running_loop()
 
         def emit(event: Event) -> None:
-            loop.call_soon_threadsafe(apply, event)
+            if not self._stopping.is_set():  # after stop() the loop may be closed
+                loop.call_soon_threadsafe(apply, event)
 
         for kind in Kind:
             for namespace in self._namespaces:
@@ -103,12 +106,16 @@ class KubeWatch:
                 while not self._stopping.is_set():
                     version = self._watch(kind, call, args, version, emit)
             except ApiException as exc:
+                if self._stopping.is_set():
+                    return
                 if exc.status == 410:
                     log.info("%s watch expired, listing again", kind.value)
                     continue
                 failures += 1
                 log.warning("%s watch failed (%s %s), retrying", kind.value, exc.status, exc.reason)
             except Exception:
+                if self._stopping.is_set():  # stop() shut the watch's socket
+                    return
                 failures += 1
                 log.warning("%s watch failed, retrying", kind.value, exc_info=True)
             self._stopping.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS)) - 1])
@@ -124,6 +131,9 @@ class KubeWatch:
         """Watch from ``version`` until the server ends the call; the last resourceVersion seen."""
         w = watch.Watch()
         self._watches.append(w)
+        if self._stopping.is_set():  # stop() ran before this watch was registered
+            self._watches.remove(w)
+            return version
         try:
             for event in w.stream(
                 call,
@@ -141,6 +151,8 @@ class KubeWatch:
                     emit(Upsert(kind, obj))
                 elif kind_of_event == "DELETED":
                     emit(Delete(kind, obj))
+                if self._stopping.is_set():
+                    break
         finally:
             self._watches.remove(w)
         return version
@@ -172,21 +184,39 @@ class KubeWakeActions:
 
     def activate(self, namespace: str, name: str) -> None:
         self._annotate(namespace, name, "true")
-        try:
-            self._apps.patch_namespaced_deployment_scale(
-                name,
-                namespace,
-                [
-                    {"op": "test", "path": "/spec/replicas", "value": 0},
-                    {"op": "replace", "path": "/spec/replicas", "value": 1},
-                ],
-                field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
-            )
-            log.info("scaled %s/%s from 0 to 1", namespace, name)
-        except ApiException as exc:
-            if exc.status not in (404, 409, 422):  # gone, or no longer at 0 (the test operation failed)
+        self._scale_from_zero(namespace, name)
+
+    def _scale_from_zero(self, namespace: str, name: str) -> None:
+        """Scale the Deployment to 1 if it is at 0; leave it alone otherwise (or when it does not exist).
+
+        The Scale of a Deployment at 0 has ``spec: {}`` (autoscaling/v1 omits a zero ``replicas``), so a JSON
+        patch testing ``/spec/replicas`` for 0 always fails; the test is done here on the Scale read, and the
+        write carries its resourceVersion, which makes it fail (409) if the Deployment changed meanwhile."""
+        for _ in range(SCALE_CONFLICT_TRIES):
+            try:
+                scale = self._apps.read_namespaced_deployment_scale(name, namespace)
+                if scale.spec is not None and scale.spec.replicas:
+                    return  # not at zero: scaled by something else
+                read_version = scale.metadata.resource_version if scale.metadata is not None else None
+                if not read_version:
+                    raise RuntimeError(f"the Scale of {namespace}/{name} came without a resourceVersion")
+                self._apps.patch_namespaced_deployment_scale(
+                    name,
+                    namespace,
+                    {"metadata": {"resourceVersion": read_version}, "spec": {"replicas": 1}},
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    log.info("%s/%s has no Deployment: nothing to scale", namespace, name)
+                    return
+                if exc.status == 409:  # changed since read (a status update, or a scale): read again
+                    continue
                 raise
+            log.info("scaled %s/%s from 0 to 1", namespace, name)
+            return
+        raise RuntimeError(f"the Deployment {namespace}/{name} kept changing while it was scaled from 0")
 
     def deactivate(self, namespace: str, name: str) -> None:
         self._annotate(namespace, name, None)
