@@ -4,10 +4,10 @@
     .venv/bin/python bench/report.py [--state .state/bench] [--out docs/benchmarks.md]
 
 Reads what the bench scripts wrote (single_stream.json, concurrency.json, slot_gaps.json, onnx_engine.json,
-operator_scale.json, real_node.json, and pull_throughput.log when present); a missing result is reported as
-"not run". Plots (matplotlib, Agg, small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate tokens/s
-against clients per server, TTFT and inter-token latency p50/p99 against clients, operator times against the number
-of SLMDeployments.
+gateway.json, operator_scale.json, real_node.json, and pull_throughput.log when present); a missing result is
+reported as "not run". Plots (matplotlib, Agg, small PNGs) go to docs/benchmarks/ next to the Markdown: aggregate
+tokens/s against clients per server, TTFT and inter-token latency p50/p99 against clients, operator times against
+the number of SLMDeployments.
 Every figure is the median over repeated runs with [min-max]; comparisons are ratios taken within one run.
 """
 
@@ -369,6 +369,73 @@ def section_slot_gaps(result: Result | None) -> list[str]:
     ]
 
 
+def _gateway_row(clients: str, cell: Mapping[str, Any]) -> list[str]:
+    direct, gateway = cell["paths"]["direct"], cell["paths"]["gateway"]
+    cpu = cell.get("gateway_cpu_ms_per_request")
+    return [
+        clients,
+        f"{num(direct['ttft_ms']['p50'])} / {num(gateway['ttft_ms']['p50'])}",
+        f"**{sp(cell['ttft_p50_diff_ms'], 2)}**",
+        f"{sp(direct['tok_s'])} / {sp(gateway['tok_s'])}",
+        f"**{sp(cell['tok_s_ratio'], 3)}**",
+        f"{num(direct['itl_ms']['p50'])} / {num(gateway['itl_ms']['p50'])}",
+        sp(cpu) if cpu else "–",
+        "yes" if cell.get("meets_target") else "**no**",
+    ]
+
+
+def section_gateway(result: Result | None) -> list[str]:
+    title = "Gateway overhead: the runtime through slm-gateway vs reached directly"
+    if result is None:
+        return not_run(title, "bench/gateway.py")
+    p, target = result["params"], result.get("target", {})
+    points = sorted(result["points"].items(), key=lambda kv: int(kv[0]))
+    head = [
+        "clients",
+        "TTFT p50 ms direct / gateway",
+        "gateway − direct TTFT p50 ms (per run)",
+        "aggregate tok/s direct / gateway",
+        "gateway ÷ direct tok/s (per run)",
+        "ITL p50 ms direct / gateway",
+        "gateway CPU ms / request",
+        "target met",
+    ]
+    pooled = ", ".join(f"{n} client(s) {num(cell.get('ttft_p50_diff_ms_pooled'), 2)} ms" for n, cell in points)
+    per_token = ", ".join(f"{n} client(s) {num(cell.get('gateway_cpu_us_per_token'), 0)} µs" for n, cell in points)
+    gateway_rss = (result.get("memory_mib", {}).get("slm-gateway") or {}).get("after_sweep", {}).get("rss")
+    lines = [
+        f"## {title}",
+        "",
+        f"One `slm-runtime serve` (`--parallel {p['parallel']}`, {p['threads']} threads, {p['context_length']} tokens "
+        "per slot) reached on loopback directly and through slm-gateway in its own process (`bench/gateway.py`: "
+        "`slm_gateway.app.create_app` served by uvicorn as `slm-gateway` serves it, with a static catalog of one "
+        "Ready model and one endpoint instead of the Kubernetes watch). N clients start together, each streaming one "
+        f"`POST /v1/completions` of {p['tokens']} tokens (greedy, a distinct prompt each); {p['runs']} runs, each "
+        f"with direct and gateway waves interleaved ABBA (at least {p['pairs']} pairs and {p['requests']} requests "
+        "per path, client count and run). Issue 16's target: TTFT p50 difference ≤ "
+        f"{num(target.get('ttft_p50_diff_ms_max'), 0)} ms and tokens/s ≥ {num(target.get('tok_s_ratio_min'), 2)}× "
+        "the direct path, on the medians over runs.",
+        "",
+        *table(head, [_gateway_row(n, cell) for n, cell in points]),
+        "",
+        f"TTFT p50 difference over all runs' requests pooled: {pooled}. Gateway CPU per streamed token (user + "
+        f"system, /proc): {per_token}; gateway RSS after the runs {num(gateway_rss)} MiB. The gateway shares the "
+        "two cores with the runtime and the load generator here (in a cluster it runs in its own pod), so its CPU "
+        "time comes out of the runtime's: these figures are an upper bound of the overhead a client sees.",
+        "",
+    ]
+    short = {
+        f"{path} at {n}": cell["paths"][path]["short_requests"]
+        for n, cell in points
+        for path in ("direct", "gateway")
+        if cell["paths"][path].get("short_requests")
+    }
+    if short:
+        listed = ", ".join(f"{where}: {count}" for where, count in short.items())
+        lines += [f"**Requests that ended before {p['tokens']} tokens (EOS):** {listed}.", ""]
+    return [*lines, noise(result), ""]
+
+
 def _cell(value: Any, digits: int) -> str:
     """A spread, a mapping of counts, or a number."""
     if isinstance(value, Mapping) and "median" in value:
@@ -510,7 +577,8 @@ def render(state: Path, out: Path) -> str:
     images = out.parent / out.stem
     single, conc, onnx = load(state, "single_stream"), load(state, "concurrency"), load(state, "onnx_engine")
     operator, gaps, real_node = load(state, "operator_scale"), load(state, "slot_gaps"), load(state, "real_node")
-    present = [r for r in (single, conc, gaps, onnx, operator, real_node) if r is not None and "machine" in r]
+    gateway = load(state, "gateway")
+    present = [r for r in (single, conc, gaps, onnx, gateway, operator, real_node) if r is not None and "machine" in r]
     parts: list[Callable[[], list[str]]] = [
         lambda: section_setup(present),
         lambda: section_single(single),
@@ -518,6 +586,7 @@ def render(state: Path, out: Path) -> str:
         lambda: section_memory(single, conc),
         lambda: section_slot_gaps(gaps),
         lambda: section_onnx(onnx),
+        lambda: section_gateway(gateway),
         lambda: section_operator(operator, images),
         lambda: section_real_node(real_node),
         lambda: section_pull(state),

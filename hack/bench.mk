@@ -1,12 +1,14 @@
 # Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, the ONNX engine against
-# onnxruntime-genai's own loop, the operator at scale, the runtime in a pod on the real node; bench/report.py turns .state/bench/*.json into
-# docs/benchmarks.md and docs/benchmarks/*.png. On 2 cores `make bench` takes about 19 minutes with llama-server
-# cached (runtime part ~6, operator part ~11; the first llama-server build adds 8-13); fewer runs:
-# `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2`. On a shared machine the scripts wait up to BENCH_SETTLE seconds
-# for quiet before each run and redo runs that other work disturbed (see bench/benchlib.py).
+# onnxruntime-genai's own loop, the gateway against the runtime reached directly, the operator at scale, the runtime
+# in a pod on the real node; bench/report.py turns .state/bench/*.json into docs/benchmarks.md and
+# docs/benchmarks/*.png. On 2 cores `make bench` takes about 24 minutes with llama-server cached (runtime part ~6,
+# gateway ~5, operator part ~11; the first llama-server build adds 8-13); fewer runs:
+# `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2 BENCH_GATEWAY_RUNS=3`. On a shared machine the scripts wait up to
+# BENCH_SETTLE seconds for quiet before each run and redo runs that other work disturbed (see bench/benchlib.py).
 BENCH_STATE ?= .state/bench
 BENCH_RUNS ?= 7
 BENCH_SWEEP_RUNS ?= 3
+BENCH_GATEWAY_RUNS ?= 5
 BENCH_TOKENS ?= 64
 BENCH_THREADS ?= 2
 BENCH_CONTEXT ?= 2048
@@ -16,14 +18,15 @@ BENCH_STEADY ?= 20
 BENCH_REAL_NODE_ROUNDS ?= 3
 BENCH_COMMON = --tokens $(BENCH_TOKENS) --context-length $(BENCH_CONTEXT) --settle $(BENCH_SETTLE)
 
-.PHONY: bench bench-runtime bench-operator bench-real-node bench-report llama-server
+.PHONY: bench bench-runtime bench-gateway bench-operator bench-real-node bench-report llama-server
 
 llama-server: install ## Build llama.cpp's llama-server (the benchmarks' baseline) once into the cache
 	hack/build-llama-server.sh $(PY)
 
-bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONNX, operator) -> docs/benchmarks.md
+bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONNX, gateway, operator) -> docs/benchmarks.md
 	rm -f $(BENCH_STATE)/*.json $(BENCH_STATE)/pull_throughput.log
 	$(MAKE) --no-print-directory bench-runtime
+	$(MAKE) --no-print-directory bench-gateway
 	$(MAKE) --no-print-directory bench-operator
 	$(MAKE) --no-print-directory bench-real-node
 	$(MAKE) --no-print-directory bench-report
@@ -39,6 +42,11 @@ bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client swe
 		--out $(BENCH_STATE)/slot_gaps.json
 	$(PY) bench/onnx_engine.py --runs $(BENCH_RUNS) $(BENCH_COMMON) --out $(BENCH_STATE)/onnx_engine.json
 	set -o pipefail; $(PY) bench/pull_throughput.py --size-mib 256 --rounds 2 2>&1 | tee $(BENCH_STATE)/pull_throughput.log
+
+bench-gateway: install ## Gateway overhead: the runtime through slm-gateway vs reached directly, 1 and 8 clients (~5 min)
+	@mkdir -p $(BENCH_STATE)
+	$(PY) bench/gateway.py --runs $(BENCH_GATEWAY_RUNS) --threads $(BENCH_THREADS) --parallel $(BENCH_PARALLEL) \
+		$(BENCH_COMMON) --out $(BENCH_STATE)/gateway.json
 
 bench-operator: install ## Operator scale benchmark (bench/operator_scale.py, about 10 minutes), when present
 	@mkdir -p $(BENCH_STATE)
