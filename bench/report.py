@@ -542,6 +542,115 @@ def section_real_node(result: Result | None) -> list[str]:
     return [*lines, noise(result), ""]
 
 
+STZ_STEPS = {  # bench/scale_to_zero.py's steps, with what ends each
+    "scale-up": "request sent -> Deployment at 1 replica",
+    "scheduling": "-> pod bound to the node",
+    "pod start": "-> `model-pull` started (sandbox, CNI)",
+    "model pull": "`model-pull` started -> finished",
+    "runtime start": "-> runtime container started",
+    "load": "-> model loaded and warmed up (runtime's log)",
+    "readiness": "-> pod Ready (probe every 5 s)",
+    "first token": "-> first token at the client",
+}
+
+
+def section_scale_to_zero(result: Result | None) -> list[str]:
+    title = "Scale to zero through slm-gateway"
+    if result is None or "cold_start" not in result:
+        return not_run(title, "make bench-scale-to-zero")
+    p, cold, affinity = result["params"], result["cold_start"], result.get("prefix_affinity") or {}
+    by_cache, modes = cold["by_cache"], cold["wake_modes"]
+    caches = ("cached", "not_cached")
+    rows = [
+        [f"{step} ({what})", *(sp(by_cache[c]["phases_s"].get(step), 2) for c in caches)]
+        for step, what in STZ_STEPS.items()
+    ]
+    rows.append(["**request at zero -> first token**", *(f"**{sp(by_cache[c]['total_s'], 2)}**" for c in caches)])
+    rows.append(["model pull by its own log (ns)", *(sp(by_cache[c].get("pull_log_s"), 2) for c in caches)])
+    lines = [
+        f"## {title}",
+        "",
+        "`bench/scale_to_zero.py` on the real node with the chart's gateway and the metrics pipeline (Prometheus "
+        "scraping every 1 s, KEDA, metrics-server): Gemma 3 270M models with `minReplicas: 0`, `scaleToZeroAfter: "
+        f"{p.get('idle')}`, KEDA `pollingInterval: 1s`, {p.get('threads')} llama.cpp threads. Each round waits until "
+        "the model is at zero (no pod left), then streams one `/api/generate` through the gateway's Service. "
+        "Cached: the model cache is a shared claim that already holds the model; not cached: an emptyDir, so "
+        "the init container builds the model again from the package in the runtime image (copied and hashed; no "
+        f"network). Gateway wake mode `direct`, {by_cache['cached']['n']} rounds each; seconds per step:",
+        "",
+        *table(["step", "model cached", "model not cached"], rows),
+        "",
+        "Marks: the client's clock for the request and the first token, watches of the Deployment and the pods "
+        "(ms), the pod status' container startedAt/finishedAt (**one-second resolution**, truncated: the steps "
+        "next to those marks are each off by up to 1 s) and the runtime log's CRI timestamp for the loaded model. "
+        "From the runtime's start to Ready is load + readiness.",
+        "",
+    ]
+    mode_rows = [
+        [
+            f"`{mode}`",
+            *(sp((modes[mode].get(c) or {}).get("total_s"), 2) for c in caches),
+            *(sp((modes[mode].get(c) or {}).get("scale_up_s"), 2) for c in caches),
+            str(sum((modes[mode].get(c) or {}).get("n", 0) for c in caches)),
+        ]
+        for mode in ("direct", "metric")
+        if mode in modes
+    ]
+    head = ["wake mode", "to first token, cached", "not cached", "scale-up, cached", "not cached", "rounds (both)"]
+    differences = ", ".join(
+        f"{cache.replace('_', ' ')} {value:+.2f} s"
+        for cache, value in (modes.get("metric_minus_direct_median_s") or {}).items()
+    )
+    lines += [
+        f"Wake modes, same models, blocks in the order {' → '.join(p.get('wake_blocks', []))} (the gateway "
+        "switched between blocks with `helm upgrade --reuse-values --set gateway.wake.mode=...`); seconds:",
+        "",
+        *table(head, mode_rows),
+        "",
+        f"Default: **`{modes.get('recommended', 'direct')}`** (`direct` stays unless `metric` measures faster; "
+        f"metric − direct, medians: {differences or '–'}). `metric` waits for "
+        "Prometheus' next scrape of the gateway and KEDA's next poll (1 s each here; KEDA's default pollingInterval "
+        "is 15 s), `direct` scales the Deployment as the request arrives.",
+        "",
+    ]
+    if affinity:
+        off, on = affinity["modes"]["off"], affinity["modes"]["on"]
+        aff_rows = [
+            [
+                label,
+                f"**{sp(cell['ttft_ms'], 0)}**",
+                f"{cell['same_pod']} / {cell['n']}",
+                sp(cell["prompt_eval_ms"], 0),
+                sp(cell["earlier_ttft_ms"], 0),
+            ]
+            for label, cell in (("off (least in flight)", off), ("on", on))
+        ]
+        lines += [
+            f"Prefix affinity: {affinity['replicas']} replicas, the runtime's prompt cache "
+            f"{affinity['prompt_cache']}, one slot each. Per trial a new prefix of ~{affinity['prefix_tokens']} "
+            f"tokens (prompts {num(affinity['prompt_tokens'], 0)} tokens by the runtime's `prompt_eval_count`): one "
+            "request with it, then the measured one with the same prefix and another suffix, streamed through the "
+            "gateway; ms:",
+            "",
+            *table(
+                [
+                    "gateway prefix affinity",
+                    "TTFT of the follow-up",
+                    "on the earlier request's pod",
+                    "runtime prompt eval",
+                    "TTFT of the earlier request",
+                ],
+                aff_rows,
+            ),
+            "",
+            f"TTFT off ÷ on: **{num(affinity.get('ratio_off_on'), 2)}×**. With affinity off the gateway's "
+            "least-in-flight choice takes turns between idle pods, so a follow-up sent right after its earlier "
+            "request lands on the other pod (the worst case; random choice would hit half the time).",
+            "",
+        ]
+    return [*lines, noise(result), ""]
+
+
 def section_pull(state: Path) -> list[str]:
     path = state / "pull_throughput.log"
     if not path.is_file():
@@ -589,6 +698,7 @@ def render(state: Path, out: Path) -> str:
         lambda: section_gateway(gateway),
         lambda: section_operator(operator, images),
         lambda: section_real_node(real_node),
+        lambda: section_scale_to_zero(load(state, "scale_to_zero")),
         lambda: section_pull(state),
     ]
     lines = [

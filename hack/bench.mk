@@ -29,6 +29,7 @@ bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONN
 	$(MAKE) --no-print-directory bench-gateway
 	$(MAKE) --no-print-directory bench-operator
 	$(MAKE) --no-print-directory bench-real-node
+	$(MAKE) --no-print-directory bench-scale-to-zero
 	$(MAKE) --no-print-directory bench-report
 
 bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, slot gaps, ONNX engine, pull throughput
@@ -67,6 +68,28 @@ bench-real-node: install ## Runtime in a pod on the real node vs on the host; ku
 		echo "$(PY) bench/real_node.py --runs $(BENCH_RUNS) --rounds $(BENCH_REAL_NODE_ROUNDS) ..."; \
 		$(PY) bench/real_node.py --runs $(BENCH_RUNS) --rounds $(BENCH_REAL_NODE_ROUNDS) --threads $(BENCH_THREADS) \
 			$(BENCH_COMMON) --out $(BENCH_STATE)/real_node.json; \
+	fi
+
+# Scale to zero through slm-gateway on the real node with the metrics pipeline (Prometheus, KEDA, metrics-server as
+# host processes; `make cluster-bins` builds them): first token from zero by step (model cached / not cached), the
+# gateway's wake modes direct vs metric, prefix affinity on/off with 2 replicas. Needs what bench-real-node needs.
+BENCH_STZ_ROUNDS ?= 2
+BENCH_STZ_TRIALS ?= 5
+.PHONY: bench-scale-to-zero
+bench-scale-to-zero: install ## Cold start from zero through the gateway, wake modes, prefix affinity (~10 min)
+	@mkdir -p $(BENCH_STATE)
+	@missing=$$(PYTHONPATH=tests $(PY) -c 'from cluster.realnode import missing_packages; \
+		print(" ".join(sorted(set(missing_packages().values()))))'); \
+	bins=$$(PYTHONPATH=tests $(PY) -c 'from cluster import binaries; \
+		print(" ".join(p.name for p in binaries().missing_pipeline()))'); \
+	if [ "$$(id -u)" != 0 ] || [ -n "$$missing" ]; then \
+		echo ">> bench-scale-to-zero needs root and these Debian packages: $${missing:-none missing}; not run"; \
+	elif [ -n "$$bins" ]; then \
+		echo ">> bench-scale-to-zero needs the metrics pipeline's binaries ($$bins: make cluster-bins); not run"; \
+	else \
+		echo "$(PY) bench/scale_to_zero.py --rounds $(BENCH_STZ_ROUNDS) --trials $(BENCH_STZ_TRIALS) ..."; \
+		$(PY) bench/scale_to_zero.py --rounds $(BENCH_STZ_ROUNDS) --trials $(BENCH_STZ_TRIALS) \
+			--threads $(BENCH_THREADS) --out $(BENCH_STATE)/scale_to_zero.json; \
 	fi
 
 bench-report: install ## Regenerate docs/benchmarks.md and its plots from .state/bench/*.json
