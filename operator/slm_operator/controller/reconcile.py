@@ -83,6 +83,10 @@ def _controlled_by_another_kind(obj: Mapping[str, Any]) -> bool:
     return any(ref.get("controller") and ref.get("kind") != KIND for ref in refs)
 
 
+# Phases that only a model that has been Ready reaches.
+_SERVED = frozenset({Phase.READY.value, Phase.SCALED_TO_ZERO.value, Phase.WAKING.value})
+
+
 def _live_replicas(deployment: Mapping[str, Any] | None) -> int | None:
     replicas = ((deployment or {}).get("spec") or {}).get("replicas")
     return int(replicas) if replicas is not None else None
@@ -109,7 +113,13 @@ def reconcile(
     tier = choose_tier(hardware, (previous.get("hardware") or {}).get("active"), live.pods, now or datetime.now(UTC))
     deployment = live.get("Deployment", slm.metadata.name)
 
-    options = RenderOptions(tier.accelerator, service_monitor_crd, keda=keda, live_replicas=_live_replicas(deployment))
+    options = RenderOptions(
+        tier.accelerator,
+        service_monitor_crd,
+        keda=keda,
+        live_replicas=_live_replicas(deployment),
+        served_once=previous.get("phase") in _SERVED,
+    )
     desired = render_all(slm, settings, options)
     plan = plan_for(slm, settings, options)
     result = ReconcileResult(status={}, fell_back_to=tier.accelerator.value if tier.fell_back else None)

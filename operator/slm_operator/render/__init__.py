@@ -60,11 +60,20 @@ class RenderOptions:
     keda: bool = False
     # spec.replicas of the live Deployment, when there is one.
     live_replicas: int | None = None
+    # Whether the model has been Ready since it was made (its status says Ready, ScaledToZero or Waking): a model
+    # that may scale to zero keeps one replica until then.
+    served_once: bool = True
 
 
 def plan_for(slm: SLMDeployment, settings: OperatorSettings, options: RenderOptions) -> ScalingPlan:
     """Who owns the replica count of ``slm`` (render/scaling.py), as render_all decides it."""
-    return scaling_plan(slm, settings, keda=options.keda, service_monitor_crd=options.service_monitor_crd)
+    return scaling_plan(
+        slm,
+        settings,
+        keda=options.keda,
+        service_monitor_crd=options.service_monitor_crd,
+        served_once=options.served_once,
+    )
 
 
 def render_all(slm: SLMDeployment, settings: OperatorSettings, options: RenderOptions) -> list[dict[str, Any]]:

@@ -98,10 +98,17 @@ def _service_monitor(slm: SLMDeployment, crd_available: bool) -> bool:
 
 
 def scaling_plan(
-    slm: SLMDeployment, settings: OperatorSettings, *, keda: bool, service_monitor_crd: bool = False
+    slm: SLMDeployment,
+    settings: OperatorSettings,
+    *,
+    keda: bool,
+    service_monitor_crd: bool = False,
+    served_once: bool = True,
 ) -> ScalingPlan:
     """Who scales ``slm`` given what the cluster serves (``keda``: the ScaledObject kind) and the operator's
-    settings (a gateway to wake models at zero, the Prometheus KEDA queries)."""
+    settings (a gateway to wake models at zero, the Prometheus KEDA queries). ``served_once``: whether the model
+    has been Ready since it was made; until then a model that may scale to zero keeps one replica, so that its
+    first start pulls, verifies and loads it however long that takes."""
     scaling = slm.spec.autoscaling
     if not scaling or not scaling.enabled:
         return ScalingPlan(Autoscaler.NONE, slm.spec.replicas)
@@ -152,6 +159,16 @@ def scaling_plan(
             message="spec.autoscaling.minReplicas: 0 needs slm-gateway, which holds requests while the model wakes, "
             "and this operator has none (its gatewayService setting is empty): enable the gateway in the Helm chart, "
             f"or set minReplicas to 1 or more. Until then 1 replica stays up; {via}{scrape}",
+        )
+    if scaling.min_replicas == 0 and not served_once:
+        return ScalingPlan(
+            Autoscaler.KEDA,
+            1,
+            reason="ScaleToZero",
+            message=f"{via}: 1-{scaling.max_replicas} replicas until the model has been Ready once (its first start "
+            f"pulls, verifies and loads it), then 0-{scaling.max_replicas}, to zero after "
+            f"{scaling.scale_to_zero_after} without a request in flight; slm-gateway ({settings.gateway_service}) "
+            f"wakes the model{scrape}",
         )
     if scaling.min_replicas == 0:
         return ScalingPlan(
@@ -266,7 +283,8 @@ def build_scaled_object(slm: SLMDeployment, settings: OperatorSettings, plan: Sc
     }
     if plan.min_replicas == 0:
         # KEDA scales a target that was never active to zero once this much time has passed since the ScaledObject
-        # was made (0 by default: at its first poll). The new model gets the idle period to load and be verified.
+        # was made (0 by default: at its first poll). The plan allows zero only once the model has been Ready, and
+        # the idle period still counts from the ScaledObject's creation.
         spec["initialCooldownPeriod"] = _seconds(scaling.scale_to_zero_after)
     behavior = _behavior(scaling)
     if behavior:

@@ -234,9 +234,26 @@ def test_scale_to_zero_without_a_gateway_keeps_one_replica_and_reports_gateway_r
     assert autoscaling_condition(result)[:2] == ("False", "GatewayRequired")
 
 
-def test_a_deployment_at_zero_reports_scaled_to_zero_then_waking() -> None:
+def test_a_model_that_may_scale_to_zero_keeps_one_replica_until_it_has_been_ready() -> None:
+    """Its first start pulls, verifies and loads the model however long that takes; KEDA's idle period counts from
+    the ScaledObject's creation, so a zero minimum from the start could stop that first pod before it is Ready."""
     applier = RecordingApplier()
     reconcile(body(autoscaling=TO_ZERO), LiveObjects({}, []), applier, GATEWAY, service_monitor_crd=False, keda=True)
+    first = next(m for m in applier.applied if m["kind"] == "ScaledObject")
+    assert first["spec"]["minReplicaCount"] == 1
+    assert [t["name"] for t in first["spec"]["triggers"]] == ["inflight"]
+    for phase, minimum in (("Loading", 1), ("Ready", 0), ("ScaledToZero", 0), ("Waking", 0)):
+        again = RecordingApplier()
+        served = {**body(autoscaling=TO_ZERO), "status": {"phase": phase}}
+        reconcile(served, live_from(applier), again, GATEWAY, service_monitor_crd=False, keda=True)
+        scaled = [m for m in again.applied if m["kind"] == "ScaledObject"]
+        assert (scaled[0]["spec"]["minReplicaCount"] if scaled else 1) == minimum, phase
+
+
+def test_a_deployment_at_zero_reports_scaled_to_zero_then_waking() -> None:
+    applier = RecordingApplier()
+    served = {**body(autoscaling=TO_ZERO), "status": {"phase": "Ready"}}
+    reconcile(served, LiveObjects({}, []), applier, GATEWAY, service_monitor_crd=False, keda=True)
     live = live_from(applier)
     deployment = next(o for o in live.by_kind["Deployment"])
 
