@@ -29,6 +29,10 @@ RUNTIME_CONTAINER = "runtime"
 PULL_CONTAINER = "model-pull"
 RUNTIME_UID = 65532
 PROBE_PERIOD_SECONDS = 5
+# The startup probe asks every second: a model is often ready a second after its container starts, and a pod is
+# Ready (Service endpoints, the gateway's held requests) only once this probe has passed. One cheap GET a second
+# during start-up; the readiness probe keeps the slower period afterwards.
+STARTUP_PROBE_PERIOD_SECONDS = 1
 # After a pod is marked for deletion, Services keep sending it new connections until every kube-proxy (and
 # ingress) has seen its endpoint go; the runtime only gets SIGTERM, and stops accepting, after this delay.
 PRE_STOP_SECONDS = 5
@@ -119,9 +123,9 @@ def _probes(port: int, settings: OperatorSettings) -> dict[str, Any]:
     def probe(path: str, **timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": "http"}, **timing}
 
-    startup_failures = max(1, settings.startup_timeout_seconds // PROBE_PERIOD_SECONDS)
+    startup_failures = max(1, settings.startup_timeout_seconds // STARTUP_PROBE_PERIOD_SECONDS)
     return {
-        "startupProbe": probe("/readyz", periodSeconds=PROBE_PERIOD_SECONDS, failureThreshold=startup_failures),
+        "startupProbe": probe("/readyz", periodSeconds=STARTUP_PROBE_PERIOD_SECONDS, failureThreshold=startup_failures),
         "readinessProbe": probe("/readyz", periodSeconds=PROBE_PERIOD_SECONDS, failureThreshold=2),
         "livenessProbe": probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=5),
     }
