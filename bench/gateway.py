@@ -30,6 +30,8 @@ Figures per N, in .state/bench/gateway.json:
 - ``ttft_p50_diff_ms``: per run, the gateway's TTFT p50 minus the direct one (both over that run's requests);
   ``ttft_p50_diff_ms_pooled``: the same over all runs' requests at once;
 - ``tok_s_ratio``: per run, the gateway's aggregate tokens/s divided by the direct one;
+- ``by_pair``: the same two comparisons per pair of adjacent waves (TTFT p50 of each wave), median [min-max] over
+  all pairs of all runs: seconds apart, the two waves of a pair see the least drift of a shared machine;
 - ``gateway_cpu_ms_per_request``: CPU time of the gateway process (user + system from /proc, in clock ticks of
   usually 10 ms) during its waves, divided by their requests, per run; ``gateway_cpu_us_per_token``: the same
   over all runs, per streamed token;
@@ -88,6 +90,8 @@ class Wave:
 
 Waves = dict[tuple[str, int], list[list[Wave]]]
 """(path, clients) -> per run, the waves kept (one per pair; fewer when some were abandoned)."""
+Pairs = dict[int, list[tuple[Wave, Wave]]]
+"""clients -> every pair of adjacent (direct, gateway) waves of all runs where both completed."""
 
 
 def bodies(path: str, clients: int, tokens: int) -> list[dict[str, Any]]:
@@ -169,8 +173,9 @@ def pairs(args: argparse.Namespace, clients: int) -> int:
     return max(args.pairs, math.ceil(args.requests / clients))
 
 
-def sweep(urls: dict[str, str], gateway: Server, args: argparse.Namespace) -> tuple[Waves, benchlib.Clean[Wave]]:
+def sweep(urls: dict[str, str], gateway: Server, args: argparse.Namespace) -> tuple[Waves, Pairs, benchlib.Clean[Wave]]:
     waves: Waves = {(path, n): [] for path in PATHS for n in args.clients}
+    adjacent: Pairs = {n: [] for n in args.clients}
     noise: benchlib.Clean[Wave] = benchlib.Clean()
     for run in range(1, args.runs + 1):
         log.info("run %d of %d", run, args.runs)
@@ -178,11 +183,15 @@ def sweep(urls: dict[str, str], gateway: Server, args: argparse.Namespace) -> tu
             for path in PATHS:
                 waves[(path, clients)].append([])
             for pair in range(pairs(args, clients)):
+                done: dict[str, Wave] = {}
                 for path in order(run, pair):
                     wave = clean_wave(urls[path], path, clients, gateway, args, noise)
                     if wave is not None:
                         waves[(path, clients)][-1].append(wave)
-    return waves, noise
+                        done[path] = wave
+                if len(done) == len(PATHS):
+                    adjacent[clients].append((done["direct"], done["gateway"]))
+    return waves, adjacent, noise
 
 
 # --- figures -------------------------------------------------------------------------------------------------
@@ -216,6 +225,14 @@ def path_cell(runs: list[list[Wave]], tokens: int) -> dict[str, Any]:
         "ttft_p50_ms_by_run": [round(_p50_ms([t for w in run for t in w.timings]), 1) if run else None for run in runs],
         "waves": sum(len(run) for run in runs),
         "short_requests": sum(t.tokens < tokens for t in timings),
+    }
+
+
+def by_pair(adjacent: list[tuple[Wave, Wave]]) -> dict[str, Any]:
+    """The comparisons per pair of adjacent waves (seconds apart: the least drift between the two paths)."""
+    return {
+        "ttft_p50_diff_ms": benchlib.spread([_p50_ms(g.timings) - _p50_ms(d.timings) for d, g in adjacent], 2),
+        "tok_s_ratio": benchlib.spread([benchlib.ratio(g.tokens / g.wall, d.tokens / d.wall) for d, g in adjacent], 3),
     }
 
 
@@ -256,7 +273,7 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         urls = {"direct": runtime.url, "gateway": gateway.url}
         for path in PATHS:  # warm-up, not counted
             asyncio.run(benchlib.wave(urls[path], bodies(path, args.parallel, args.tokens), args.wave_timeout * 3))
-        waves, noise = sweep(urls, gateway, args)
+        waves, adjacent, noise = sweep(urls, gateway, args)
         for server in started:
             memory[server.name]["after_sweep"] = server.rss()
     finally:
@@ -267,6 +284,7 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         points[str(n)] = {
             "paths": {path: path_cell(waves[(path, n)], args.tokens) for path in PATHS},
             **compare(waves[("direct", n)], waves[("gateway", n)]),
+            "by_pair": by_pair(adjacent[n]),
         }
     return {"model_id": MODEL_ID, "target": TARGET, "points": points, "memory_mib": memory, "noise": noise.noise()}
 
@@ -294,12 +312,14 @@ def summary_line(result: dict[str, Any], clients: int) -> str:
     cell = result["points"][str(clients)]
     d, g = cell["paths"]["direct"], cell["paths"]["gateway"]
     diff, ratio, cpu = cell["ttft_p50_diff_ms"], cell["tok_s_ratio"], cell["gateway_cpu_ms_per_request"]
+    pair_diff, pair_ratio = cell["by_pair"]["ttft_p50_diff_ms"], cell["by_pair"]["tok_s_ratio"]
     return (
         f"{clients} client(s): TTFT p50 direct {d['ttft_ms']['p50']:.1f} ms, gateway {g['ttft_ms']['p50']:.1f} ms, "
         f"difference per run {diff['median']:+.2f} ms [{diff['min']:+.2f}..{diff['max']:+.2f}] (pooled "
         f"{cell['ttft_p50_diff_ms_pooled']:+.2f}); tok/s direct "
         f"{d['tok_s']['median']:.1f}, gateway {g['tok_s']['median']:.1f}, ratio {ratio['median']:.3f} "
-        f"[{ratio['min']:.3f}..{ratio['max']:.3f}]; gateway CPU {cpu['median']:.1f} ms/request; "
+        f"[{ratio['min']:.3f}..{ratio['max']:.3f}]; by pair of waves: difference {pair_diff['median']:+.2f} ms, "
+        f"ratio {pair_ratio['median']:.3f} ({pair_ratio['n']} pairs); gateway CPU {cpu['median']:.1f} ms/request; "
         f"target {'met' if cell['meets_target'] else 'NOT met'}"
     )
 

@@ -401,6 +401,12 @@ def section_gateway(result: Result | None) -> list[str]:
         "target met",
     ]
     pooled = ", ".join(f"{n} client(s) {num(cell.get('ttft_p50_diff_ms_pooled'), 2)} ms" for n, cell in points)
+    pairs = "; ".join(
+        f"{n} client(s): TTFT p50 difference {sp(cell['by_pair']['ttft_p50_diff_ms'], 2)} ms, tok/s ratio "
+        f"{sp(cell['by_pair']['tok_s_ratio'], 3)} ({cell['by_pair']['tok_s_ratio']['n']} pairs)"
+        for n, cell in points
+        if "by_pair" in cell
+    )
     per_token = ", ".join(f"{n} client(s) {num(cell.get('gateway_cpu_us_per_token'), 0)} µs" for n, cell in points)
     gateway_rss = (result.get("memory_mib", {}).get("slm-gateway") or {}).get("after_sweep", {}).get("rss")
     lines = [
@@ -418,6 +424,15 @@ def section_gateway(result: Result | None) -> list[str]:
         "",
         *table(head, [_gateway_row(n, cell) for n, cell in points]),
         "",
+        *(
+            [
+                f"Per pair of adjacent waves (direct and gateway seconds apart, so the least drift of the machine "
+                f"between them), median [min–max] over all pairs: {pairs}.",
+                "",
+            ]
+            if pairs
+            else []
+        ),
         f"TTFT p50 difference over all runs' requests pooled: {pooled}. Gateway CPU per streamed token (user + "
         f"system, /proc): {per_token}; gateway RSS after the runs {num(gateway_rss)} MiB. The gateway shares the "
         "two cores with the runtime and the load generator here (in a cluster it runs in its own pod), so its CPU "
