@@ -44,9 +44,12 @@ bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client swe
 	$(PY) bench/onnx_engine.py --runs $(BENCH_RUNS) $(BENCH_COMMON) --out $(BENCH_STATE)/onnx_engine.json
 	set -o pipefail; $(PY) bench/pull_throughput.py --size-mib 256 --rounds 2 2>&1 | tee $(BENCH_STATE)/pull_throughput.log
 
+# The runtime gets one thread of the two cores here: in a cluster the gateway runs in its own pod with its own CPU,
+# and with both cores given to llama.cpp the figure measures CPU contention (see docs/gateway.md, "Overhead").
+BENCH_GATEWAY_THREADS ?= 1
 bench-gateway: install ## Gateway overhead: the runtime through slm-gateway vs reached directly, 1 and 8 clients (~5 min)
 	@mkdir -p $(BENCH_STATE)
-	$(PY) bench/gateway.py --runs $(BENCH_GATEWAY_RUNS) --threads $(BENCH_THREADS) --parallel $(BENCH_PARALLEL) \
+	$(PY) bench/gateway.py --runs $(BENCH_GATEWAY_RUNS) --threads $(BENCH_GATEWAY_THREADS) --parallel $(BENCH_PARALLEL) \
 		$(BENCH_COMMON) --out $(BENCH_STATE)/gateway.json
 
 bench-operator: install ## Operator scale benchmark (bench/operator_scale.py, about 10 minutes), when present
