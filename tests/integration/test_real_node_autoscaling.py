@@ -31,6 +31,7 @@ import pytest
 from harness import example
 from kubernetes import client
 from realnode_stack import RELEASE, Stack, installed_stack, ollama_at, pod_ready
+from test_monitoring import panel_queries
 
 from cluster import Cluster
 from cluster.metrics import MetricsPipeline
@@ -233,7 +234,9 @@ def test_the_gateway_serves_every_ready_model_by_name(stack: Stack, gateway_url:
 
 
 @pytest.mark.timeout(600)
-def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(stack: Stack, gateway_url: str) -> None:
+def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(
+    stack: Stack, gateway_url: str, metrics_pipeline: MetricsPipeline
+) -> None:
     name = "sleepy"
     scaling = {
         "minReplicas": 0,
@@ -281,6 +284,14 @@ def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(stack: Stack, gateway
     watching.set()
     watcher.join(5)
     assert "Waking" in phases or "Ready" in phases, phases
+    # Every panel of the dashboard's Gateway row has data from this gateway (upstream errors: only when there are).
+    gateway_panels = [(t, e) for t, e in panel_queries() if "slm_gateway_" in e and "upstream_errors" not in e]
+    assert gateway_panels
+    stack.wait(
+        "data in every gateway panel",
+        lambda: all(metrics_pipeline.query(expr) for _, expr in gateway_panels) or None,
+        60,
+    )
     stack.wait("ScaledToZero again", lambda: stack.slm(name)["status"].get("phase") == "ScaledToZero" or None, 180)
     reasons = "\n".join(events_for(stack, name))
     assert "ScaledToZero" in reasons and "Waking" in reasons, reasons
