@@ -78,9 +78,12 @@ def prompts(lines: list[str]) -> int:
 
 def test_interactive_exchange(terminal: Terminal) -> None:
     terminal.wait_for(lambda lines: prompts(lines) == 1, "the first >>> prompt", timeout=60)
+    # Gemma 3 270M is a base model: a sampled reply can loop until the context is full, minutes on 2 cores.
+    terminal.type("/set parameter num_predict 48")
+    terminal.wait_for(lambda lines: "Set parameter 'num_predict' to '48'" in lines, "the /set answer")
 
     terminal.type("Reply with one word: hello")
-    lines = terminal.wait_for(lambda lines: prompts(lines) == 2, "the reply and the next prompt")
+    lines = terminal.wait_for(lambda lines: prompts(lines) == 3, "the reply and the next prompt")
     asked = lines.index(">>> Reply with one word: hello")
     reply = [line for line in lines[asked + 1 : lines.index(">>>", asked)] if line]
     assert reply, f"no reply on screen: {lines}"
@@ -88,7 +91,7 @@ def test_interactive_exchange(terminal: Terminal) -> None:
     terminal.type('"""First line of a message,')
     terminal.wait_for(lambda lines: any(line.startswith("...") for line in lines), "the ... continuation")
     terminal.type('and its second line."""')
-    lines = terminal.wait_for(lambda lines: prompts(lines) == 3, "the multi-line reply")
+    lines = terminal.wait_for(lambda lines: prompts(lines) == 4, "the multi-line reply")
     assert '>>> """First line of a message,' in lines and '... and its second line."""' in lines
 
     terminal.type("/bye")
