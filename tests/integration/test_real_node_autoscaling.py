@@ -250,7 +250,9 @@ def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(
     started = time.monotonic()
     stack.wait("ScaledToZero", lambda: stack.slm(name)["status"].get("phase") == "ScaledToZero" or None, 180)
     print(f"idle -> zero replicas in {time.monotonic() - started:.0f}s (scaleToZeroAfter 15s)")
-    assert deployment_replicas(stack, name) == (0, 0) and not [p for p in stack.pods(name) if pod_ready(p)]
+    # The phase follows spec.replicas; the last pod's readiness goes a moment later, while it drains.
+    stack.wait("no ready pod", lambda: deployment_replicas(stack, name) == (0, 0) or None, 60)
+    assert not [p for p in stack.pods(name) if pod_ready(p)]
 
     phases: set[str] = set()
     watching = threading.Event()
@@ -283,7 +285,7 @@ def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(
     assert all(answers), answers
     watching.set()
     watcher.join(5)
-    assert "Waking" in phases or "Ready" in phases, phases
+    assert "Waking" in phases, phases  # seen by the 0.2 s poll: a wake takes seconds
     # Every panel of the dashboard's Gateway row has data from this gateway (upstream errors: only when there are).
     gateway_panels = [(t, e) for t, e in panel_queries() if "slm_gateway_" in e and "upstream_errors" not in e]
     assert gateway_panels
