@@ -51,14 +51,22 @@ class SamplingParams:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     """Constrain output to this JSON schema (``{}`` means any JSON value) when the engine supports it."""
+    logprobs: int | None = None
+    """None: no log-probabilities. 0: the chosen token's. k > 0: also the k most likely tokens at each step."""
 
 
 @dataclass(frozen=True)
 class GeneratedToken:
-    """One generated token and the text it completes (may be empty while a UTF-8 sequence is incomplete)."""
+    """One generated token and the text it completes (may be empty while a UTF-8 sequence is incomplete).
+
+    ``logprob`` and ``top_logprobs`` ((token id, log-probability), most likely first) are filled when the
+    generation's ``SamplingParams.logprobs`` asks; they are the model's distribution before sampling
+    (log-softmax of the raw logits), as OpenAI and llama-server report them."""
 
     token_id: int
     text: str
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from slm_runtime.tools.types import ToolCall, ToolFunction
+
 __all__ = ["ChatMessage", "PromptTemplate", "TemplateError"]
 
 
@@ -15,8 +17,15 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One message of a chat. ``tool_calls``: the calls an assistant message made; ``tool_name`` and
+    ``tool_call_id``: which call a ``tool`` message answers; ``thinking``: an assistant's reasoning text."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_name: str = ""
+    tool_call_id: str = ""
+    thinking: str = ""
 
 
 class PromptTemplate(Protocol):
@@ -32,6 +41,8 @@ class PromptTemplate(Protocol):
         """Stop sequences this format needs (added to the request's own)."""
         ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str: ...
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = ()) -> str:
+        """The prompt of a chat, ending with the generation prompt; ``tools`` are shown the template's way."""
+        ...
 
     def render_generate(self, prompt: str, system: str | None) -> str: ...

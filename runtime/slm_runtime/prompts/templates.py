@@ -27,6 +27,7 @@ import jinja2.sandbox
 
 from slm_runtime.prompts.base import ChatMessage, PromptTemplate, TemplateError
 from slm_runtime.prompts.gotemplate import translate_go_template
+from slm_runtime.tools.types import ToolFunction
 
 __all__ = [
     "DefaultTemplate",
@@ -43,7 +44,7 @@ class DefaultTemplate:
     source = ""
     stop: tuple[str, ...] = ("\nUser:",)
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = ()) -> str:
         parts: list[str] = []
         system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
         if system:
@@ -89,7 +90,7 @@ class JinjaChatTemplate:
         self._bos = bos_token
         self._eos = eos_token
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = ()) -> str:
         try:
             return self._template.render(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -147,7 +148,7 @@ class OllamaTemplate:
         text = self._render(self._values(**values, Response=_RESPONSE_MARK))
         return text.split(_RESPONSE_MARK, 1)[0]
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = ()) -> str:
         system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
         if self.uses_messages:
             items = [{"Role": m.role, "Content": m.content} for m in messages]
