@@ -8,7 +8,7 @@ Import it as ``cluster`` with the tests/ folder on ``sys.path`` (tests/integrati
 run it as ``python -m cluster up|down|status`` with ``PYTHONPATH=tests``.
 """
 
-from cluster.controlplane import Cluster, ControlPlane, ControlPlaneError
+from cluster.controlplane import ClientLimits, Cluster, ControlPlane, ControlPlaneError
 from cluster.nodes import TEST_NODES, TestNode, node_manifests
 from cluster.paths import Binaries, Versions, binaries, load_versions
 from cluster.waiting import WaitTimeoutError, wait_until
@@ -16,6 +16,7 @@ from cluster.waiting import WaitTimeoutError, wait_until
 __all__ = [
     "TEST_NODES",
     "Binaries",
+    "ClientLimits",
     "Cluster",
     "ControlPlane",
     "ControlPlaneError",

@@ -31,6 +31,7 @@ __all__ = [
     "COMPONENTS",
     "POD_CIDR",
     "SERVICE_CIDR",
+    "ClientLimits",
     "Cluster",
     "ControlPlane",
     "ControlPlaneError",
@@ -68,6 +69,30 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """The client-side rate limits (--kube-api-qps, --kube-api-burst) of kube-controller-manager and kube-scheduler,
+    always passed as explicit flags. The defaults are Kubernetes' own (controller-manager 20/30, scheduler 50/100),
+    which production clusters commonly raise: with hundreds of objects created at once, the controllers' requests
+    (ReplicaSets, pods, endpoints, bindings) queue behind these limits, not behind the apiserver."""
+
+    controller_manager_qps: float = 20.0
+    controller_manager_burst: int = 30
+    scheduler_qps: float = 50.0
+    scheduler_burst: int = 100
+
+    @classmethod
+    def raised(cls) -> ClientLimits:
+        """A setting large clusters use: ten times the default rates."""
+        return cls(200.0, 300, 500.0, 1000)
+
+    def controller_manager_flags(self) -> list[str]:
+        return [f"--kube-api-qps={self.controller_manager_qps:g}", f"--kube-api-burst={self.controller_manager_burst}"]
+
+    def scheduler_flags(self) -> list[str]:
+        return [f"--kube-api-qps={self.scheduler_qps:g}", f"--kube-api-burst={self.scheduler_burst}"]
+
+
+@dataclass(frozen=True)
 class Cluster:
     """What a test session talks to: a kubeconfig, and the control plane behind it when we know it."""
 
@@ -90,11 +115,14 @@ class ControlPlane:
         progress: Progress = _quiet,
         *,
         attached: bool = False,
+        client_limits: ClientLimits | None = None,
     ) -> None:
         """`attached`: the components die with this Python process (test sessions); detached ones outlive
-        it until `stop()` (make cluster-up / cluster-down)."""
+        it until `stop()` (make cluster-up / cluster-down). `client_limits`: the controller-manager's and
+        scheduler's client rate limits (default: Kubernetes' defaults, spelt out as flags)."""
         self.state_dir = state_dir.resolve()
         self.attached = attached
+        self.client_limits = client_limits or ClientLimits()
         self.bins = bins or binaries()
         self.progress = progress
         self.processes = {name: Process(name, self.state_dir) for name in COMPONENTS}
@@ -320,6 +348,7 @@ class ControlPlane:
                 f"--cluster-signing-key-file={pki.ca.key}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                *self.client_limits.controller_manager_flags(),
                 *common,
             ],
             die_with_parent=self.attached,
@@ -333,6 +362,7 @@ class ControlPlane:
                 f"--authorization-kubeconfig={scheduler}",
                 f"--secure-port={self.ports.scheduler}",
                 f"--cert-dir={self.state_dir / 'kube-scheduler'}",
+                *self.client_limits.scheduler_flags(),
                 *common,
             ],
             die_with_parent=self.attached,
