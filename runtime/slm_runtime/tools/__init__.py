@@ -3,6 +3,13 @@ grammar that forces a call, and the parsers that find calls in a model's free te
 
 - :mod:`~slm_runtime.tools.types`: ToolFunction, ToolCall, ToolChoice (the contract both APIs and the prompt
   templates share).
+- :mod:`~slm_runtime.tools.generic`: the generic JSON call shape, for templates with no tool syntax of their own.
+- :mod:`~slm_runtime.tools.grammar`: forced calls (``required``, a named function): the JSON schema for
+  llama.cpp's grammar, and the reading and validation of the constrained output.
+- :mod:`~slm_runtime.tools.parsers`: the parsers of the template families for ``auto``, streaming.
+
+Only the types are imported here: the grammar brings ``jsonschema`` and the parsers are per-request objects, so
+they are imported from their modules where used.
 """
 
 from __future__ import annotations
