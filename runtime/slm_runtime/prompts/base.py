@@ -41,8 +41,38 @@ class PromptTemplate(Protocol):
         """Stop sequences this format needs (added to the request's own)."""
         ...
 
-    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = ()) -> str:
-        """The prompt of a chat, ending with the generation prompt; ``tools`` are shown the template's way."""
+    @property
+    def supports_system_role(self) -> bool:
+        """Whether the template shows system text itself (in a system turn, or merged into the first user turn
+        as Gemma's does); where not, it is put into the first user message."""
+        ...
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template shows the offered tools; where not, they are described in the system message."""
+        ...
+
+    @property
+    def supports_tool_calls(self) -> bool:
+        """Whether the template shows an assistant's earlier calls; where not, they are written into its content."""
+        ...
+
+    @property
+    def supports_tool_responses(self) -> bool:
+        """Whether the template shows tool results; where not, they become user messages naming the tool."""
+        ...
+
+    @property
+    def supports_thinking(self) -> bool:
+        """Whether the template reacts to ``think`` or shows an assistant's earlier reasoning."""
+        ...
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = (), *, think: bool | str | None = None
+    ) -> str:
+        """The prompt of a chat, ending with the generation prompt; ``tools`` are shown the template's way, and
+        ``think`` (None: not asked; a bool; or a reasoning level, "low", "medium" or "high") is passed to
+        templates that take it."""
         ...
 
     def render_generate(self, prompt: str, system: str | None) -> str: ...

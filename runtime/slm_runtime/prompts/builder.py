@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from slm_runtime.prompts.base import ChatMessage, PromptTemplate
 from slm_runtime.prompts.templates import OllamaTemplate
 from slm_runtime.settings import ModelSettings
+from slm_runtime.tools.types import ToolFunction
 
 __all__ = ["PromptBuilder"]
 
@@ -20,13 +21,15 @@ class PromptBuilder:
         self._system = model.system
         self._preset = tuple(ChatMessage(m.role, m.content) for m in model.messages)
 
-    def chat(self, messages: Sequence[ChatMessage]) -> str:
+    def chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = (), *, think: bool | str | None = None
+    ) -> str:
         """The prompt of a chat: the default system prompt (unless a message is a system one), the preset
-        messages, then the request's messages."""
+        messages, then the request's messages; ``tools`` and ``think`` go to the template."""
         chat = [*self._preset, *messages]
         if self._system and not any(m.role == "system" for m in chat):
             chat = [ChatMessage("system", self._system), *chat]
-        return self.template.render_chat(chat)
+        return self.template.render_chat(chat, tools, think=think)
 
     def generate(
         self, prompt: str, system: str | None, template: str | None, raw: bool, *, first_turn: bool = True

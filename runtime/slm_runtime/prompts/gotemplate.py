@@ -2,9 +2,15 @@
 
 The forms Ollama's own library uses are translated: ``{{ .System }}``, ``{{ .Prompt }}``, ``{{ .Response }}``,
 ``{{ if ... }}``, ``{{ else if ... }}``, ``{{ else }}``, ``{{ end }}``, ``{{ range .Messages }}`` (and
-``range $i, $m := ...``), ``{{ with ... }}``, ``$`` variables and ``:=``/``=``, the functions eq ne lt le gt ge
-and or not len index slice json, ``{{-``/``-}}`` trimming and comments. Anything else raises a TemplateError
-that names it. The values live under ``root`` in the Jinja context; ``.`` follows ``range`` and ``with``.
+``range $i, $m := ...``, over slices and maps), ``{{ with ... }}``, ``{{ break }}``, ``{{ continue }}``, ``$``
+variables with ``:=`` and ``=`` (an ``=`` inside a ``range`` changes the variable outside it, as in Go), the
+functions eq ne lt le gt ge and or not len index slice json, ``{{-``/``-}}`` trimming and comments. Anything else
+raises a TemplateError that names it.
+
+The values live under ``root`` in the Jinja context; ``.`` follows ``range`` and ``with``. Variables other than a
+``range``'s own live in a Jinja namespace (``go_vars``), the only way Jinja lets a loop body change a variable
+declared outside it. The rendering environment provides ``go_json``, ``go_range_values`` and ``go_range_pairs``
+(:mod:`slm_runtime.prompts.govalues`) and Jinja's loop controls.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ _TOKEN = re.compile(
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _FUNCTIONS = {*_COMPARE, "and", "or", "not", "len", "index", "slice", "json"}
 _STATEMENTS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"}
+_NAMESPACE = "go_vars"
 
 
 class _Translator:
@@ -41,6 +48,7 @@ class _Translator:
         self.source = source
         self.blocks: list[str] = []
         self.dots: list[str] = ["root"]
+        self.loop_variables: list[set[str]] = []
         self.counter = 0
 
     def fail(self, what: str) -> TemplateError:
@@ -62,7 +70,10 @@ class _Translator:
         return out
 
     def variable(self, name: str) -> str:
-        return "v_" + name
+        """A ``range``'s own variables are Jinja loop variables; all others live in the namespace."""
+        if any(name in names for names in self.loop_variables):
+            return "v_" + name
+        return f"{_NAMESPACE}.v_{name}"
 
     def field(self, token: str) -> str:
         if token == ".":
@@ -150,7 +161,7 @@ class _Translator:
         if name == "len":
             return f"({args[0]} | length)"
         if name == "json":
-            return f"({args[0]} | tojson)"
+            return f"go_json({args[0]})"
         if name == "index":
             return args[0] + "".join(f"[{a}]" for a in args[1:])
         # slice
@@ -184,7 +195,10 @@ class _Translator:
             if block == "if":
                 return "endif"
             self.dots.pop()
-            return "endfor" if block == "range" else "endif %}{% endwith"
+            if block == "range":
+                self.loop_variables.pop()
+                return "endfor"
+            return "endif %}{% endwith"
         if keyword == "range":
             return self.range(rest)
         if keyword == "with":
@@ -197,7 +211,11 @@ class _Translator:
         assign = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*:?=\s*(.*)", body, re.DOTALL)
         if assign:
             return f"set {self.variable(assign.group(1))} = {self.expression(assign.group(2))}"
-        if keyword in {"define", "template", "block", "break", "continue"}:
+        if keyword in {"break", "continue"}:
+            if "range" not in self.blocks:
+                raise self.fail(f"{keyword} outside a range")
+            return keyword
+        if keyword in {"define", "template", "block"}:
             raise self.fail(f"{keyword!r} is not supported")
         return ""
 
@@ -208,14 +226,15 @@ class _Translator:
         first, second, collection = match.groups()
         expr = self.expression(collection)
         self.blocks.append("range")
+        self.loop_variables.append({name for name in (first, second) if name})
         if second:
             item = self.variable(second)
             index = self.variable(first)
             self.dots.append(item)
-            return f"for {item} in {expr} %}}{{% set {index} = loop.index0"
+            return f"for {index}, {item} in go_range_pairs({expr})"
         item = self.variable(first) if first else f"it_{self.counter}"
         self.dots.append(item)
-        return f"for {item} in {expr}"
+        return f"for {item} in go_range_values({expr})"
 
     def translate(self) -> str:
         out: list[str] = []
@@ -238,7 +257,7 @@ class _Translator:
         out.append(self.source[pos:].replace("{#", "{{ '{#' }}"))
         if self.blocks:
             raise self.fail(f"{len(self.blocks)} block(s) without {{{{ end }}}}")
-        return "".join(out)
+        return f"{{% set {_NAMESPACE} = namespace() %}}" + "".join(out)
 
 
 def translate_go_template(source: str) -> str:
