@@ -9,36 +9,44 @@ tests/cluster:
   service account and of nothing else, so the operator's requests are counted exactly, by verb and resource;
 - the service CIDR is a /16 instead of the tests' /24, whose ~250 ClusterIPs cannot hold 500 Services;
 - extra kwok CPU nodes (110 pods each) so that hundreds of one-replica SLMDeployments fit.
+
+The client rate limits of kube-controller-manager and kube-scheduler are explicit flags (``cluster.ClientLimits``):
+the benchmark runs with Kubernetes' defaults and with a raised setting.
+
+``AsyncKube`` is the bare client of the baseline: server-side apply over one aiohttp session, nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
 import math
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/ holds the `cluster` package
 
-from cluster import ControlPlane, TestNode, kube  # noqa: E402
+from cluster import ClientLimits, ControlPlane, TestNode, kube  # noqa: E402
 from cluster.processes import Process, free_ports  # noqa: E402
 from slm_operator.api.enums import Accelerator  # noqa: E402
 
@@ -46,6 +54,7 @@ __all__ = [
     "OPERATOR_NAMESPACE",
     "OPERATOR_USER",
     "REPO_ROOT",
+    "AsyncKube",
     "AuditedControlPlane",
     "BenchOperator",
     "Request",
@@ -90,8 +99,14 @@ class AuditedControlPlane(ControlPlane):
 
     Its components die with this Python process (``attached``), so a killed benchmark leaves none behind."""
 
-    def __init__(self, state_dir: Path, extra_nodes: tuple[TestNode, ...], progress: Progress) -> None:
-        super().__init__(state_dir, progress=progress, attached=True)
+    def __init__(
+        self,
+        state_dir: Path,
+        extra_nodes: tuple[TestNode, ...],
+        progress: Progress,
+        client_limits: ClientLimits | None = None,
+    ) -> None:
+        super().__init__(state_dir, progress=progress, attached=True, client_limits=client_limits)
         self.extra_nodes = extra_nodes
         audit = (
             f"--audit-policy-file={self.audit_policy}",
@@ -260,6 +275,11 @@ class BenchOperator:
                 fields[key] = int(value.split()[0]) / 1024  # kB
         return fields["VmRSS"], fields["VmHWM"]
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the operator process so far (/proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text(encoding="utf-8").rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return ""
@@ -284,9 +304,11 @@ class Request:
     verb: str  # as apiserver_request_total names it: GET LIST WATCH POST PUT PATCH DELETE DELETECOLLECTION
     resource: str  # "deployments", "slmdeployments/status", "leases"; the path for non-resource requests
     namespace: str
+    name: str
     user_agent: str
     code: int
     received: float  # seconds since the epoch
+    completed: float  # when the apiserver answered (its stageTimestamp), seconds since the epoch
 
     @property
     def write(self) -> bool:
@@ -324,9 +346,11 @@ def _request(event: dict[str, Any]) -> Request:
         verb=_VERBS.get(event.get("verb", ""), str(event.get("verb", "")).upper()),
         resource=resource or event.get("requestURI", "").split("?")[0],
         namespace=ref.get("namespace", ""),
+        name=ref.get("name", ""),
         user_agent=event.get("userAgent", ""),
         code=int((event.get("responseStatus") or {}).get("code", 0)),
         received=_timestamp(event["requestReceivedTimestamp"]),
+        completed=_timestamp(event.get("stageTimestamp") or event["requestReceivedTimestamp"]),
     )
 
 
@@ -346,3 +370,75 @@ def audit_requests(path: Path, user: str = OPERATOR_USER) -> list[Request]:
             seen.add(event["auditID"])
             requests.append(_request(event))
     return requests
+
+
+# Plural of every kind the renderer makes, and of SLMDeployments: the bare client needs no discovery.
+_PLURALS = {
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Service": "services",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
+    "ServiceMonitor": "servicemonitors",
+    "SLMDeployment": "slmdeployments",
+}
+
+
+def object_path(manifest: dict[str, Any]) -> str:
+    """The REST path of a namespaced object."""
+    api_version, meta = manifest["apiVersion"], manifest["metadata"]
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{meta['namespace']}/{_PLURALS[manifest['kind']]}/{meta['name']}"
+
+
+class AsyncKube:
+    """A plain async client (one aiohttp session, the admin kubeconfig's credentials) that server-side applies
+    manifests with a fixed number of requests in flight: the bare client the operator is measured against."""
+
+    def __init__(self, kubeconfig: Path, field_manager: str = "slm-bench-bare") -> None:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call,unused-ignore]
+        self._host = configuration.host
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        self._ssl = context
+        self._headers = {"Content-Type": "application/apply-patch+yaml"}
+        token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+        if token:
+            self._headers["Authorization"] = token
+        self._field_manager = field_manager
+
+    async def _apply_one(self, session: aiohttp.ClientSession, manifest: dict[str, Any]) -> None:
+        params = {"fieldManager": self._field_manager, "force": "true"}
+        body = json.dumps(manifest)  # JSON is YAML
+        for attempt in range(5):
+            async with session.patch(self._host + object_path(manifest), params=params, data=body) as reply:
+                if reply.status < 300:
+                    await reply.read()
+                    return
+                text = await reply.text()
+                if reply.status not in (409, 429, 500, 503, 504) or attempt == 4:
+                    raise RuntimeError(f"apply {object_path(manifest)}: HTTP {reply.status}: {text[:300]}")
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _apply_all(self, manifests: Sequence[dict[str, Any]], concurrency: int) -> tuple[float, float]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for manifest in manifests:
+            queue.put_nowait(manifest)
+        connector = aiohttp.TCPConnector(ssl=self._ssl, limit=concurrency)
+        async with aiohttp.ClientSession(headers=self._headers, connector=connector) as session:
+
+            async def worker() -> None:
+                while not queue.empty():
+                    await self._apply_one(session, queue.get_nowait())
+
+            began = time.time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return began, time.time()
+
+    def apply_all(self, manifests: Sequence[dict[str, Any]], concurrency: int) -> tuple[float, float]:
+        """Apply every manifest, `concurrency` requests in flight; (first request, last answer) in epoch seconds."""
+        return asyncio.run(self._apply_all(manifests, concurrency))

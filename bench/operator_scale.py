@@ -1,9 +1,21 @@
 #!/usr/bin/env python3
-"""The operator at scale (issue 9): N SLMDeployments applied to a real control plane, timed and counted.
+"""The operator at scale (issues 9, 18): N SLMDeployments applied to a real control plane, timed and counted, against
+a bare client applying the same objects to the same control plane in the same run.
 
-    .venv/bin/python bench/operator_scale.py                          # 1 10 100 500: 11 min on 2 busy cores
-    .venv/bin/python bench/operator_scale.py --counts 1 10 --runs 1   # a quick look
+    .venv/bin/python bench/operator_scale.py                                   # 1 ... 1000, default and raised limits
+    .venv/bin/python bench/operator_scale.py --counts 1 10 --limits default    # a quick look
     .venv/bin/python bench/operator_scale.py --counts 500 --runs-large 3 --steady-seconds 60
+
+The baseline (issue 18): before each operator run of N, the objects that `render_all` makes for the same N
+SLMDeployments (without owner references: no SLMDeployment exists to own them) are server-side applied by a plain
+aiohttp client (_cluster.AsyncKube) with the number of requests in flight that applied fastest in a sweep at the
+start (--concurrency; the benchmark's own creates of SLMDeployments use it too). Reported: objects/s of each
+(apply_throughput_ratio = operator ÷ bare), and the bare client's time until every Deployment is Available against
+the operator's time until every SLMDeployment is Ready (ready_over_available). Each --limits setting (the client
+rate limits of kube-controller-manager and kube-scheduler, cluster.ClientLimits: Kubernetes' defaults, or raised
+tenfold) gets its own control plane. After each operator run the operator is restarted over the Ready
+SLMDeployments: time until it has reconciled each once, and its writes meanwhile (restart); idle_cpu_percent is the
+operator's CPU in the steady window.
 
 One control plane for the whole benchmark (tests/cluster: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok nodes; built by `make cluster-bins`), under .state/bench/cluster-<pid>/ and stopped at
@@ -17,7 +29,8 @@ and the SLMDeployments and namespace deleted; the next run creates nothing befor
 removed every Deployment, ReplicaSet, Service and Pod they owned. One SLMDeployment is created and deleted
 before the first run (no operator running) because the apiserver's first create of a new kind is slow.
 A count runs --runs times (--runs-large times from --large-from SLMDeployments on); each figure is the median
-with min and max over the runs.
+with min and max over the runs. seconds_to_applied / operator_objects_per_second: from the first create until
+the first apply of the last owned object was answered (audit log), and the owned objects per second that gives.
 
 The figures:
 
@@ -47,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import os
@@ -69,6 +83,7 @@ from typing import Any
 import yaml
 from _cluster import (
     REPO_ROOT,
+    AsyncKube,
     AuditedControlPlane,
     BenchOperator,
     Request,
@@ -81,16 +96,21 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import kube, load_versions
+from cluster import ClientLimits, kube, load_versions
 from cluster.controlplane import reap_stale
 from cluster.paths import BUILD_SCRIPT
+from slm_operator.api.enums import Accelerator
+from slm_operator.api.errors import validate_manifest
 from slm_operator.api.resource import GROUP, PLURAL, VERSION
 from slm_operator.crd import crd_manifest
+from slm_operator.render import RenderOptions, render_all
+from slm_operator.settings import OperatorSettings
 
 BENCH_STATE = REPO_ROOT / ".state" / "bench"
 EXAMPLE = REPO_ROOT / "examples" / "gemma3-270m.yaml"
 SMALL_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 MANAGED = "app.kubernetes.io/managed-by=slm-operator"
+LIMITS = {"default": ClientLimits(), "raised": ClientLimits.raised()}
 USER_AGENT = "slm-bench/operator-scale"
 _START = time.monotonic()
 
@@ -106,8 +126,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100, 500], help="SLMDeployments per run")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each count below --large-from")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100, 500, 1000], help="SLMDeployments per run")
+    parser.add_argument(
+        "--limits",
+        nargs="+",
+        choices=sorted(LIMITS),
+        default=["default", "raised"],
+        help="client rate limits of kube-controller-manager and kube-scheduler: one control plane each",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[4, 16, 64],
+        help="requests in flight tried for the bare client (and the benchmark's creates); the fastest is used",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare-client baseline runs")
+    parser.add_argument("--no-restart", action="store_true", help="skip the operator restart after each run")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each count below --large-from")
     parser.add_argument("--runs-large", type=int, default=1, help="runs of each count from --large-from on")
     parser.add_argument("--large-from", type=int, default=500, help="counts from here on run --runs-large times")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="steady-state window after Ready")
@@ -295,6 +331,14 @@ class RunResult:
     rss_mib: float
     peak_rss_mib: float
     operator_writes: dict[str, int] = field(default_factory=dict)  # slm_operator_api_writes_total by verb/kind
+    objects_applied: int = 0  # distinct owned objects the operator applied
+    seconds_to_applied: float = 0.0  # from the first create until the last owned object's first apply answered
+    idle_cpu_share: float = 0.0  # operator CPU seconds per second in the steady window
+    restart: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.objects_applied / self.seconds_to_applied if self.seconds_to_applied else float("nan")
 
     @property
     def api_requests_total(self) -> int:
@@ -393,22 +437,126 @@ def trackers(api: client.ApiClient, namespace: str, count: int) -> Iterator[tupl
 
 @dataclass(frozen=True)
 class Context:
-    """What every run needs: the cluster, the operator's credentials, the settings."""
+    """What every run needs: the cluster, the operator's credentials, the bare client, the settings."""
 
     api: client.ApiClient
     plane: AuditedControlPlane
     operator_kubeconfig: Path
     args: argparse.Namespace
+    bare: AsyncKube
+    concurrency: int  # the bare client's best (also used for the benchmark's own creates of SLMDeployments)
+    sweep: dict[int, float] = field(default_factory=dict)  # objects/s of the bare client by requests in flight
 
 
-def run_once(ctx: Context, count: int, index: int, previous: str | None, last: bool) -> tuple[RunResult, str]:
-    """One fresh namespace and operator, `count` SLMDeployments applied, timed and counted. The namespace of
-    the previous run goes away while this operator starts; nothing is created before it is gone."""
+# ---- the bare-client baseline ---------------------------------------------------------------------------------
+
+
+def bare_manifests(namespace: str, count: int, replicas: int | None = None) -> list[dict[str, Any]]:
+    """What the operator renders for `count` SLMDeployments (render_all, the first reconcile's options), without
+    the owner reference: there is no SLMDeployment to own them, and the garbage collector would delete them."""
+    settings = OperatorSettings()
+    options = RenderOptions(Accelerator.CPU, served_once=False)
+    objects = []
+    for manifest in slm_manifests(count):
+        manifest["metadata"]["namespace"] = namespace
+        for obj in render_all(validate_manifest(manifest), settings, options):
+            if replicas is not None and obj["kind"] == "Deployment":
+                obj["spec"]["replicas"] = replicas
+            objects.append(obj)
+    return objects
+
+
+def deployment_available(deployment: dict[str, Any]) -> bool:
+    """Available, every replica ready and updated, for the current generation: what the operator calls Ready."""
+    status = deployment.get("status") or {}
+    replicas = int((deployment.get("spec") or {}).get("replicas", 1))
+    available = any(c.get("type") == "Available" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return bool(
+        available
+        and status.get("observedGeneration") == deployment["metadata"]["generation"]
+        and int(status.get("readyReplicas") or 0) >= replicas
+        and int(status.get("updatedReplicas") or 0) >= replicas
+    )
+
+
+SWEEP_COUNT = 100
+
+
+def wait_gone(api: client.ApiClient, namespace: str) -> None:
+    wait_for(f"the objects of namespace {namespace} to go", lambda: emptied(api, namespace), 300, 0.5)
+
+
+def sweep(api: client.ApiClient, bare: AsyncKube, levels: Sequence[int]) -> tuple[int, dict[int, float]]:
+    """The bare client's apply throughput (objects/s) at each concurrency, applying what 100 SLMDeployments
+    render (Deployments at 0 replicas, so no pods load the controllers meanwhile) into a fresh namespace each;
+    the fastest level and every level's rate."""
+    rates: dict[int, float] = {}
+    previous: str | None = None
+    for level in levels:
+        namespace = f"bench-sweep-{level}-{uuid.uuid4().hex[:4]}"
+        create_namespace(api, namespace)
+        if previous:
+            wait_gone(api, previous)
+        objects = bare_manifests(namespace, SWEEP_COUNT, replicas=0)
+        began, ended = bare.apply_all(objects, level)
+        rates[level] = round(len(objects) / (ended - began), 1)
+        progress(f"  bare client, {level} in flight: {rates[level]:.0f} objects/s")
+        clear_namespace(api, namespace)
+        previous = namespace
+    if previous:
+        wait_gone(api, previous)
+    return max(rates, key=lambda level: rates[level]), rates
+
+
+@dataclass
+class BareResult:
+    count: int
+    objects: int
+    seconds_to_applied: float
+    seconds_to_available: float
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.objects / self.seconds_to_applied
+
+
+def run_bare(ctx: Context, count: int, index: int, previous: str | None) -> tuple[BareResult, str]:
+    """The rendered objects of `count` SLMDeployments applied by the bare client into a fresh namespace: how
+    long the applies took, and until every Deployment was Available (the same controllers and scheduler)."""
+    namespace = f"bare-{count}-{index}-{uuid.uuid4().hex[:4]}"
+    create_namespace(ctx.api, namespace)
+    if previous:
+        wait_for(f"the objects of namespace {previous} to go", lambda: emptied(ctx.api, previous), 300, 0.5)
+    objects = bare_manifests(namespace, count)
+    tracker = Tracker(ctx.api, ("apps", "v1", "deployments"), namespace, deployment_available, MANAGED)
+    tracker.start(count)
+    try:
+        began, applied = ctx.bare.apply_all(objects, ctx.concurrency)
+        available = tracker.wait(ctx.args.timeout, lambda: None)
+    finally:
+        tracker.stop()
+    clear_namespace(ctx.api, namespace)
+    result = BareResult(count, len(objects), applied - began, available - began)
+    progress(
+        f"  bare: {len(objects)} objects applied in {result.seconds_to_applied:.1f}s "
+        f"({result.objects_per_second:.0f}/s), all Available after {result.seconds_to_available:.1f}s"
+    )
+    return result, namespace
+
+
+# ---- one operator run -----------------------------------------------------------------------------------------
+
+
+def run_once(ctx: Context, count: int, index: int, previous: str | None) -> tuple[RunResult, str]:
+    """One fresh namespace and operator, `count` SLMDeployments applied, timed and counted, then the operator
+    restarted over them. The namespace of the previous run goes away while this operator starts; nothing is
+    created before it is gone."""
     tag = f"{count}-{index}-{uuid.uuid4().hex[:4]}"
     namespace = f"bench-{tag}"
     work = ctx.plane.state_dir / "runs" / tag
     work.mkdir(parents=True)
-    operator = BenchOperator(ctx.operator_kubeconfig, work, f"slm-operator-{tag}", ctx.args.resync_seconds)
+    lease = f"slm-operator-{tag}"
+    operator = BenchOperator(ctx.operator_kubeconfig, work, lease, ctx.args.resync_seconds)
     began = time.time()
     operator.start()
     try:
@@ -420,8 +568,9 @@ def run_once(ctx: Context, count: int, index: int, previous: str | None, last: b
         result = measure(ctx, operator, namespace, count)
     finally:
         operator.stop()
-    if not last:  # after the last run (or a failure) the whole control plane goes instead
-        clear_namespace(ctx.api, namespace)
+    if not ctx.args.no_restart:
+        result.restart = restart(ctx, work / "restart", lease, namespace, count)
+    clear_namespace(ctx.api, namespace)
     return result, namespace
 
 
@@ -437,14 +586,30 @@ def wait_watching(audit_log: Path, since: float, operator: BenchOperator, timeou
     wait_for("the operator to watch SLMDeployments", watching, timeout)
 
 
+def slm_objects(namespace: str, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**m, "metadata": {**m["metadata"], "namespace": namespace}} for m in manifests]
+
+
+_NOT_OWNED = {PLURAL, f"{PLURAL}/status", "events", "leases"}
+
+
+def first_applies(requests: list[Request]) -> dict[tuple[str, str], float]:
+    """When each owned object was first applied (the answer's time), by (resource, name)."""
+    firsts: dict[tuple[str, str], float] = {}
+    for r in requests:
+        if r.verb == "PATCH" and r.resource not in _NOT_OWNED and r.code < 300:
+            key = (r.resource, r.name)
+            firsts[key] = min(firsts.get(key, r.completed), r.completed)
+    return firsts
+
+
 def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -> RunResult:
     args, audit_log = ctx.args, ctx.plane.audit_log
-    manifests = slm_manifests(count)
+    manifests = slm_objects(namespace, slm_manifests(count))
     with trackers(ctx.api, namespace, count) as (deployments, slms):
         reconciles_before, writes_before = operator_counters(operator)
-        started = time.time()
-        create_slms(ctx.api, namespace, manifests)
-        progress(f"  created {count} SLMDeployments in {time.time() - started:.1f}s; waiting for Ready")
+        started, created = ctx.bare.apply_all(manifests, ctx.concurrency)
+        progress(f"  created {count} SLMDeployments in {created - started:.1f}s; waiting for Ready")
         deployed = deployments.wait(args.timeout, operator.check_alive)
         ready = slms.wait(max(1.0, args.timeout - (time.time() - started)), operator.check_alive)
     settled = wait_quiet(audit_log, args.settle_seconds, args.settle_limit)
@@ -453,12 +618,15 @@ def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -
         f"  Ready after {ready - started:.1f}s, quiet after {settled - started:.1f}s; "
         f"steady state for {args.steady_seconds:g}s"
     )
+    cpu_before, steady_began = operator.cpu_seconds(), time.time()
     time.sleep(args.steady_seconds)
     steady_end = time.time()
+    idle_cpu = (operator.cpu_seconds() - cpu_before) / (steady_end - steady_began)
     reconciles_end, _ = operator_counters(operator)
     rss, peak = operator.memory_mib()
     applying = requests_between(audit_log, started, settled)
     steady = [r for r in requests_between(audit_log, settled, steady_end) if r.write]
+    applies = first_applies(applying)
     return RunResult(
         count=count,
         seconds_to_deployments=deployed - started,
@@ -475,7 +643,63 @@ def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -
         operator_writes={
             k: v - writes_before.get(k, 0) for k, v in writes_settled.items() if v > writes_before.get(k, 0)
         },
+        objects_applied=len(applies),
+        seconds_to_applied=max(applies.values(), default=started) - started,
+        idle_cpu_share=idle_cpu,
     )
+
+
+def full_list_seconds(api: client.ApiClient, namespace: str) -> float:
+    """How long one full list of what the operator watches in the namespace takes this (admin) client:
+    SLMDeployments, Deployments, Services, Pods, parsed into dicts."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    listings: list[Callable[..., Any]] = [
+        apps.list_namespaced_deployment,
+        core.list_namespaced_service,
+        core.list_namespaced_pod,
+    ]
+    began = time.perf_counter()
+    client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    for list_objects in listings:
+        json.loads(list_objects(namespace, _preload_content=False).data)
+    return time.perf_counter() - began
+
+
+def restart(ctx: Context, work: Path, lease: str, namespace: str, count: int) -> dict[str, Any]:
+    """A new operator process over the `count` Ready SLMDeployments: how long until it has reconciled each
+    once, and what it wrote meanwhile (nothing, for objects already as desired)."""
+    work.mkdir(parents=True)
+    operator = BenchOperator(ctx.operator_kubeconfig, work, lease, ctx.args.resync_seconds)
+    began = time.time()
+    operator.start()
+    try:
+        operator.wait_leading(120)
+        led = time.time()
+        wait_for(
+            f"the restarted operator to reconcile {count} SLMDeployments",
+            lambda: operator_counters(operator)[0] >= count,
+            ctx.args.timeout,
+            0.2,
+        )
+        reconciled = time.time()
+        time.sleep(ctx.args.settle_seconds)
+        requests = [r for r in requests_between(ctx.plane.audit_log, began, time.time()) if not r.lease]
+        rss, _ = operator.memory_mib()
+    finally:
+        operator.stop()
+    listing = statistics.median(full_list_seconds(ctx.api, namespace) for _ in range(3))
+    writes = [r for r in requests if r.write]
+    result = {
+        "seconds_to_reconciled": round(reconciled - began, 3),
+        "seconds_leading_to_reconciled": round(reconciled - led, 3),
+        "full_list_seconds": round(listing, 3),
+        "writes": len(writes),
+        "writes_by_resource": by_resource(tally(writes)),
+        "requests_by_resource": by_resource(tally(requests)),
+        "rss_mib": round(rss, 1),
+    }
+    progress(f"  restart: {json.dumps(result)}")
+    return result
 
 
 # ---- summarising --------------------------------------------------------------------------------------------------
@@ -506,9 +730,14 @@ def by_resource(requests: Counter[tuple[str, str]]) -> dict[str, int]:
     return {f"{verb} {resource}": n for (verb, resource), n in sorted(requests.items())}
 
 
-def summarise(count: int, runs: list[RunResult]) -> dict[str, Any]:
+def per_slm(requests: Counter[tuple[str, str]], count: int) -> dict[str, float]:
+    return {f"{verb} {resource}": round(n / count, 2) for (verb, resource), n in sorted(requests.items())}
+
+
+def summarise(count: int, runs: list[RunResult], bare: list[BareResult]) -> dict[str, Any]:
     middle = median_run(runs)
-    return {
+    writes = Counter({k: v for k, v in middle.api_requests.items() if k[0] in ("POST", "PUT", "PATCH", "DELETE")})
+    summary: dict[str, Any] = {
         "count": count,
         "runs": len(runs),
         "seconds_to_deployments": spread([r.seconds_to_deployments for r in runs]),
@@ -518,6 +747,10 @@ def summarise(count: int, runs: list[RunResult]) -> dict[str, Any]:
         "steady_state_writes": spread([sum(r.steady_writes.values()) for r in runs]),
         "operator_rss_mib": spread([r.rss_mib for r in runs], 1),
         "operator_peak_rss_mib": spread([r.peak_rss_mib for r in runs], 1),
+        "idle_cpu_percent": spread([100 * r.idle_cpu_share for r in runs], 2),
+        "operator_objects_per_second": spread([r.objects_per_second for r in runs], 1),
+        "writes_per_slm": round(sum(writes.values()) / count, 2),
+        "requests_per_slm_by_resource": per_slm(middle.api_requests, count),
         # beyond the agreed shape: the detail behind the figures
         "api_requests_per_reconcile": spread([r.api_requests_per_reconcile for r in runs]),
         "reconciles": spread([float(r.reconciles) for r in runs], 1),
@@ -529,6 +762,23 @@ def summarise(count: int, runs: list[RunResult]) -> dict[str, Any]:
         "steady_state_writes_by_resource": by_resource(sum((r.steady_writes for r in runs), Counter())),
         "samples": [sample(r) for r in runs],
     }
+    restarts = [r.restart for r in runs if r.restart]
+    if restarts:
+        summary["restart"] = restarts[len(restarts) // 2]
+        summary["restart_writes"] = spread([float(r["writes"]) for r in restarts], 1)
+    if bare:
+        bare_rate = statistics.median(b.objects_per_second for b in bare)
+        bare_available = statistics.median(b.seconds_to_available for b in bare)
+        summary["bare"] = {
+            "runs": len(bare),
+            "objects": bare[0].objects,
+            "seconds_to_applied": spread([b.seconds_to_applied for b in bare]),
+            "objects_per_second": spread([b.objects_per_second for b in bare], 1),
+            "seconds_to_available": spread([b.seconds_to_available for b in bare]),
+        }
+        summary["apply_throughput_ratio"] = round(summary["operator_objects_per_second"]["median"] / bare_rate, 3)
+        summary["ready_over_available"] = round(summary["seconds_to_ready"]["median"] / bare_available, 3)
+    return summary
 
 
 def sample(run: RunResult) -> dict[str, Any]:
@@ -536,9 +786,12 @@ def sample(run: RunResult) -> dict[str, Any]:
         "seconds_to_deployments": round(run.seconds_to_deployments, 3),
         "seconds_to_ready": round(run.seconds_to_ready, 3),
         "seconds_to_settled": round(run.seconds_to_settled, 3),
+        "seconds_to_applied": round(run.seconds_to_applied, 3),
+        "objects_applied": run.objects_applied,
         "api_requests": run.api_requests_total,
         "reconciles": run.reconciles,
         "steady_state_writes": sum(run.steady_writes.values()),
+        "idle_cpu_percent": round(100 * run.idle_cpu_share, 2),
         "operator_rss_mib": round(run.rss_mib, 1),
         "operator_peak_rss_mib": round(run.peak_rss_mib, 1),
     }
@@ -564,14 +817,16 @@ class Started:
 
 
 def report(
-    args: argparse.Namespace, started: Started, results: list[dict[str, Any]], wall: float, error: str | None
+    args: argparse.Namespace, started: Started, settings: list[dict[str, Any]], wall: float, error: str | None
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": "operator_scale",
         "runs": {"small": args.runs, "large": args.runs_large},
         "steady_seconds": args.steady_seconds,
         "versions": versions(),
-        "results": results,
+        # one entry per client-rate-limit setting of kube-controller-manager and kube-scheduler
+        "settings": settings,
+        "results": settings[0]["results"] if settings else [],
         "date": started.date,
         "machine": machine(),
         "load_before": started.load_before,
@@ -587,16 +842,22 @@ def report(
     return document
 
 
-def print_summary(results: list[dict[str, Any]], wall: float) -> None:
-    header = f"{'count':>5} {'runs':>4} {'deploys s':>10} {'ready s':>9} {'req/slm':>8} {'req/rec':>8} "
-    print(header + f"{'steady w':>8} {'rss MiB':>8} {'peak MiB':>8}")
-    for r in results:
-        print(
-            f"{r['count']:>5} {r['runs']:>4} {r['seconds_to_deployments']['median']:>10.2f} "
-            f"{r['seconds_to_ready']['median']:>9.2f} {r['api_requests_per_slm']['median']:>8.2f} "
-            f"{r['api_requests_per_reconcile']['median']:>8.2f} {r['steady_state_writes']['median']:>8g} "
-            f"{r['operator_rss_mib']['median']:>8.1f} {r['operator_peak_rss_mib']['median']:>8.1f}"
-        )
+def print_summary(settings: list[dict[str, Any]], wall: float) -> None:
+    header = f"{'limits':>7} {'count':>5} {'ready s':>8} {'bare s':>7} {'ratio':>6} {'apply/s':>8} {'bare/s':>7} "
+    print(header + f"{'ratio':>6} {'w/slm':>6} {'steady w':>8} {'idle %':>7} {'rss MiB':>8} {'restart w':>9}")
+    for setting in settings:
+        for r in setting["results"]:
+            bare = r.get("bare") or {}
+            print(
+                f"{setting['name']:>7} {r['count']:>5} {r['seconds_to_ready']['median']:>8.2f} "
+                f"{(bare.get('seconds_to_available') or {}).get('median', float('nan')):>7.2f} "
+                f"{r.get('ready_over_available', float('nan')):>6.2f} "
+                f"{r['operator_objects_per_second']['median']:>8.1f} "
+                f"{(bare.get('objects_per_second') or {}).get('median', float('nan')):>7.1f} "
+                f"{r.get('apply_throughput_ratio', float('nan')):>6.2f} {r['writes_per_slm']:>6.2f} "
+                f"{r['steady_state_writes']['median']:>8g} {r['idle_cpu_percent']['median']:>7.2f} "
+                f"{r['operator_rss_mib']['median']:>8.1f} {(r.get('restart') or {}).get('writes', '-')!s:>9}"
+            )
     print(f"medians; wall time {wall:.0f}s")
 
 
@@ -608,11 +869,14 @@ def _interrupt(signum: int, _: FrameType | None) -> None:
 
 
 @contextmanager
-def bench_cluster(args: argparse.Namespace) -> Iterator[Context]:
-    """A fresh control plane with the CRD and the operator's identity; stopped (and by default deleted) after."""
+def bench_cluster(args: argparse.Namespace, limits: str) -> Iterator[Context]:
+    """A fresh control plane with the CRD and the operator's identity, the controller-manager's and scheduler's
+    client rate limits set to `limits`; stopped (and by default deleted) after."""
     for stale in reap_stale(BENCH_STATE, prefix="cluster-"):
         progress(f"stopped a control plane left by a dead benchmark: {stale}")
-    plane = AuditedControlPlane(BENCH_STATE / f"cluster-{os.getpid()}", cpu_nodes_for(max(args.counts)), progress)
+    plane = AuditedControlPlane(
+        BENCH_STATE / f"cluster-{os.getpid()}-{limits}", cpu_nodes_for(max(args.counts)), progress, LIMITS[limits]
+    )
     if plane.bins.missing():
         raise SystemExit(f"control-plane binaries missing; build them with `make cluster-bins` ({BUILD_SCRIPT})")
     failed = True
@@ -623,7 +887,12 @@ def bench_cluster(args: argparse.Namespace) -> Iterator[Context]:
             install_crd(api)
             warm_up(api)
             kubeconfig = write_operator_kubeconfig(api, plane.kubeconfig, plane.state_dir / "operator.kubeconfig")
-            yield Context(api, plane, kubeconfig, args)
+            bare = AsyncKube(plane.kubeconfig)
+            concurrency, rates = sweep(api, bare, args.concurrency)
+            progress(f"the bare client applies fastest with {concurrency} requests in flight")
+            ctx = Context(api, plane, kubeconfig, args, bare, concurrency)
+            ctx.sweep.update(rates)
+            yield ctx
         failed = False
     finally:
         plane.stop()
@@ -633,34 +902,64 @@ def bench_cluster(args: argparse.Namespace) -> Iterator[Context]:
             plane.destroy()
 
 
+def run_setting(
+    args: argparse.Namespace,
+    limits: str,
+    plan: list[tuple[int, int]],
+    setting: dict[str, Any],
+    checkpoint: Callable[[], None],
+) -> None:
+    """Every count on one control plane: the bare client's runs, then the operator's, per count; `checkpoint`
+    after each count writes what is done so far."""
+    with bench_cluster(args, limits) as ctx:
+        setting["bare_concurrency"] = ctx.concurrency
+        setting["bare_sweep_objects_per_second"] = {str(k): v for k, v in ctx.sweep.items()}
+        previous: str | None = None
+        for count, runs in plan:
+            outcomes, bare = [], []
+            for index in range(runs):
+                if not args.no_baseline:
+                    progress(f"[{limits}] bare client: {count} SLMDeployments' objects ({index + 1}/{runs})")
+                    bare_outcome, previous = run_bare(ctx, count, index, previous)
+                    bare.append(bare_outcome)
+                progress(f"[{limits}] operator: {count} SLMDeployments ({index + 1}/{runs})")
+                outcome, previous = run_once(ctx, count, index, previous)
+                outcomes.append(outcome)
+                progress(f"  {json.dumps(sample(outcome))}")
+            setting["results"].append(summarise(count, outcomes, bare))
+            checkpoint()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     started = Started(datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), load_average())
     plan = [(count, runs_for(count, args)) for count in args.counts]
-    total = sum(runs for _, runs in plan)
-    results: list[dict[str, Any]] = []
+    settings: list[dict[str, Any]] = []
     error: str | None = None
-    done, previous = 0, None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint() -> None:
+        wall = time.monotonic() - _START
+        document = report(args, started, settings, wall, "interrupted: partial results")
+        args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
     try:
-        with bench_cluster(args) as ctx:
-            for count, runs in plan:
-                outcomes = []
-                for index in range(runs):
-                    done += 1
-                    progress(f"run {done}/{total}: {count} SLMDeployments ({index + 1}/{runs})")
-                    outcome, previous = run_once(ctx, count, index, previous, last=done == total)
-                    outcomes.append(outcome)
-                    progress(f"  {json.dumps(sample(outcome))}")
-                results.append(summarise(count, outcomes))
+        for limits in args.limits:
+            setting: dict[str, Any] = {
+                "name": limits,
+                "client_limits": dataclasses.asdict(LIMITS[limits]),
+                "results": [],
+            }
+            settings.append(setting)
+            run_setting(args, limits, plan, setting, checkpoint)
     except (Exception, KeyboardInterrupt) as exc:
         error = f"{type(exc).__name__}: {exc}"
         progress(f"stopped: {error}")
     wall = time.monotonic() - _START
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report(args, started, results, wall, error), indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(report(args, started, settings, wall, error), indent=2) + "\n", encoding="utf-8")
     progress(f"wrote {args.out}")
-    print_summary(results, wall)
+    print_summary(settings, wall)
     return 1 if error else 0
 
 
