@@ -6,9 +6,14 @@ tests and benchmarks prove that a steady state writes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import ssl
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -17,7 +22,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from slm_operator.api.resource import GROUP, KIND, PLURAL, VERSION
 from slm_operator.controller import metrics
 
-__all__ = ["KubeClient", "load_kube_config"]
+__all__ = ["PLURALS", "ApiError", "AsyncWriter", "KubeClient", "Writes", "load_kube_config", "object_path"]
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +97,131 @@ class KubeClient:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# Plural of every kind the operator writes: the async writer needs no discovery round trip.
+PLURALS = {
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Service": "services",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
+    "ServiceMonitor": "servicemonitors",
+    KIND: PLURAL,
+}
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
+    """The REST path of a namespaced object of a kind in PLURALS."""
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}/{name}"
+
+
+@dataclass
+class Writes:
+    """The writes one reconcile decided, in order (an Applier that records; ``AsyncWriter`` sends them)."""
+
+    deletes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    applies: list[dict[str, Any]] = field(default_factory=list)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.applies.append(manifest)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.deletes.append((api_version, kind, namespace, name))
+
+
+class ApiError(RuntimeError):
+    def __init__(self, method: str, path: str, status: int, text: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {text[:500]}")
+        self.status = status
+
+
+class AsyncWriter:
+    """Server-side apply, delete and status patches over one aiohttp session on the operator's event loop: no
+    thread per request, no discovery, connections kept open. Credentials and TLS come from the same
+    ``client.Configuration`` as the synchronous client (in-cluster token, refreshed as it rotates, or the
+    kubeconfig's certificate or token)."""
+
+    def __init__(self, configuration: client.Configuration, field_manager: str, connections: int) -> None:
+        self._configuration = configuration
+        self._host = configuration.host.rstrip("/")
+        self._field_manager = field_manager
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        cfg = self._configuration
+        if not cfg.verify_ssl:
+            return False
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return context
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._connections)
+            timeout = aiohttp.ClientTimeout(total=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        token = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")  # refreshes
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    async def _send(self, method: str, path: str, content_type: str, body: Any, params: dict[str, str]) -> None:
+        data = json.dumps(body) if body is not None else None
+        session = self._session_now()
+        async with session.request(
+            method, self._host + path, params=params, data=data, headers=self._headers(content_type)
+        ) as reply:
+            if reply.status >= 300:
+                raise ApiError(method, path, reply.status, await reply.text())
+            await reply.read()
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        """Server-side apply under the operator's field manager, taking over conflicting fields."""
+        meta = manifest["metadata"]
+        path = object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        metrics.API_WRITES.labels(verb="apply", kind=manifest["kind"]).inc()
+        log.info("apply %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
+        params = {"fieldManager": self._field_manager, "force": "true"}
+        await self._send("PATCH", path, "application/apply-patch+yaml", manifest, params)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete an object (its dependents in the background), ignoring one that is already gone."""
+        metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
+        log.info("delete %s %s/%s", kind, namespace, name)
+        try:
+            await self._send("DELETE", object_path(api_version, kind, namespace, name), "application/json", None, {})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_slm_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge ``status`` into an SLMDeployment's status subresource, ignoring one that is already gone."""
+        metrics.API_WRITES.labels(verb="patch", kind=KIND).inc()
+        path = object_path(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status"
+        try:
+            await self._send("PATCH", path, "application/merge-patch+json", {"status": status}, {})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def write(self, writes: Writes) -> None:
+        """Deletions first (KEDA refuses a ScaledObject whose Deployment another HPA still targets), then the
+        applies, all at once (nothing needs another to exist first: a pod waits for its claim, an HPA for its
+        target)."""
+        for api_version, kind, namespace, name in writes.deletes:
+            await self.delete(api_version, kind, namespace, name)
+        await asyncio.gather(*(self.apply(manifest) for manifest in writes.applies))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
