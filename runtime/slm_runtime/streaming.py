@@ -1,26 +1,33 @@
-"""HTTP plumbing shared by both APIs: the response to a generation (:func:`respond`: streamed once admitted, or
-whole; HTTP 499 when the client left first), disconnect-aware collection, errors midway as a stream's last
-chunk, and a streaming response that always closes its generator (which stops the engine and frees the slot)."""
+"""HTTP plumbing shared by both APIs: the response to the answers of a request (:func:`respond`: streamed once one
+choice is admitted, or whole; HTTP 499 when the client left first), disconnect-aware collection, errors midway as a
+stream's last chunk, and a streaming response that always closes its generator (which stops the engine and frees the
+slot)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from slm_runtime.answers import Answer, AnswerEvent, Delta, Finished
 from slm_runtime.errors import ApiFlavor, as_api_error, stream_error_chunk
-from slm_runtime.generation import Admitted, GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import Admitted
+from slm_runtime.residency import Residency
 
 __all__ = [
     "CLIENT_CLOSED",
     "ClosingStreamingResponse",
+    "Events",
+    "StreamEncoder",
     "encoded",
     "error_terminated",
+    "held",
     "respond",
     "rfc3339_now",
 ]
@@ -30,7 +37,8 @@ CLIENT_CLOSED = 499
 
 _DISCONNECT_POLL_SECONDS = 0.25
 
-Events = AsyncGenerator[GenerationEvent, None]
+Events = AsyncGenerator[tuple[int, AnswerEvent], None]
+"""The events of a request's choices, each with its choice's index (:func:`slm_runtime.answers.merged`)."""
 
 
 def rfc3339_now() -> str:
@@ -38,7 +46,9 @@ def rfc3339_now() -> str:
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that closes its body iterator however the response ends."""
+    """A StreamingResponse that closes its body iterator however the response ends, then calls ``on_close``."""
+
+    on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -48,6 +58,24 @@ class ClosingStreamingResponse(StreamingResponse):
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+            if self.on_close is not None:
+                self.on_close()
+
+
+async def held(residency: Residency, keep_alive: float | None, response: Awaitable[Response]) -> Response:
+    """``response``, holding the model from now until it is sent (a stream: until its last chunk); then the
+    request's ``keep_alive`` applies (see :mod:`slm_runtime.residency`)."""
+    residency.hold()
+    try:
+        answer = await response
+    except BaseException:
+        residency.release(keep_alive)
+        raise
+    if isinstance(answer, ClosingStreamingResponse):
+        answer.on_close = lambda: residency.release(keep_alive)
+    else:
+        residency.release(keep_alive)
+    return answer
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -55,7 +83,7 @@ async def _until_disconnect(request: Request) -> None:
         await asyncio.sleep(_DISCONNECT_POLL_SECONDS)
 
 
-async def _next_or_disconnect(events: Events, request: Request) -> GenerationEvent | None:
+async def _next_or_disconnect(events: Events, request: Request) -> tuple[int, AnswerEvent] | None:
     """The next event, or None when the client went away first (the generator is then closed)."""
     step = asyncio.ensure_future(anext(events))
     watch = asyncio.ensure_future(_until_disconnect(request))
@@ -73,26 +101,28 @@ async def _next_or_disconnect(events: Events, request: Request) -> GenerationEve
 
 
 async def _admitted(events: Events, request: Request) -> Events | None:
-    """Run ``events`` up to admission (errors so far raise normally); None if the client left meanwhile."""
+    """Run ``events`` up to a first admission (errors so far raise normally); None if the client left meanwhile."""
     first = await _next_or_disconnect(events, request)
     if first is None:
         return None
-    if not isinstance(first, Admitted):  # pragma: no cover - the service always admits first
+    if not isinstance(first[1], Admitted):  # pragma: no cover - the service always admits first
         raise RuntimeError("generation did not start with admission")
     return events
 
 
-async def _collect(events: Events, request: Request) -> list[GenerationEvent] | None:
-    """Every event of a non-streaming generation; None (generation stopped) if the client disconnects."""
-    out: list[GenerationEvent] = []
+async def _collect(events: Events, request: Request, choices: int) -> list[Answer] | None:
+    """The answer of every choice, in order; None (generations stopped) if the client disconnects."""
+    answers: dict[int, Answer] = {}
     while True:
         try:
             event = await _next_or_disconnect(events, request)
         except StopAsyncIteration:
-            return out
+            return [answers[index] for index in range(choices)]
         if event is None:
             return None
-        out.append(event)
+        index, item = event
+        if isinstance(item, Finished):
+            answers[index] = item.answer
 
 
 async def respond(
@@ -101,39 +131,50 @@ async def respond(
     *,
     stream: bool,
     streamed: Callable[[Events], Response],
-    whole: Callable[[str, GenerationDone], Response],
+    whole: Callable[[list[Answer]], Response],
+    choices: int = 1,
 ) -> Response:
-    """The response to a generation: ``streamed(events)`` once admitted (errors before admission raise, so that
-    they get their HTTP status), or ``whole(text, done)`` once it is over; 499 when the client left first."""
+    """The response to a request's answers: ``streamed(events)`` once a choice is admitted (errors before that
+    raise, so that they get their HTTP status), or ``whole(answers)`` once all ``choices`` are over; 499 when the
+    client left first."""
     if stream:
         admitted = await _admitted(events, request)
         return Response(status_code=CLIENT_CLOSED) if admitted is None else streamed(admitted)
-    collected = await _collect(events, request)
-    if collected is None:
+    answers = await _collect(events, request, choices)
+    if answers is None:
         return Response(status_code=CLIENT_CLOSED)
-    text = "".join(e.text for e in collected if isinstance(e, TextChunk))
-    done = next(e for e in collected if isinstance(e, GenerationDone))
-    return whole(text, done)
+    return whole(answers)
 
 
-async def encoded(
-    events: Events,
-    *,
-    text: Callable[[str], bytes],
-    done: Callable[[GenerationDone], bytes],
-    head: bytes = b"",
-    tail: bytes = b"",
-) -> AsyncGenerator[bytes, None]:
-    """A stream's bytes in an API's wire format: ``head``, ``text(chunk)`` for each text chunk, ``done(end)`` for
-    the end, ``tail``. Closes ``events`` (which stops the generation) however the stream ends."""
+class StreamEncoder(Protocol):
+    """An API's stream format: bytes for its start, for each delta or end of a choice, and for its end."""
+
+    def head(self) -> bytes: ...
+
+    def delta(self, index: int, delta: Delta) -> bytes: ...
+
+    def finished(self, index: int, answer: Answer) -> bytes: ...
+
+    def tail(self) -> bytes: ...
+
+
+async def encoded(events: Events, encoder: StreamEncoder) -> AsyncGenerator[bytes, None]:
+    """A stream's bytes in an API's wire format. Closes ``events`` (which stops the generations) however the stream
+    ends."""
     try:
+        head = encoder.head()
         if head:
             yield head
-        async for event in events:
-            if isinstance(event, TextChunk):
-                yield text(event.text)
-            elif isinstance(event, GenerationDone):
-                yield done(event)
+        async for index, event in events:
+            if isinstance(event, Delta):
+                data = encoder.delta(index, event)
+            elif isinstance(event, Finished):
+                data = encoder.finished(index, event.answer)
+            else:
+                continue
+            if data:
+                yield data
+        tail = encoder.tail()
         if tail:
             yield tail
     finally:

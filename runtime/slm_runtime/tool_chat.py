@@ -22,7 +22,7 @@ from slm_runtime.call_scan import scan_calls
 from slm_runtime.engines.base import Engine, SamplingParams
 from slm_runtime.errors import InvalidRequestError
 from slm_runtime.generation import GenerationDone
-from slm_runtime.prompts import PromptTemplate
+from slm_runtime.prompts import ChatMessage, PromptBuilder, PromptTemplate, TemplateError
 from slm_runtime.prompts.thinking import ThinkingSplitter as TagSplitter
 from slm_runtime.prompts.thinking import opens_thinking, thinking_tags
 from slm_runtime.tools.grammar import forced_call_schema, parse_forced_calls
@@ -34,6 +34,7 @@ __all__ = [
     "ChatShaper",
     "ThinkingSplitter",
     "ToolRequest",
+    "chat_prompt",
     "chat_shaper",
     "check_schemas",
     "check_tools",
@@ -86,7 +87,25 @@ def check_tools(request: ToolRequest) -> None:
 
 def forced_schema(request: ToolRequest) -> dict[str, Any] | None:
     """The JSON schema a required or named call is generated under; None when the model decides."""
-    return forced_call_schema(list(request.tools), request.choice) if request.forced else None
+    if not request.forced:
+        return None
+    try:
+        return forced_call_schema(list(request.tools), request.choice)
+    except Exception as exc:  # a parameters schema too odd to combine ($defs that are no object...)
+        raise InvalidRequestError(f"cannot build a call schema from these tools: {exc}", param="tools") from exc
+
+
+def chat_prompt(
+    prompts: PromptBuilder, messages: Sequence[ChatMessage], request: ToolRequest, think: bool | str | None
+) -> str:
+    """The chat's prompt, its tools shown (whatever the choice, as OpenAI and llama.cpp show them); a 400 when
+    the template cannot render it."""
+    try:
+        return prompts.chat(messages, request.tools, think=think)
+    except TemplateError as exc:
+        raise InvalidRequestError(
+            f"the model's chat template cannot render this chat: {exc}", param="messages"
+        ) from exc
 
 
 async def check_schemas(engine: Engine, request: ToolRequest) -> None:

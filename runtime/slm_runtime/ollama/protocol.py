@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "OPTIONS_REFUSED",
     "ChatMessage",
     "ChatRequest",
     "EmbedRequest",
@@ -15,10 +16,14 @@ __all__ = [
     "Options",
     "PullRequest",
     "ShowRequest",
+    "Tool",
+    "ToolCall",
+    "ToolCallFunction",
 ]
 
 KeepAlive = str | float | int | None
 Format = Literal["", "json"] | dict[str, Any] | None
+Think = bool | Literal["low", "medium", "high"] | None
 
 
 class _Request(BaseModel):
@@ -26,7 +31,8 @@ class _Request(BaseModel):
 
 
 class Options(_Request):
-    """Ollama's runtime options (Modelfile PARAMETERs); those this runtime cannot change are ignored."""
+    """Ollama's runtime options (Modelfile PARAMETERs). Unknown ones are ignored, as Ollama does; known ones this
+    runtime cannot honour are refused (:data:`OPTIONS_REFUSED`)."""
 
     num_ctx: int | None = Field(None, ge=1, description="Context window (at most the loaded one).")
     num_predict: int | None = Field(None, ge=-2, description="Most tokens to generate (-1: unlimited).")
@@ -40,11 +46,38 @@ class Options(_Request):
     frequency_penalty: float | None = None
     seed: int | None = None
     stop: list[str] | None = None
-    num_thread: int | None = None
-    num_batch: int | None = None
-    num_gpu: int | None = None
-    typical_p: float | None = None
-    num_keep: int | None = None
+    num_thread: int | None = Field(None, description="Must equal the served value: a request cannot reload.")
+    num_batch: int | None = Field(None, description="Must equal the served value: a request cannot reload.")
+    num_gpu: int | None = Field(None, description="Must equal the served value: a request cannot reload.")
+    typical_p: float | None = Field(None, description="Refused unless 1 (off).")
+    num_keep: int | None = Field(None, description="Refused: a truncated prompt keeps its first token only.")
+
+
+OPTIONS_REFUSED = ("typical_p", "num_keep")
+"""Options refused when set (``typical_p`` of 1 is off, and accepted); num_thread, num_batch and num_gpu must
+equal what the model was loaded with."""
+
+
+class ToolCallFunction(_Request):
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Request):
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class FunctionDefinition(_Request):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
 
 
 class GenerateRequest(_Request):
@@ -59,9 +92,10 @@ class GenerateRequest(_Request):
     context: list[int] | None = Field(None, description="Tokens returned by an earlier response, to continue.")
     stream: bool = True
     raw: bool = False
-    keep_alive: KeepAlive = None
-    think: bool | str | None = None
-    truncate: bool | None = Field(None, description="Cut a prompt longer than the context instead of a 400.")
+    keep_alive: KeepAlive = Field(None, description="0 unloads the model after the request.")
+    think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
+    truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
+    shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
 
 
 class ChatMessage(_Request):
@@ -69,19 +103,22 @@ class ChatMessage(_Request):
     content: str = ""
     images: list[str] | None = None
     thinking: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = Field(None, description="The tool a tool message answers.")
+    tool_call_id: str | None = None
 
 
 class ChatRequest(_Request):
     model: str
     messages: list[ChatMessage] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
     format: Format = None
     options: Options | None = None
     stream: bool = True
-    keep_alive: KeepAlive = None
-    think: bool | str | None = None
-    truncate: bool | None = None
+    keep_alive: KeepAlive = Field(None, description="0 unloads the model after the request.")
+    think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
+    truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
+    shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
 
 
 class EmbedRequest(_Request):

@@ -1,4 +1,5 @@
-"""Ollama routes: thin wrappers around :mod:`slm_runtime.ollama.serving`."""
+"""Ollama routes: thin wrappers around :mod:`slm_runtime.ollama.serving`; each model request holds the model while
+it runs, and its ``keep_alive`` says how long the model stays after."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from slm_runtime.ollama.protocol import (
     PullRequest,
     ShowRequest,
 )
+from slm_runtime.ollama.wire import keep_alive_seconds
+from slm_runtime.streaming import held
 
 __all__ = ["router"]
 
@@ -55,22 +58,26 @@ async def ps(service: Service) -> dict[str, Any]:
 
 @router.post("/api/generate", summary="Generate a completion")
 async def generate(body: GenerateRequest, request: Request, service: Service) -> Response:
-    return await serving.generate(service, body, request)
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    return await held(service.residency, keep_alive, serving.generate(service, body, request))
 
 
 @router.post("/api/chat", summary="Generate the next chat message")
 async def chat(body: ChatRequest, request: Request, service: Service) -> Response:
-    return await serving.chat(service, body, request)
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    return await held(service.residency, keep_alive, serving.chat(service, body, request))
 
 
 @router.post("/api/embed", summary="Embeddings of one or more texts (normalized)")
 async def embed(body: EmbedRequest, request: Request, service: Service) -> Response:
-    return await serving.embed(service, body, request)
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    return await held(service.residency, keep_alive, serving.embed(service, body, request))
 
 
 @router.post("/api/embeddings", summary="Embedding of one text (legacy endpoint)")
 async def embeddings(body: EmbeddingsRequest, request: Request, service: Service) -> Response:
-    return await serving.embeddings(service, body, request)
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    return await held(service.residency, keep_alive, serving.embeddings(service, body, request))
 
 
 @router.post("/api/pull", summary="Pull a model (the served model is always present)")

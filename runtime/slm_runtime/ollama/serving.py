@@ -13,10 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from slm_runtime import __version__
+from slm_runtime.answers import Answer, PlainShaper, Shaper, answer_events, merged
 from slm_runtime.embeddings import embed as compute_embeddings
+from slm_runtime.engines.base import ModelInfo
 from slm_runtime.errors import InvalidRequestError, OperationNotSupportedError
-from slm_runtime.generation import GenerationDone, GenerationEvent
+from slm_runtime.generation import GenerationEvent
 from slm_runtime.generation import generate as run_generation
+from slm_runtime.ollama.encode import ChatStream, GenerateStream, chat_whole, generate_whole
 from slm_runtime.ollama.protocol import (
     ChatRequest,
     EmbeddingsRequest,
@@ -27,11 +30,29 @@ from slm_runtime.ollama.protocol import (
     PullRequest,
     ShowRequest,
 )
+from slm_runtime.ollama.wire import (
+    check_options,
+    check_shift,
+    check_think,
+    keep_alive_seconds,
+    prompt_messages,
+    tool_request,
+)
 from slm_runtime.options import RequestOptions
-from slm_runtime.prompts import ChatMessage, check_token_ids, tokenize_prompt
+from slm_runtime.prompts import check_token_ids, tokenize_prompt
 from slm_runtime.request_context import begin_request
 from slm_runtime.service import ModelService
-from slm_runtime.streaming import ClosingStreamingResponse, encoded, error_terminated, respond, rfc3339_now
+from slm_runtime.settings import EngineSettings
+from slm_runtime.streaming import (
+    ClosingStreamingResponse,
+    Events,
+    StreamEncoder,
+    encoded,
+    error_terminated,
+    respond,
+    rfc3339_now,
+)
+from slm_runtime.tool_chat import ToolRequest, chat_prompt, chat_shaper, check_tools, thinking_of
 
 __all__ = [
     "NDJSON",
@@ -46,6 +67,7 @@ __all__ = [
     "tags",
     "unsupported",
     "version",
+    "vram_bytes",
 ]
 
 NDJSON = "application/x-ndjson"
@@ -63,6 +85,7 @@ def format_schema(fmt: Format) -> dict[str, Any] | None:
 def request_options(
     options: Options | None, fmt: Format, truncate: bool | None, extra_stop: tuple[str, ...]
 ) -> RequestOptions:
+    """The generation options of a request; ``truncate`` defaults to true, as Ollama's."""
     o = options or Options()
     num_predict = o.num_predict
     if num_predict is not None and num_predict < -1:
@@ -81,21 +104,9 @@ def request_options(
         num_ctx=o.num_ctx,
         stop=tuple(o.stop) if o.stop is not None else None,
         json_schema=format_schema(fmt),
-        truncate=bool(truncate),
+        truncate=truncate is not False,
         extra_stop=extra_stop,
     )
-
-
-def _final_fields(done: GenerationDone, load_duration_ns: int) -> dict[str, Any]:
-    return {
-        "done_reason": done.done_reason,
-        "total_duration": done.total_duration_ns,
-        "load_duration": load_duration_ns,
-        "prompt_eval_count": done.prompt_tokens,
-        "prompt_eval_duration": done.prompt_eval_duration_ns,
-        "eval_count": done.completion_tokens,
-        "eval_duration": done.eval_duration_ns,
-    }
 
 
 def _reject_images(images: list[str] | None, param: str) -> None:
@@ -103,8 +114,10 @@ def _reject_images(images: list[str] | None, param: str) -> None:
         raise InvalidRequestError("this model does not support images: remove them", param=param)
 
 
-def _load_response(model: str, chat: bool) -> JSONResponse:
-    body: dict[str, Any] = {"model": model, "created_at": rfc3339_now(), "done": True, "done_reason": "load"}
+def _load_response(model: str, chat: bool, reason: str = "load") -> JSONResponse:
+    """The answer to a request without a prompt: it loads the model ("load"), or with keep_alive 0 unloads it
+    ("unload"), as Ollama's."""
+    body: dict[str, Any] = {"model": model, "created_at": rfc3339_now(), "done": True, "done_reason": reason}
     if chat:
         body["message"] = {"role": "assistant", "content": ""}
     else:
@@ -112,33 +125,25 @@ def _load_response(model: str, chat: bool) -> JSONResponse:
     return JSONResponse(body)
 
 
-ChunkBuilder = Callable[[str], dict[str, Any]]
-FinalBuilder = Callable[[GenerationDone], dict[str, Any]]
-
-
-def _line(body: dict[str, Any]) -> bytes:
-    return (json.dumps(body) + "\n").encode()
-
-
-async def _respond(
+async def _answer(
     request: Request,
     events: AsyncGenerator[GenerationEvent, None],
+    shaper: Shaper,
     *,
     stream: bool,
-    chunk: ChunkBuilder,
-    final: FinalBuilder,
+    encoder: StreamEncoder,
+    whole: Callable[[Answer], dict[str, Any]],
 ) -> Response:
-    def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
-        lines = encoded(admitted, text=lambda text: _line(chunk(text)), done=lambda done: _line(final(done)))
-        return ClosingStreamingResponse(error_terminated(lines, "ollama"), media_type=NDJSON)
+    """The response to one generation read through ``shaper``: NDJSON chunks, or one JSON answer."""
 
-    def whole(text: str, done: GenerationDone) -> Response:
-        body = final(done)
-        merged = chunk(text)
-        merged.update({k: v for k, v in body.items() if k not in merged or k == "done"})
-        return JSONResponse(merged)
+    def streamed(admitted: Events) -> Response:
+        return ClosingStreamingResponse(error_terminated(encoded(admitted, encoder), "ollama"), media_type=NDJSON)
 
-    return await respond(events, request, stream=stream, streamed=streamed, whole=whole)
+    def whole_answer(answers: list[Answer]) -> Response:
+        return JSONResponse(whole(answers[0]))
+
+    answers = merged([answer_events(events, shaper)])
+    return await respond(answers, request, stream=stream, streamed=streamed, whole=whole_answer)
 
 
 async def generate(service: ModelService, body: GenerateRequest, request: Request) -> Response:
@@ -146,11 +151,17 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     _reject_images(body.images, "images")
     if body.suffix:
         raise InvalidRequestError("suffix (fill in the middle) is not supported by this server", param="suffix")
+    check_shift(body.shift)
+    check_options(body.options, service.settings.engine)
+    if not body.prompt and not body.context and keep_alive_seconds(body.keep_alive) == 0:
+        return _load_response(body.model, chat=False, reason="unload")
     engine = await context.engine()
     load_ns = context.elapsed_ns()  # time spent waiting for the model to load
     if not body.prompt and not body.context:
         return _load_response(body.model, chat=False)
     prompts = service.prompts
+    own_template = not (body.raw or body.template)
+    think = check_think(body.think, body.model, own_template and prompts.template.supports_thinking)
     text = prompts.generate(body.prompt, body.system, body.template, body.raw, first_turn=not body.context)
     context.record.prompt_text = body.prompt
     if body.context:
@@ -159,59 +170,48 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     else:
         tokens = await tokenize_prompt(engine, text)
     options = request_options(body.options, body.format, body.truncate, prompts.generate_stops(body.template, body.raw))
-    events = run_generation(context, tokens, options)
-    model = body.model
-
-    def chunk(text: str) -> dict[str, Any]:
-        return {"model": model, "created_at": rfc3339_now(), "response": text, "done": False}
-
-    def final(done: GenerationDone) -> dict[str, Any]:
-        out = {"model": model, "created_at": rfc3339_now(), "response": "", "done": True}
-        out.update(_final_fields(done, load_ns))
-        if not body.raw:
-            out["context"] = done.context
-        return out
-
-    return await _respond(request, events, stream=body.stream, chunk=chunk, final=final)
+    encoder = GenerateStream(body.model, load_ns, with_context=not body.raw)
+    return await _answer(
+        request,
+        run_generation(context, tokens, options),
+        chat_shaper(ToolRequest(), prompts.template, thinking_of(prompts.template, think), text)
+        if own_template
+        else PlainShaper(),
+        stream=body.stream,
+        encoder=encoder,
+        whole=lambda answer: generate_whole(encoder, answer),
+    )
 
 
 async def chat(service: ModelService, body: ChatRequest, request: Request) -> Response:
     context = begin_request(service, request, body.model, "ollama")
-    for index, message in enumerate(body.messages):
-        _reject_images(message.images, f"messages[{index}].images")
-    if body.tools:
-        raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
+    messages = prompt_messages(body.messages)
+    tools = tool_request(body.tools)
+    check_tools(tools)
+    check_shift(body.shift)
+    check_options(body.options, service.settings.engine)
+    if not body.messages and keep_alive_seconds(body.keep_alive) == 0:
+        return _load_response(body.model, chat=True, reason="unload")
     engine = await context.engine()
     load_ns = context.elapsed_ns()  # time spent waiting for the model to load
     if not body.messages:
         return _load_response(body.model, chat=True)
     prompts = service.prompts
-    text = prompts.chat([ChatMessage(m.role, m.content) for m in body.messages])
+    template = prompts.template
+    think = check_think(body.think, body.model, template.supports_thinking)
+    text = chat_prompt(prompts, messages, tools, think)
     context.record.prompt_text = text
     tokens = await tokenize_prompt(engine, text)
-    options = request_options(body.options, body.format, body.truncate, prompts.template.stop)
-    events = run_generation(context, tokens, options)
-    model = body.model
-
-    def chunk(text: str) -> dict[str, Any]:
-        return {
-            "model": model,
-            "created_at": rfc3339_now(),
-            "message": {"role": "assistant", "content": text},
-            "done": False,
-        }
-
-    def final(done: GenerationDone) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "model": model,
-            "created_at": rfc3339_now(),
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-        }
-        out.update(_final_fields(done, load_ns))
-        return out
-
-    return await _respond(request, events, stream=body.stream, chunk=chunk, final=final)
+    options = request_options(body.options, body.format, body.truncate, template.stop)
+    encoder = ChatStream(body.model, load_ns)
+    return await _answer(
+        request,
+        run_generation(context, tokens, options),
+        chat_shaper(tools, template, thinking_of(template, think), text),
+        stream=body.stream,
+        encoder=encoder,
+        whole=lambda answer: chat_whole(encoder, answer),
+    )
 
 
 def _normalize(vector: list[float]) -> list[float]:
@@ -265,7 +265,7 @@ def _tag_name(name: str) -> str:
 
 
 def _details(service: ModelService) -> dict[str, Any]:
-    info = service.engine.info
+    info = service.info
     return {
         "parent_model": "",
         "format": info.format,
@@ -299,7 +299,7 @@ def tags(service: ModelService) -> dict[str, Any]:
                 "name": name,
                 "model": name,
                 "modified_at": _modified_at(service),
-                "size": service.engine.info.size_bytes,
+                "size": service.info.size_bytes,
                 "digest": _digest(service),
                 "details": _details(service),
             }
@@ -314,7 +314,7 @@ def _parameters_text(service: ModelService) -> str:
         f"top_k {s.top_k}",
         f"top_p {s.top_p:g}",
         f"repeat_penalty {s.repeat_penalty:g}",
-        f"num_ctx {service.engine.info.context_length}",
+        f"num_ctx {service.info.context_length}",
     ]
     lines += [f'stop "{stop}"' for stop in (*s.stop, *service.prompts.template.stop)]
     return "\n".join(lines)
@@ -323,7 +323,7 @@ def _parameters_text(service: ModelService) -> str:
 def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
     name = body.model or body.name
     service.check_model(name)
-    info = service.engine.info
+    info = service.info
     template = service.prompts.template.source
     system = service.settings.model.system or ""
     parameters = _parameters_text(service)
@@ -333,7 +333,9 @@ def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
     if system:
         modelfile.append(f'SYSTEM """{system}"""')
     modelfile += [f"PARAMETER {line}" for line in parameters.splitlines()]
-    capabilities = ["completion"]
+    capabilities = ["completion", "tools"]  # tools: shown by the template, or described in the system message
+    if service.prompts.template.supports_thinking:
+        capabilities.append("thinking")
     if info.supports_embeddings and service.settings.engine.embeddings:
         capabilities.append("embedding")
     return {
@@ -349,12 +351,27 @@ def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
     }
 
 
+def vram_bytes(info: ModelInfo, engine: EngineSettings) -> int:
+    """The model's bytes in accelerator memory, from the settings it was loaded with: its size when llama.cpp
+    offloads every layer (its share of them when the model's metadata gives its block count), or when
+    onnxruntime-genai runs on an accelerator; 0 on the CPU."""
+    if info.engine == "onnxruntime-genai":
+        return info.size_bytes if engine.execution_provider != "cpu" else 0
+    if engine.gpu_layers == 0:
+        return 0
+    layers = int(info.extra.get(f"{info.family}.block_count", 0) or 0)
+    if engine.gpu_layers < 0 or not layers or engine.gpu_layers >= layers:
+        return info.size_bytes
+    return info.size_bytes * engine.gpu_layers // layers
+
+
 def ps(service: ModelService) -> dict[str, Any]:
-    if not service.ready:
+    if not (service.ready and service.loaded):
         return {"models": []}
     name = _tag_name(service.name)
-    expires = (datetime.now(UTC) + timedelta(days=365 * 100)).isoformat().replace("+00:00", "Z")
-    info = service.engine.info
+    expires_at = service.residency.expires_at or datetime.now(UTC) + timedelta(days=365 * 100)
+    expires = expires_at.isoformat().replace("+00:00", "Z")
+    info = service.info
     return {
         "models": [
             {
@@ -364,7 +381,7 @@ def ps(service: ModelService) -> dict[str, Any]:
                 "digest": _digest(service),
                 "details": _details(service),
                 "expires_at": expires,
-                "size_vram": 0,
+                "size_vram": vram_bytes(info, service.settings.engine),
                 "context_length": info.context_length,
             }
         ]

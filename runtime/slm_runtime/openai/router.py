@@ -1,4 +1,5 @@
-"""OpenAI routes: thin wrappers around :mod:`slm_runtime.openai.serving`."""
+"""OpenAI routes: thin wrappers around :mod:`slm_runtime.openai.serving`; each model request holds the model while
+it runs (OpenAI requests never unload it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from slm_runtime.deps import Service
 from slm_runtime.errors import ModelNotFoundError
 from slm_runtime.openai import serving
 from slm_runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from slm_runtime.streaming import held
 
 __all__ = ["router"]
 
@@ -31,14 +33,14 @@ async def get_model(model_id: str, service: Service) -> dict[str, Any]:
 
 @router.post("/chat/completions", summary="Chat completion")
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service) -> Response:
-    return await serving.chat_completions(service, body, request)
+    return await held(service.residency, None, serving.chat_completions(service, body, request))
 
 
 @router.post("/completions", summary="Text completion")
 async def completions(body: CompletionRequest, request: Request, service: Service) -> Response:
-    return await serving.completions(service, body, request)
+    return await held(service.residency, None, serving.completions(service, body, request))
 
 
 @router.post("/embeddings", summary="Embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request, service: Service) -> Response:
-    return await serving.embeddings(service, body, request)
+    return await held(service.residency, None, serving.embeddings(service, body, request))

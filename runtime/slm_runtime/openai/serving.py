@@ -1,42 +1,58 @@
-"""OpenAI API behaviour: chat and text completions (JSON or SSE ending in ``data: [DONE]``), embeddings."""
+"""OpenAI API behaviour: chat and text completions (JSON or SSE ending in ``data: [DONE]``; n choices at once; tool
+calls; reasoning), embeddings and models."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import struct
 import time
-import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from slm_runtime import __version__
+from slm_runtime.answers import Answer, AnswerEvent, PlainShaper, Shaper, answer_events, merged
 from slm_runtime.embeddings import embed as compute_embeddings
 from slm_runtime.errors import InvalidRequestError
-from slm_runtime.generation import GenerationDone, GenerationEvent
 from slm_runtime.generation import generate as run_generation
+from slm_runtime.openai.encode import ChatStream, CompletionStream, Envelope, chat_choice, text_choice, usage
 from slm_runtime.openai.protocol import (
+    CHAT_REFUSED,
+    COMPLETION_REFUSED,
     ChatCompletionRequest,
-    ChatMessage,
     CompletionRequest,
     EmbeddingRequest,
     ResponseFormat,
 )
+from slm_runtime.openai.wire import prompt_messages, refuse, stops, tool_request
 from slm_runtime.options import RequestOptions
-from slm_runtime.prompts import ChatMessage as PromptMessage
 from slm_runtime.prompts import check_token_ids, tokenize_prompt
-from slm_runtime.request_context import begin_request
+from slm_runtime.request_context import RequestContext, begin_request
 from slm_runtime.service import ModelService
-from slm_runtime.streaming import ClosingStreamingResponse, encoded, error_terminated, respond
+from slm_runtime.streaming import (
+    ClosingStreamingResponse,
+    Events,
+    StreamEncoder,
+    encoded,
+    error_terminated,
+    respond,
+)
+from slm_runtime.tool_chat import chat_prompt, chat_shaper, check_schemas, check_tools, forced_schema, thinking_of
 
 __all__ = ["SSE", "chat_completions", "completions", "embeddings", "list_models", "model_card"]
 
 SSE = "text/event-stream"
-FINGERPRINT = f"slm-runtime-{__version__}"
+
+_EFFORT_THINKS: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+}
 
 
 def _json_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
@@ -51,43 +67,14 @@ def _json_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
     return fmt.json_schema.schema_
 
 
-def _stops(stop: str | list[str] | None) -> tuple[str, ...] | None:
-    if stop is None:
-        return None
-    return (stop,) if isinstance(stop, str) else tuple(stop)
-
-
-def _check_n(n: int | None) -> None:
-    if n is not None and n != 1:
-        raise InvalidRequestError("only n=1 is supported: one choice per request", param="n")
-
-
-def _text_of(message: ChatMessage, index: int) -> str:
-    if message.content is None:
-        return ""
-    if isinstance(message.content, str):
-        return message.content
-    parts: list[str] = []
-    for part_index, part in enumerate(message.content):
-        if part.type != "text":
-            raise InvalidRequestError(
-                f'content parts of type "{part.type}" are not supported: send text',
-                param=f"messages[{index}].content[{part_index}].type",
-            )
-        parts.append(part.text or "")
-    return "".join(parts)
-
-
-def _usage(done: GenerationDone) -> dict[str, int]:
-    return {
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    }
-
-
-def _sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data)}\n\n".encode()
+def _choices(total: int, service: ModelService) -> int:
+    """``total`` choices, each of which takes a slot or waits in the queue for one: refused when they cannot."""
+    room = service.settings.server.parallel + service.settings.server.max_queue
+    if total > room:
+        raise InvalidRequestError(
+            f"{total} choices are more than this server can run or queue at once ({room}): lower n", param="n"
+        )
+    return total
 
 
 def _options(
@@ -105,114 +92,146 @@ def _options(
         frequency_penalty=body.frequency_penalty,
         seed=body.seed,
         num_predict=num_predict,
-        stop=_stops(body.stop),
+        stop=stops(body.stop),
         json_schema=json_schema,
         extra_stop=extra_stop,
     )
 
 
-async def _respond(
+def _seeded(options: RequestOptions, choice: int, service: ModelService) -> RequestOptions:
+    """Choice i samples with seed + i (the request's seed, else the server's), so that choices differ."""
+    seed = options.seed if options.seed is not None else service.settings.sampling.seed
+    return options if seed is None or choice == 0 else replace(options, seed=seed + choice)
+
+
+def _run(
+    context: RequestContext,
+    prompts: list[list[int]],
+    options: RequestOptions,
+    shaper: Callable[[], Shaper],
+    n: int,
+) -> Events:
+    """n choices of each prompt, all at once: choice ``p * n + i`` is the i-th of prompt p."""
+    service = context.service
+    choices: list[AsyncGenerator[AnswerEvent, None]] = [
+        answer_events(run_generation(context, tokens, _seeded(options, i, service)), shaper())
+        for tokens in prompts
+        for i in range(n)
+    ]
+    return merged(choices)
+
+
+async def _answer(
     request: Request,
-    events: AsyncGenerator[GenerationEvent, None],
-    body: ChatCompletionRequest | CompletionRequest,
+    events: Events,
     *,
-    chat: bool,
-    prefix: str = "",
+    stream: bool,
+    encoder: StreamEncoder,
+    choices: int,
+    whole: Callable[[list[Answer]], Response],
 ) -> Response:
-    stream = bool(body.stream)
-    include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
-    kind, whole_object = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
-    base = {
-        "id": f"{kind}-{uuid.uuid4().hex}",
-        "object": f"{whole_object}.chunk" if stream and chat else whole_object,
-        "created": int(time.time()),
-        "model": body.model,
-        "system_fingerprint": FINGERPRINT,
-    }
+    def streamed(admitted: Events) -> Response:
+        sse = error_terminated(encoded(admitted, encoder), "openai")
+        return ClosingStreamingResponse(sse, media_type=SSE, headers={"Cache-Control": "no-cache"})
 
-    def chunk(payload: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
-        choice.update({"delta": payload} if chat else payload)
-        out = {**base, "choices": [choice]}
-        if include_usage:
-            out["usage"] = None
-        return out
+    return await respond(events, request, stream=stream, streamed=streamed, whole=whole, choices=choices)
 
-    def delta(text: str) -> bytes:
-        return _sse(chunk({"content": text} if chat else {"text": text}, None))
 
-    def done(end: GenerationDone) -> bytes:
-        finish = _sse(chunk({} if chat else {"text": ""}, end.done_reason))
-        return finish + _sse({**base, "choices": [], "usage": _usage(end)}) if include_usage else finish
-
-    def streamed(admitted: AsyncGenerator[GenerationEvent, None]) -> Response:
-        head = _sse(chunk({"role": "assistant", "content": ""}, None)) if chat else b""
-        sse = encoded(admitted, text=delta, done=done, head=head, tail=b"data: [DONE]\n\n")
-        return ClosingStreamingResponse(
-            error_terminated(sse, "openai"), media_type=SSE, headers={"Cache-Control": "no-cache"}
+def _think(effort: str | None, supports_thinking: bool) -> bool | str | None:
+    if effort is None:
+        return None
+    if not supports_thinking:
+        raise InvalidRequestError(
+            "this model's template does not think: remove reasoning_effort", param="reasoning_effort"
         )
-
-    def whole(text: str, done: GenerationDone) -> Response:
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": done.done_reason}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": prefix + text}
-        else:
-            choice["text"] = prefix + text
-        return JSONResponse({**base, "choices": [choice], "usage": _usage(done)})
-
-    return await respond(events, request, stream=stream, streamed=streamed, whole=whole)
+    if effort not in _EFFORT_THINKS:
+        raise InvalidRequestError(
+            'reasoning_effort must be "none", "minimal", "low", "medium" or "high"', param="reasoning_effort"
+        )
+    return _EFFORT_THINKS[effort]
 
 
 async def chat_completions(service: ModelService, body: ChatCompletionRequest, request: Request) -> Response:
     context = begin_request(service, request, body.model, "openai")
-    _check_n(body.n)
+    refuse(body, CHAT_REFUSED)
+    if body.modalities not in (None, ["text"]):
+        raise InvalidRequestError('only the "text" modality is served', param="modalities")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
     if body.logprobs:
         raise InvalidRequestError("logprobs are not supported", param="logprobs")
-    if body.tools:
-        raise InvalidRequestError(f"{body.model} does not support tools", param="tools")
-    messages = [
-        PromptMessage("system" if m.role == "developer" else m.role, _text_of(m, i))
-        for i, m in enumerate(body.messages)
-    ]
+    n = _choices(body.n or 1, service)
+    tools = tool_request(body)
+    check_tools(tools)
+    messages = prompt_messages(body.messages)
+    response_schema = _json_schema(body.response_format)
+    forced = forced_schema(tools)
+    if forced is not None and response_schema is not None:
+        raise InvalidRequestError(
+            "response_format cannot be combined with a required or named tool call: use one", param="response_format"
+        )
     engine = await context.engine()
     prompts = service.prompts
-    text = prompts.chat(messages)
+    template = prompts.template
+    think = _think(body.reasoning_effort, template.supports_thinking)
+    await check_schemas(engine, tools)
+    text = chat_prompt(prompts, messages, tools, think)
     context.record.prompt_text = text
     tokens = await tokenize_prompt(engine, text)
     options = _options(
         body,
         body.max_completion_tokens or body.max_tokens,
-        json_schema=_json_schema(body.response_format),
-        extra_stop=prompts.template.stop,
+        json_schema=forced if forced is not None else response_schema,
+        extra_stop=template.stop,
     )
+    thinks = thinking_of(template, think)
+    events = _run(context, [tokens], options, lambda: chat_shaper(tools, template, thinks, text), n)
+    stream = bool(body.stream)
+    envelope = Envelope("chatcmpl", "chat.completion.chunk" if stream else "chat.completion", body.model)
+    include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
+
+    def whole(answers: list[Answer]) -> Response:
+        choices = [chat_choice(i, answer) for i, answer in enumerate(answers)]
+        return JSONResponse(envelope.wrap(choices, usage=usage(answers, n)))
+
+    encoder = ChatStream(envelope, n, include_usage, per_prompt=n)
     try:
-        return await _respond(request, run_generation(context, tokens, options), body, chat=True)
+        return await _answer(request, events, stream=stream, encoder=encoder, choices=n, whole=whole)
     except InvalidRequestError as err:
         if err.param == "format":  # the service speaks Ollama's name for the JSON constraint
-            err.param = "response_format"
+            err.param = "tools" if forced is not None else "response_format"
         raise
 
 
 async def completions(service: ModelService, body: CompletionRequest, request: Request) -> Response:
     context = begin_request(service, request, body.model, "openai")
-    _check_n(body.n)
-    if body.best_of not in (None, 1):
-        raise InvalidRequestError("only best_of=1 is supported", param="best_of")
-    if body.logprobs:
+    refuse(body, COMPLETION_REFUSED)
+    n = body.n or 1
+    if body.best_of not in (None, n):
+        raise InvalidRequestError(
+            f"best_of must equal n ({n}): choosing among candidates is not supported", param="best_of"
+        )
+    if body.logprobs is not None:
         raise InvalidRequestError("logprobs are not supported", param="logprobs")
-    if body.suffix:
-        raise InvalidRequestError("suffix (fill in the middle) is not supported", param="suffix")
-    if isinstance(body.prompt, list):
-        if len(body.prompt) != 1:
-            raise InvalidRequestError("send exactly one prompt per request", param="prompt")
-        prompt = body.prompt[0]
-    else:
-        prompt = body.prompt
+    texts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not texts:
+        raise InvalidRequestError("send at least one prompt", param="prompt")
+    _choices(len(texts) * n, service)
     engine = await context.engine()
-    context.record.prompt_text = prompt
-    tokens = await asyncio.to_thread(engine.tokenize, prompt, add_special=True)
-    events = run_generation(context, tokens, _options(body, body.max_tokens))
-    return await _respond(request, events, body, chat=False, prefix=prompt if body.echo else "")
+    context.record.prompt_text = texts[0]
+    prompts = [await asyncio.to_thread(engine.tokenize, text, add_special=True) for text in texts]
+    events = _run(context, prompts, _options(body, body.max_tokens), PlainShaper, n)
+    stream = bool(body.stream)
+    envelope = Envelope("cmpl", "text_completion", body.model)
+    echoed = [text if body.echo else "" for text in texts for _ in range(n)]
+    include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
+    encoder = CompletionStream(envelope, len(echoed), include_usage, per_prompt=n, echoed=echoed)
+
+    def whole(answers: list[Answer]) -> Response:
+        choices = [text_choice(i, answer, echoed[i]) for i, answer in enumerate(answers)]
+        return JSONResponse(envelope.wrap(choices, usage=usage(answers, n)))
+
+    return await _answer(request, events, stream=stream, encoder=encoder, choices=len(echoed), whole=whole)
 
 
 async def embeddings(service: ModelService, body: EmbeddingRequest, request: Request) -> JSONResponse:
@@ -238,10 +257,10 @@ async def embeddings(service: ModelService, body: EmbeddingRequest, request: Req
     data = []
     for index, vector in enumerate(result.vectors):
         values = vector[: body.dimensions] if body.dimensions else vector
-        encoded: list[float] | str = values
+        encoded_vector: list[float] | str = values
         if body.encoding_format == "base64":
-            encoded = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
+            encoded_vector = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": encoded_vector})
     tokens = sum(result.token_counts)
     return JSONResponse(
         {

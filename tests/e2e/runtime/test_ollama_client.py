@@ -110,7 +110,7 @@ def test_tags_show_ps(client: ollama.Client) -> None:
     assert models[0].size and models[0].size > 200_000_000
     assert models[0].digest == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     shown = client.show(MODEL_NAME)
-    assert shown.capabilities == ["completion", "embedding"]
+    assert shown.capabilities == ["completion", "tools", "embedding"]
     assert shown.details.parameter_size == "270M"
     assert shown.modelinfo["gemma3.context_length"] == 32768
     assert f"num_ctx {CONTEXT}" in shown.parameters

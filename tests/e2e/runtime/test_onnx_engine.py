@@ -83,7 +83,7 @@ def test_chat_and_show(ollama_client: ollama.Client) -> None:
     running = ollama_client.ps().models
     assert len(running) == 1 and running[0].details.format == "onnx"
     shown = ollama_client.show(MODEL_NAME)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.details.format == "onnx"
     assert [m.model for m in ollama_client.list().models] == [f"{MODEL_NAME}:latest"]
 

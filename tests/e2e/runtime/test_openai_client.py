@@ -115,7 +115,7 @@ def test_errors_are_openai_shaped(client: openai.OpenAI, live_server: LiveServer
         )
     assert bad.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as n:
-        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], n=2)
+        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], n=3)
     assert n.value.param == "n"
     wrong = openai.OpenAI(base_url=live_server.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as auth:

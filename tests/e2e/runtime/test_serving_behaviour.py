@@ -115,10 +115,10 @@ def test_malformed_json_and_wrong_types_are_400_naming_the_field(http: httpx.Cli
     assert openai.status_code == 400
     assert openai.json()["error"]["param"] == "messages"
     assert openai.json()["error"]["type"] == "invalid_request_error"
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    nameless = [{"type": "function", "function": {"parameters": {}}}]
     for path, body in (
-        ("/api/chat", {"messages": [{"role": "user", "content": "x"}], "tools": tools}),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": tools}),
+        ("/api/chat", {"messages": [{"role": "user", "content": "x"}], "tools": nameless}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": nameless}),
         ("/api/generate", {"prompt": "x", "suffix": "y"}),
     ):
         unsupported = http.post(path, json={"model": MODEL_NAME, **body})
@@ -173,14 +173,14 @@ def test_unknown_model_is_404_on_every_generation_route(http: httpx.Client) -> N
 
 def test_prompt_longer_than_context(http: httpx.Client) -> None:
     prompt = "word " * (CONTEXT + 100)
-    refused = http.post("/api/generate", json={"model": MODEL_NAME, "prompt": prompt, "stream": False})
+    body = {"model": MODEL_NAME, "prompt": prompt, "stream": False, "truncate": False}
+    refused = http.post("/api/generate", json=body)
     assert refused.status_code == 400
     assert f"context length of {CONTEXT} tokens" in refused.json()["error"]
     openai = http.post("/v1/completions", json={"model": MODEL_NAME, "prompt": prompt})
     assert openai.status_code == 400 and openai.json()["error"]["code"] == "context_length_exceeded"
-    truncated = http.post(
-        "/api/generate",
-        json={"model": MODEL_NAME, "prompt": prompt, "stream": False, "truncate": True, "options": {"num_predict": 2}},
+    truncated = http.post(  # Ollama truncates unless told not to
+        "/api/generate", json={"model": MODEL_NAME, "prompt": prompt, "stream": False, "options": {"num_predict": 2}}
     )
     assert truncated.status_code == 200
     assert truncated.json()["prompt_eval_count"] < CONTEXT

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from runtime_fast import MODEL, FastApp, serve
 
+from slm_runtime.engines.base import ModelInfo
 from slm_runtime.engines.fake import BOS, FakeEngine
 
 REPLY = FakeEngine().reply
@@ -181,7 +184,7 @@ def test_embeddings_turned_off_are_refused() -> None:
         response = await app.client.post("/api/embed", json={"model": MODEL, "input": "a"})
         assert response.status_code == 400 and "does not support embeddings" in response.json()["error"]
         show = (await app.client.post("/api/show", json={"model": MODEL})).json()
-        assert show["capabilities"] == ["completion"]
+        assert show["capabilities"] == ["completion", "tools"]
 
     serve(scenario, FakeEngine(embeddings=False))
 
@@ -192,7 +195,7 @@ def test_tags_show_ps_and_version_describe_the_one_served_model() -> None:
         assert [m["name"] for m in tags["models"]] == [f"{MODEL}:latest"]
         assert tags["models"][0]["details"]["format"] == "gguf"
         show = (await app.client.post("/api/show", json={"model": f"{MODEL}:latest"})).json()
-        assert show["capabilities"] == ["completion", "embedding"]
+        assert show["capabilities"] == ["completion", "tools", "embedding"]
         assert 'stop "\nUser:"' in show["parameters"]
         assert show["system"] == "Be a fake."
         ps = (await app.client.get("/api/ps")).json()
@@ -202,3 +205,54 @@ def test_tags_show_ps_and_version_describe_the_one_served_model() -> None:
         assert pulled.json() == {"status": "success"}
 
     serve(scenario, system="Be a fake.")
+
+
+class SizedFake(FakeEngine):
+    """The fake engine with a model file of 4 KiB."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return replace(super().info, size_bytes=4096)
+
+
+@pytest.mark.parametrize(("gpu_layers", "vram"), [(0, 0), (-1, 4096), (999, 4096)])
+def test_size_vram_is_the_model_s_size_when_its_layers_are_offloaded(gpu_layers: int, vram: int) -> None:
+    async def scenario(app: FastApp) -> None:
+        (model,) = (await app.client.get("/api/ps")).json()["models"]
+        assert (model["size"], model["size_vram"]) == (4096, vram)
+
+    serve(scenario, SizedFake(), gpu_layers=gpu_layers)
+
+
+def test_a_prompt_longer_than_the_context_is_truncated_unless_truncate_is_false() -> None:
+    async def scenario(app: FastApp) -> None:
+        for path, body in (
+            ("/api/generate", {"model": MODEL, "prompt": "x" * 100, "stream": False}),
+            ("/api/chat", {"model": MODEL, "messages": [{"role": "user", "content": "x" * 100}], "stream": False}),
+        ):
+            cut = await app.client.post(path, json=body)
+            assert cut.status_code == 200 and cut.json()["prompt_eval_count"] == 48, path  # 3/4 of the context
+            refused = await app.client.post(path, json={**body, "truncate": False})
+            assert refused.status_code == 400 and "longer than the context length of 64" in refused.json()["error"]
+
+    serve(scenario, FakeEngine(context_length=64))
+
+
+def test_options_and_fields_that_cannot_be_honoured_are_400s_naming_them() -> None:
+    async def scenario(app: FastApp) -> None:
+        for fields, named in (
+            ({"options": {"num_gpu": 20}}, "options.num_gpu"),
+            ({"options": {"num_batch": 8}}, "options.num_batch"),
+            ({"options": {"typical_p": 0.5}}, "options.typical_p"),
+            ({"options": {"num_keep": 4}}, "options.num_keep"),
+            ({"shift": True}, "shift"),
+            ({"images": ["aGk="]}, "images"),
+        ):
+            body = {"model": MODEL, "prompt": "Hi", "stream": False, **fields}
+            response = await app.client.post("/api/generate", json=body)
+            assert response.status_code == 400 and named in response.json()["error"], (fields, response.text)
+        same = {"num_gpu": 0, "num_batch": app.settings.engine.batch_size, "typical_p": 1.0, "num_ctx": 32}
+        body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": same, "shift": False}
+        assert (await app.client.post("/api/generate", json=body)).status_code == 200
+
+    serve(scenario)

@@ -81,7 +81,24 @@ def test_request_errors_have_openai_s_shape() -> None:
     async def scenario(app: FastApp) -> None:
         cases: list[tuple[str, dict[str, Any], int, str, str | None]] = [
             ("/v1/chat/completions", {**CHAT, "model": "other"}, 404, "model_not_found", "model"),
-            ("/v1/chat/completions", {**CHAT, "n": 2}, 400, "invalid_request", "n"),
+            ("/v1/chat/completions", {**CHAT, "n": 6}, 400, "invalid_request", "n"),  # 1 slot + 4 queued
+            ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"], "n": 3}, 400, "invalid_request", "n"),
+            (
+                "/v1/completions",
+                {"model": MODEL, "prompt": "a", "n": 2, "best_of": 3},
+                400,
+                "invalid_request",
+                "best_of",
+            ),
+            ("/v1/completions", {"model": MODEL, "prompt": "a", "suffix": "z"}, 400, "invalid_request", "suffix"),
+            ("/v1/chat/completions", {**CHAT, "logit_bias": {"5": 1}}, 400, "invalid_request", "logit_bias"),
+            ("/v1/chat/completions", {**CHAT, "audio": {"voice": "x"}}, 400, "invalid_request", "audio"),
+            ("/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, 400, "invalid_request", "modalities"),
+            ("/v1/chat/completions", {**CHAT, "prediction": {"type": "content"}}, 400, "invalid_request", "prediction"),
+            ("/v1/chat/completions", {**CHAT, "web_search_options": {}}, 200, "", None),  # empty: nothing asked
+            ("/v1/chat/completions", {**CHAT, "verbosity": "low"}, 400, "invalid_request", "verbosity"),
+            ("/v1/chat/completions", {**CHAT, "reasoning_effort": "low"}, 400, "invalid_request", "reasoning_effort"),
+            ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, 400, "invalid_request", "top_logprobs"),
             ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "invalid_request", "messages"),
             (
                 "/v1/chat/completions",
@@ -90,11 +107,13 @@ def test_request_errors_have_openai_s_shape() -> None:
                 "invalid_request",
                 "response_format",
             ),
-            ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, 400, "invalid_request", "prompt"),
+            ("/v1/completions", {"model": MODEL, "prompt": []}, 400, "invalid_request", "prompt"),
         ]
         for path, body, status, code, param in cases:
             response = await app.client.post(path, json=body)
             assert response.status_code == status, (body, response.text)
+            if status == 200:
+                continue
             error = response.json()["error"]
             assert (error["code"], error["param"]) == (code, param), error
             assert error["message"]
@@ -143,3 +162,77 @@ def test_models_list_and_lookup() -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
     serve(scenario)
+
+
+def test_n_choices_run_at_once_with_seeds_one_apart_and_usage_counts_the_prompt_once() -> None:
+    async def scenario(app: FastApp) -> None:
+        answer = (await app.client.post("/v1/chat/completions", json={**CHAT, "n": 2, "seed": 7})).json()
+        assert [c["index"] for c in answer["choices"]] == [0, 1]
+        assert all(c["message"]["content"] == REPLY for c in answer["choices"])
+        assert sorted(s.params.seed for s in app.engine.started[-2:]) == [7, 8]
+        assert {s.slot for s in app.engine.started[-2:]} == {0, 1}  # each choice on its own slot
+        prompt_tokens = len(app.engine.started[-1].prompt)
+        assert answer["usage"] == {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 2 * len(REPLY),
+            "total_tokens": prompt_tokens + 2 * len(REPLY),
+        }
+
+    serve(scenario, parallel=2)
+
+
+def test_n_choices_stream_with_their_index_each_with_its_finish() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {**CHAT, "n": 2, "stream": True, "stream_options": {"include_usage": True}}
+        events = sse_events((await app.client.post("/v1/chat/completions", json=body)).text)
+        chunks = [json.loads(e) for e in events[:-1]]
+        texts = {0: "", 1: ""}
+        finishes = {0: [], 1: []}  # type: dict[int, list[str]]
+        for chunk in chunks:
+            for choice in chunk["choices"]:
+                texts[choice["index"]] += choice["delta"].get("content", "")
+                if choice["finish_reason"]:
+                    finishes[choice["index"]].append(choice["finish_reason"])
+        assert texts == {0: REPLY, 1: REPLY} and finishes == {0: ["stop"], 1: ["stop"]}
+        assert [c["choices"][0]["index"] for c in chunks[:2]] == [0, 1]  # each choice's role first, in order
+        assert chunks[-1]["usage"]["completion_tokens"] == 2 * len(REPLY)
+
+    serve(scenario, parallel=1)  # the second choice waits for the slot
+
+
+def test_stop_sequences_and_max_completion_tokens_end_the_answer() -> None:
+    async def scenario(app: FastApp) -> None:
+        stopped = (await app.client.post("/v1/chat/completions", json={**CHAT, "stop": ["fake", "zzz"]})).json()
+        assert stopped["choices"][0]["message"]["content"] == REPLY[: REPLY.index("fake")]
+        assert stopped["choices"][0]["finish_reason"] == "stop"
+        one = (await app.client.post("/v1/chat/completions", json={**CHAT, "stop": "from"})).json()
+        assert one["choices"][0]["message"]["content"] == REPLY[: REPLY.index("from")]
+        body = {**CHAT, "max_completion_tokens": 3, "max_tokens": 9}
+        short = (await app.client.post("/v1/chat/completions", json=body)).json()
+        assert (short["choices"][0]["message"]["content"], short["choices"][0]["finish_reason"]) == (
+            REPLY[:3],
+            "length",
+        )
+        legacy = (await app.client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})).json()
+        assert legacy["usage"]["completion_tokens"] == 4
+
+    serve(scenario)
+
+
+def test_a_list_of_prompts_gets_n_choices_each_in_order() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": ["A", "BB"], "n": 2, "max_tokens": 3, "echo": True}
+        answer = (await app.client.post("/v1/completions", json=body)).json()
+        assert [c["text"] for c in answer["choices"]] == ["A" + REPLY[:3]] * 2 + ["BB" + REPLY[:3]] * 2
+        prompts = len(app.engine.tokenize("A")) + len(app.engine.tokenize("BB"))
+        assert answer["usage"]["prompt_tokens"] == prompts and answer["usage"]["completion_tokens"] == 12
+        streamed = {**body, "stream": True}
+        chunks = [
+            json.loads(e) for e in sse_events((await app.client.post("/v1/completions", json=streamed)).text)[:-1]
+        ]
+        texts = ["", "", "", ""]
+        for chunk in chunks:
+            texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
+        assert texts == ["A" + REPLY[:3]] * 2 + ["BB" + REPLY[:3]] * 2
+
+    serve(scenario, parallel=2, max_queue=4)
