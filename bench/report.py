@@ -545,6 +545,7 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
         "",
     ]
     largest: Mapping[str, Any] | None = None
+    largest_setting = ""
     for setting in _settings(result):
         limits = setting.get("client_limits") or {}
         rows = [_operator_row(r) for r in sorted(setting.get("results", []), key=lambda r: r.get("count", 0))]
@@ -568,9 +569,11 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
         results = setting.get("results") or []
         if results and largest is None:
             largest = max(results, key=lambda r: r.get("count", 0))
+            largest_setting = str(setting.get("name", "?"))
     if largest is not None:
         lines += [
-            f"Requests per SLMDeployment at N = {largest.get('count')} (default limits), by verb and resource:",
+            f"Requests per SLMDeployment at N = {largest.get('count')} ({largest_setting} limits), by verb and "
+            "resource:",
             "",
             *_per_slm_table(largest),
             "",
