@@ -129,6 +129,25 @@ class GoStruct:
         return "{" + " ".join(go_print(value) for value in self._fields.values()) + "}"
 
 
+_PARAMETERS_ORDER = ("type", "$defs", "items", "required", "properties")
+_PROPERTY_ORDER = ("type", "items", "description", "enum", "properties")
+
+
+def _go_ordered(schema: Any, order: tuple[str, ...]) -> Any:
+    """A schema object with the keys Ollama's Go types know first, in their struct order (``json.Marshal`` writes
+    struct fields in that order, whatever order the client sent); keys Ollama's types do not have (it drops them)
+    are kept after those, for the model's benefit."""
+    if not isinstance(schema, dict):
+        return schema
+    ordered = {key: schema[key] for key in order if key in schema}
+    ordered.update((key, value) for key, value in schema.items() if key not in ordered)
+    if isinstance(ordered.get("properties"), dict):
+        ordered["properties"] = {k: _go_ordered(v, _PROPERTY_ORDER) for k, v in ordered["properties"].items()}
+    if isinstance(ordered.get("items"), dict):
+        ordered["items"] = _go_ordered(ordered["items"], _PROPERTY_ORDER)
+    return ordered
+
+
 def _property(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
@@ -140,11 +159,11 @@ def _property(schema: Any) -> Any:
         "Enum": schema.get("enum"),
         "Properties": GoMap({k: _property(v) for k, v in (schema.get("properties") or {}).items()}),
     }
-    return GoStruct(fields, schema)
+    return GoStruct(fields, _go_ordered(schema, _PROPERTY_ORDER))
 
 
 def _tool(tool: ToolFunction) -> GoStruct:
-    parameters = tool.parameters or {}
+    parameters = _go_ordered(tool.parameters or {}, _PARAMETERS_ORDER)
     params = GoStruct(
         {
             "Type": parameters.get("type", "object"),

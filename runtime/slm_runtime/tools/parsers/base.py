@@ -3,9 +3,10 @@
 A family's calls begin with a marker. Some markers may appear anywhere in a reply (``<tool_call>``,
 ``[TOOL_CALLS]``); others count only at the very start of it (Llama 3's bare ``{"name": ...}``, the generic JSON
 shape), because text that merely contains a brace is not a call. :meth:`ToolCallParser.feed` passes plain text
-through at once and holds back only what might still become a marker; from the first marker on it holds
-everything, and :meth:`ToolCallParser.finish` hands the held text to the family's :meth:`~ToolCallParser.extract`.
-Text that looked like a call but does not parse comes back as content.
+through at once and holds back only what might still become a marker, and trailing white space (the line break
+between text and a call is not content); from the first marker on it holds everything, and
+:meth:`ToolCallParser.finish` hands the held text to the family's :meth:`~ToolCallParser.extract`. Text that
+looked like a call but does not parse comes back as content, white space included.
 
 Every family also accepts the generic JSON shape at the start of a reply: the prompt asks for it whenever the
 template could not show the tools itself, whatever the family.
@@ -35,6 +36,7 @@ class ToolCallParser(ABC):
     def __init__(self) -> None:
         self._pending = ""
         self._held: str | None = None
+        self._gap = ""  # the white space between the content and the held text
         self._held_at_start = False
         self._at_start = True
 
@@ -66,14 +68,16 @@ class ToolCallParser(ABC):
         return self._scan()
 
     def _scan(self) -> str:
-        found = [(index, marker) for marker in self.anywhere if (index := self._pending.find(marker)) >= 0]
+        found = [index for marker in self.anywhere if (index := self._pending.find(marker)) >= 0]
         if found:
-            index = min(found)[0]
-            out, self._held, self._pending = self._pending[:index], self._pending[index:], ""
+            index = min(found)
+            before = self._pending[:index]
+            out = before.rstrip()
+            self._gap, self._held, self._pending = before[len(out) :], self._pending[index:], ""
             return out
         keep = self._possible_marker_start()
-        out = self._pending[: len(self._pending) - keep]
-        self._pending = self._pending[len(self._pending) - keep :]
+        out = self._pending[: len(self._pending) - keep].rstrip()
+        self._pending = self._pending[len(out) :]
         return out
 
     def _possible_marker_start(self) -> int:
@@ -95,4 +99,4 @@ class ToolCallParser(ABC):
         result = self.extract(held)
         if result is None and self._held_at_start:
             result = extract_generic(held)
-        return result if result is not None else (held, [])
+        return result if result is not None else (self._gap + held, [])

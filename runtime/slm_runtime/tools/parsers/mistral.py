@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from slm_runtime.tools.parsers.base import Extracted, ToolCallParser
-from slm_runtime.tools.parsers.values import calls_from_value, json_prefix, loads_lenient
+from slm_runtime.tools.parsers.values import calls_from_value, json_prefix, json_values, loads_lenient
 from slm_runtime.tools.types import ToolCall
 
 __all__ = ["MistralParser"]
@@ -30,7 +30,8 @@ def _read_part(part: str) -> tuple[list[ToolCall], str] | None:
     """The calls at the start of the text after one marker, and the text after them."""
     text = part.lstrip()
     if text.startswith(("[", "{")):
-        parsed = _value_at(text, 0)
+        values, end = json_values(text)
+        parsed = (values[0], end) if len(values) == 1 else _value_at(text, 0)
         if parsed is None:
             return None
         calls = calls_from_value(parsed[0])

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slm_runtime.tools.parsers.base import Extracted, ToolCallParser
-from slm_runtime.tools.parsers.values import calls_from_value, loads_lenient
+from slm_runtime.tools.parsers.values import calls_from_value, json_values, loads_lenient
 from slm_runtime.tools.types import ToolCall
 
 __all__ = ["HermesParser", "Phi4MiniParser", "split_tagged"]
@@ -57,6 +57,24 @@ def _extract_blocks(
     return "".join(content).strip(), calls
 
 
+def _json_calls(body: str) -> list[ToolCall] | None:
+    """The calls of a block: one JSON call or list of calls, or several one after another (Ollama's Qwen
+    templates put every call of a turn in one block, a line each); a cut-off or brace-dropping block repaired."""
+    values, end = json_values(body)
+    if values and not body[end:].strip():
+        calls: list[ToolCall] = []
+        for value in values:
+            found = calls_from_value(value)
+            if found is None:
+                return None
+            calls.extend(found)
+        return calls
+    try:
+        return calls_from_value(loads_lenient(body.strip()))
+    except ValueError:
+        return None
+
+
 _XML_FUNCTION = re.compile(r"<function=(?P<name>[^>\n]+)>(?P<body>.*?)(?:</function>|$)", re.DOTALL)
 _XML_PARAMETER = re.compile(r"<parameter=(?P<key>[^>\n]+)>\n?(?P<value>.*?)\n?</parameter>", re.DOTALL)
 
@@ -79,10 +97,7 @@ def _hermes_body(body: str) -> list[ToolCall] | None:
             for match in _XML_FUNCTION.finditer(body)
         ]
         return calls or None
-    try:
-        return calls_from_value(loads_lenient(body))
-    except ValueError:
-        return None
+    return _json_calls(body)
 
 
 class HermesParser(ToolCallParser):
@@ -93,13 +108,6 @@ class HermesParser(ToolCallParser):
 
     def extract(self, text: str) -> Extracted | None:
         return _extract_blocks(text, "<tool_call>", "</tool_call>", _hermes_body)
-
-
-def _json_calls(body: str) -> list[ToolCall] | None:
-    try:
-        return calls_from_value(loads_lenient(body.strip()))
-    except ValueError:
-        return None
 
 
 class Phi4MiniParser(ToolCallParser):

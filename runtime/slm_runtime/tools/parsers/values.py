@@ -13,7 +13,7 @@ from typing import Any
 
 from slm_runtime.tools.types import ToolCall
 
-__all__ = ["call_from_value", "calls_from_value", "json_prefix", "loads_lenient", "python_calls"]
+__all__ = ["call_from_value", "calls_from_value", "json_prefix", "json_values", "loads_lenient", "python_calls"]
 
 _DECODER = json.JSONDecoder()
 _CLOSERS = {"{": "}", "[": "]"}
@@ -67,6 +67,39 @@ def json_prefix(text: str, start: int = 0) -> tuple[Any, int] | None:
         return _DECODER.raw_decode(text, start)
     except ValueError:
         return None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _json_value(text: str, start: int, separators: str) -> tuple[Any, int] | None:
+    parsed = json_prefix(text, start)
+    if parsed is not None:
+        return parsed
+    if start < len(text) and text[start] == "[":  # an array whose items lack commas
+        items, end = json_values(text, start + 1, separators)
+        close = _skip_space(text, end)
+        if close < len(text) and text[close] == "]":
+            return items, close + 1
+    return None
+
+
+def json_values(text: str, start: int = 0, separators: str = ",;") -> tuple[list[Any], int]:
+    """The JSON values from ``start`` on, one after another with white space or one of ``separators`` between
+    them, and the offset after the last one read. An array is read the same way, so ``[{..}{..}]`` (Ollama's
+    mistral template leaves out the commas between calls) reads as ``[{..}, {..}]``."""
+    values: list[Any] = []
+    pos = start
+    while (found := _json_value(text, _skip_space(text, pos), separators)) is not None:
+        values.append(found[0])
+        pos = found[1]
+        after = _skip_space(text, pos)
+        if after < len(text) and text[after] in separators:
+            pos = after + 1
+    return values, pos
 
 
 def call_from_value(value: Any) -> ToolCall | None:
