@@ -222,3 +222,23 @@ def test_prompt_builder_passes_tools_and_think() -> None:
     assert builder.chat([ChatMessage("user", "Hi")], [WEATHER]) == f"Be kind.\n\n{TOOLS_TEXT}\n\nUser: Hi\nAssistant:"
     qwen3 = PromptBuilder(fixture("qwen3.jinja"), ModelSettings(model=Path("m.gguf")))
     assert qwen3.chat([ChatMessage("user", "Hi")], think=False).endswith("<think>\n\n</think>\n\n")
+
+
+def test_a_tool_result_is_linked_to_the_call_it_answers() -> None:
+    """Ollama clients send the tool's name, OpenAI clients the call's id; templates read one or the other."""
+    other = ToolCall("get_time", {"zone": "CET"}, id="call_ffeeddccbbaa998877665544")
+    chat = [
+        ChatMessage("user", "Weather and time?"),
+        ChatMessage("assistant", "", tool_calls=(CALL, other)),
+        ChatMessage("tool", "12:00", tool_name="get_time"),  # Ollama: the name only
+        ChatMessage("tool", "18C", tool_call_id=CALL.id),  # OpenAI: the id only
+    ]
+    dump = JinjaChatTemplate(
+        "{% for m in messages if m.role == 'tool' %}{{ m.name }} {{ m.tool_call_id }} {{ m.content }};{% endfor %}"
+    )
+    assert dump.render_chat(chat) == f"get_time {other.id} 12:00;get_weather {CALL.id} 18C;"
+    unnamed = [*chat[:2], ChatMessage("tool", "18C"), ChatMessage("tool", "12:00")]  # neither: in call order
+    assert dump.render_chat(unnamed) == f"get_weather {CALL.id} 18C;get_time {other.id} 12:00;"
+    # Mistral's template refuses a result without the call's id; linked, it renders.
+    text = fixture("mistral-small-3.1-instruct.jinja").render_chat(unnamed)
+    assert '[TOOL_RESULTS] {"content": 18C, "call_id": "78899aabb"}[/TOOL_RESULTS]' in text
