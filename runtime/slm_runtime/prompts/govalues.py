@@ -10,6 +10,7 @@ template's ``finalize``: it prints those as Go would, and booleans, nil, slices 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,8 +43,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _go_number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e21:
+        return str(int(value))  # Go's %v prints 3.0 as 3
     return repr(value)
 
 
