@@ -18,6 +18,9 @@ __all__ = ["Residency"]
 
 log = logging.getLogger(__name__)
 
+_FOREVER = 100 * 365 * 24 * 3600.0
+"""Longer than this (a century) is forever: no timer is set."""
+
 
 class Residency:
     """Counts the requests holding the model and unloads it (through ``unload``) when their keep_alive says."""
@@ -43,13 +46,13 @@ class Residency:
         self.cancel()
 
     def release(self, keep_alive: float | None) -> None:
-        """A request is done with the model; if it was the last, unload after ``keep_alive`` seconds (None or
-        negative: never)."""
+        """A request is done with the model; if it was the last, unload after ``keep_alive`` seconds (None,
+        negative or beyond a century: never)."""
         self._holds -= 1
         if self._holds > 0:
             return
         self.cancel()
-        if keep_alive is None or keep_alive < 0:
+        if keep_alive is None or not 0 <= keep_alive <= _FOREVER:
             return
         self._expires_at = datetime.now(UTC) + timedelta(seconds=keep_alive)
         self._timer = asyncio.get_running_loop().create_task(self._expire(keep_alive), name="slm-keep-alive")

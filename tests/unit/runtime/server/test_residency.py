@@ -38,8 +38,8 @@ def test_the_last_request_s_keep_alive_decides_and_a_new_request_calls_it_off() 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("keep_alive", [None, -1])
-def test_no_keep_alive_or_a_negative_one_keeps_the_model(keep_alive: float | None) -> None:
+@pytest.mark.parametrize("keep_alive", [None, -1, 2.5e11])
+def test_no_keep_alive_a_negative_one_or_beyond_a_century_keeps_the_model(keep_alive: float | None) -> None:
     async def scenario() -> None:
         unloads = Unloads()
         residency = Residency(unloads)
