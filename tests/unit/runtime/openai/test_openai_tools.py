@@ -214,3 +214,29 @@ def test_an_engine_that_cannot_constrain_refuses_a_forced_call_naming_tool_choic
         assert "engine cannot constrain" in response.json()["error"]["message"]
 
     serve(scenario, FakeEngine(context_length=CONTEXT))
+
+
+def test_reasoning_is_split_into_reasoning_content_where_the_template_thinks() -> None:
+    template = (  # Qwen 3's switch: the reply starts inside an opened reasoning block unless thinking is off
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% else %}<think>{% endif %}"
+    )
+
+    async def scenario(app: FastApp) -> None:
+        answer = (await app.client.post("/v1/chat/completions", json=chat())).json()
+        assert answer["choices"][0]["message"] == {
+            "role": "assistant",
+            "content": "Four.",
+            "reasoning_content": "Let me see.",
+        }
+        streamed = await app.client.post("/v1/chat/completions", json=chat(stream=True))
+        deltas = [json.loads(e)["choices"][0]["delta"] for e in sse_events(streamed.text)[:-1]]
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == "Let me see."
+        assert "".join(d.get("content", "") for d in deltas) == "Four."
+        off = (await app.client.post("/v1/chat/completions", json=chat(reasoning_effort="none"))).json()
+        assert off["choices"][0]["message"] == {"role": "assistant", "content": app.engine.reply}
+        assert app.engine.detokenize(app.engine.started[-1].prompt).endswith("<think></think>")
+        bad = await app.client.post("/v1/chat/completions", json=chat(reasoning_effort="extreme"))
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "reasoning_effort"
+
+    serve(scenario, FakeEngine(reply="Let me see.</think>\n\nFour.", chat_template=template, context_length=CONTEXT))
