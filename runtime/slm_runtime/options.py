@@ -28,6 +28,8 @@ class RequestOptions:
     num_ctx: int | None = None
     stop: tuple[str, ...] | None = None
     json_schema: dict[str, Any] | None = None
+    logprobs: int | None = None
+    """None: no log-probabilities; 0: each generated token's; k > 0: also the k most likely tokens at each step."""
     truncate: bool = False
     extra_stop: tuple[str, ...] = field(default=())
 
@@ -50,4 +52,5 @@ def resolve_sampling(defaults: SamplingDefaults, options: RequestOptions, max_to
         frequency_penalty=_pick(options.frequency_penalty, defaults.frequency_penalty),
         seed=_pick(options.seed, defaults.seed),
         json_schema=options.json_schema,
+        logprobs=options.logprobs,
     )

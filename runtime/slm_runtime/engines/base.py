@@ -141,6 +141,14 @@ class Engine(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token adds to the output (a control token: its markup), as log-probabilities report it.
+
+        Engines override this with their vocabulary's exact pieces (a byte-fallback token is one byte of a UTF-8
+        character); this default, for wrappers that only delegate the rest, decodes the token alone.
+        """
+        return self.detokenize([token_id]).encode("utf-8")
+
     def validate(self, params: SamplingParams) -> None:
         """Raise InvalidRequestError for options this engine cannot honour; runs before a request is admitted."""
         ...

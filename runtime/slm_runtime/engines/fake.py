@@ -13,11 +13,15 @@ exactly as production does. :func:`~slm_runtime.engines.load_engine` never picks
 - ``token_delay`` seconds pass before each token (configurable latency); while ``gate`` is clear, generations
   wait before their next token, so a test can hold slots busy and release them.
 - ``fail_after=n`` makes a generation fail after ``n`` tokens (an error midway through a stream).
+- Log-probabilities (when ``SamplingParams.logprobs`` asks) follow one fixed distribution at every step: the
+  chosen token has probability 1/2 and the token ``i`` ids after it, counting within the 256 byte tokens and
+  wrapping, 2^-(i+1) (:func:`fake_logprobs`). ``token_bytes`` of a byte token is its byte.
 - Embeddings are 8 counts of the text's bytes by their value modulo 8 (when ``embeddings`` is on).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,12 +39,19 @@ from slm_runtime.engines.base import (
 from slm_runtime.errors import EmbeddingsUnsupportedError
 from slm_runtime.workers import SlotThreads
 
-__all__ = ["BOS", "EMBEDDING_SIZE", "FakeEngine", "FakeEngineError", "StartedGeneration"]
+__all__ = ["BOS", "EMBEDDING_SIZE", "FakeEngine", "FakeEngineError", "StartedGeneration", "fake_logprobs"]
 
 BOS = 1
 _FIRST_BYTE = 3
 EMBEDDING_SIZE = 8
 _GATE_POLL_SECONDS = 0.005
+
+
+def fake_logprobs(token: int, top: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """The fake engine's log-probability of ``token`` and its ``top`` most likely tokens (see the module doc)."""
+    byte = token - _FIRST_BYTE
+    ranked = tuple(((byte + i) % 256 + _FIRST_BYTE, -(i + 1) * math.log(2)) for i in range(min(max(top, 0), 256)))
+    return -math.log(2), ranked
 
 
 class FakeEngineError(RuntimeError):
@@ -114,8 +125,11 @@ class FakeEngine(Engine):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(t - _FIRST_BYTE for t in tokens if t >= _FIRST_BYTE).decode("utf-8", errors="replace")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id - _FIRST_BYTE]) if _FIRST_BYTE <= token_id < _FIRST_BYTE + 256 else b""
+
     def validate(self, params: SamplingParams) -> None:
-        """The fake honours every option (it ignores them all)."""
+        """The fake honours every option (it ignores them all but ``logprobs``)."""
 
     def start(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
@@ -125,20 +139,25 @@ class FakeEngine(Engine):
                 raise RuntimeError(f"slot {slot} is already generating")
             self._busy.add(slot)
             self.started.append(StartedGeneration(slot, tuple(prompt), params))
-        tokens = self._generate(slot, len(prompt), params.max_tokens, cancel)
+        tokens = self._generate(slot, len(prompt), params, cancel)
         self._threads.submit(slot, lambda: deliver(tokens, sink))
 
     def _generate(
-        self, slot: int, prompt_tokens: int, max_tokens: int, cancel: threading.Event
+        self, slot: int, prompt_tokens: int, params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GeneratedToken]:
         try:
             self._step(1, prompt_tokens)
-            for index, char in enumerate(self.reply[:max_tokens]):
+            for index, char in enumerate(self.reply[: params.max_tokens]):
                 if self.fail_after is not None and index >= self.fail_after:
                     raise FakeEngineError(f"the fake engine failed after {index} tokens")
                 if not self._wait(cancel):
                     return
-                yield GeneratedToken(ord(char) + _FIRST_BYTE, char)
+                token = ord(char) + _FIRST_BYTE
+                if params.logprobs is None:
+                    yield GeneratedToken(token, char)
+                else:
+                    logprob, top = fake_logprobs(token, params.logprobs)
+                    yield GeneratedToken(token, char, logprob=logprob, top_logprobs=top)
                 self._step(1, 1)
         finally:
             with self._lock:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from slm_runtime.engines.base import SamplingParams
+    from slm_runtime.engines.samplers import StepLogits
 
 __all__ = ["GreedyPicker", "fast_greedy_applies"]
 
@@ -46,12 +47,27 @@ class GreedyPicker:
         self._window: collections.deque[int] = collections.deque(maxlen=self.last_n or 1)
         self._penalized = self.last_n > 0 and repeat_penalty != 1.0
 
+    def choose(self, step: StepLogits) -> int:
+        """:meth:`pick` on the step's logits (the decoder's sampler interface)."""
+        return self.pick(step.row())
+
+    def close(self) -> None:
+        """Nothing native to free."""
+
     def pick(self, logits: NDArray[np.float32]) -> int:
         """The token to emit, from this step's logits (not modified); remembers it for the penalty window."""
-        token = self._pick_penalized(logits) if self._penalized and self._window else int(logits.argmax())
+        token = self.peek(logits)
+        self.remember(token)
+        return token
+
+    def peek(self, logits: NDArray[np.float32]) -> int:
+        """The greedy choice from these logits (not modified), without remembering it."""
+        return self._pick_penalized(logits) if self._penalized and self._window else int(logits.argmax())
+
+    def remember(self, token: int) -> None:
+        """Put the token emitted (whoever chose it) in the penalty window."""
         if self.last_n:
             self._window.append(token)
-        return token
 
     def _pick_penalized(self, logits: NDArray[np.float32]) -> int:
         ids = np.fromiter(set(self._window), dtype=np.int64)

@@ -4,8 +4,9 @@ One llama context holds up to ``parallel`` sequences, each in its own KV cache s
 llama-server does by default): sequence *i* uses seq id *i* (the scheduler's slot) and ``context_length``
 cells of its own. A single decoder thread runs the loop; every step decodes the next token of every generating
 sequence in one call, then prompt chunks of newly admitted ones (:func:`plan_step`), and samples each
-sequence that produced logits with its own sampler chain (its own temperature, top-k/p, penalties, seed and
-grammar), or, for a plain greedy request, takes the top logit directly (:mod:`slm_runtime.engines.greedy`). The
+sequence that produced logits with its own sampler (:mod:`slm_runtime.engines.samplers`: its own temperature,
+top-k/p, penalties, seed and grammar; for a plain greedy request the top logit directly), and computes the
+log-probabilities a request asks for from the same logits (:mod:`slm_runtime.engines.logprobs`). The
 generating tokens go into the call in sequence-id order, with fillers in short gaps, so that llama.cpp decodes them
 in one pass over the weights (see :mod:`slm_runtime.engines.batch_plan`). A sequence that ends (end of
 generation, ``max_tokens``, cancelled) frees its cells at once and its slot can take the next request.
@@ -34,78 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from slm_runtime.engines.base import GeneratedToken, SamplingParams, StepObserver, TokenSink
+from slm_runtime.engines.base import GeneratedToken, StepObserver, TokenSink
 from slm_runtime.engines.batch_plan import BatchEntry, plan_step
-from slm_runtime.engines.greedy import GreedyPicker
+from slm_runtime.engines.llama_native import quick_calls
+from slm_runtime.engines.logprobs import StepLogprobs, step_logprobs
+from slm_runtime.engines.samplers import StepLogits, TokenSampler
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "sampler_chain", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "shared_prefix"]
 
 log = logging.getLogger(__name__)
-
-
-class _QuickCalls:
-    """The llama.cpp calls of a decode step that take microseconds, bound without releasing the GIL.
-
-    ctypes releases the GIL around every foreign call, and taking it back waits for whichever Python thread holds
-    it (up to the 5 ms switch interval) — per call. With eight streams the decoder thread made dozens of such
-    calls per step while the HTTP threads ran, and spent most of each step waiting for the GIL. Only
-    ``llama_decode`` (milliseconds of matrix work) still releases it; the rest go through a ``PyDLL`` view of the
-    same loaded library, with the signatures llama-cpp-python declares.
-    """
-
-    def __init__(self) -> None:
-        from llama_cpp import llama_cpp as native
-
-        library = ctypes.PyDLL(native._lib._name)
-        self.sample = self._bind(library, native.llama_sampler_sample)
-        self.token_to_piece = self._bind(library, native.llama_token_to_piece)
-        self.is_eog = self._bind(library, native.llama_vocab_is_eog)
-        self.logits = self._bind(library, native.llama_get_logits_ith)
-
-    @staticmethod
-    def _bind(library: ctypes.PyDLL, declared: Any) -> Any:
-        function = getattr(library, declared.__name__)
-        function.argtypes = declared.argtypes
-        function.restype = declared.restype
-        return function
-
-
-def sampler_chain(vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None) -> Any:
-    """A llama.cpp sampler chain for one request, in the order llama-cpp-python's ``Llama.generate`` builds it.
-
-    Penalties, then the grammar, then greedy (temperature 0) or top-k, top-p, min-p, temperature and a seeded
-    draw. The caller owns the chain (``llama_sampler_free``).
-    """
-    import llama_cpp
-
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    add(
-        chain,
-        llama_cpp.llama_sampler_init_penalties(
-            n_vocab,
-            params.repeat_last_n,
-            params.repeat_penalty,
-            params.frequency_penalty,
-            params.presence_penalty,
-        ),
-    )
-    if grammar is not None:
-        add(
-            chain,
-            llama_cpp.llama_sampler_init_grammar(
-                vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-            ),
-        )
-    if params.temperature <= 0.0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-    add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-    add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
 
 
 class Generation:
@@ -116,10 +54,10 @@ class Generation:
         seq_id: int,
         prompt: Sequence[int],
         max_tokens: int,
-        sampler: Any,
+        sampler: TokenSampler,
         cancel: threading.Event,
         sink: TokenSink,
-        picker: GreedyPicker | None = None,
+        logprobs: int | None = None,
     ) -> None:
         self.seq_id = seq_id
         self.position = 0
@@ -130,18 +68,23 @@ class Generation:
         self.prompt_left: Sequence[int] = list(prompt)
         self.max_tokens = max_tokens
         self.produced = 0
-        self.sampler = sampler
-        """A llama.cpp sampler chain, or None when ``picker`` chooses the tokens (greedy fast path)."""
-        self.picker = picker
+        self.sampler: TokenSampler | None = sampler
+        """Chooses the tokens; the decoder closes it (and sets None) when the sequence ends."""
+        self.logprobs = logprobs
+        """None: no log-probabilities; k >= 0: the chosen token's and the k most likely (SamplingParams.logprobs)."""
         self.cancel = cancel
         """Set by the consumer to stop the sequence early; the decoder then drops it."""
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._sink = sink
         self._finished = False
 
-    def emit(self, token: int, piece: bytes) -> None:
+    def emit(self, token: int, piece: bytes, logprobs: StepLogprobs | None = None) -> None:
         self.produced += 1
-        self._sink(GeneratedToken(token, self._utf8.decode(piece)))
+        text = self._utf8.decode(piece)
+        if logprobs is None:
+            self._sink(GeneratedToken(token, text))
+        else:
+            self._sink(GeneratedToken(token, text, logprob=logprobs[0], top_logprobs=logprobs[1]))
 
     def fail(self, error: BaseException) -> None:
         self.failed = True
@@ -202,7 +145,9 @@ class BatchDecoder:
         self.n_ctx_seq = target.n_ctx_seq
         self.n_vocab = target.n_vocab
         self._batch: Any = llama_cpp.llama_batch_init(target.n_batch, 0, 1)
-        self._quick = _QuickCalls()
+        self._quick = quick_calls()
+        self._scratch: np.ndarray[Any, np.dtype[np.float32]] | None = None
+        """A vocabulary-sized buffer for log-probabilities, allocated when a request first asks for them."""
 
     def submit(self, generation: Generation) -> None:
         if not 0 <= generation.seq_id < self.n_seq:
@@ -331,27 +276,28 @@ class BatchDecoder:
 
     def _sample(self, generation: Generation, index: int) -> None:
         quick = self._quick
-        if generation.picker is not None:
-            row = quick.logits(self._ctx, index)
-            if not row:
-                raise RuntimeError(f"llama.cpp has no logits for batch index {index}")
-            token = generation.picker.pick(np.ctypeslib.as_array(row, shape=(self.n_vocab,)))
-        else:
-            token = int(quick.sample(generation.sampler, self._ctx, index))
+        step = StepLogits(self._ctx, index, self.n_vocab)
+        if generation.sampler is None:
+            raise RuntimeError(f"seq {generation.seq_id} has no sampler")
+        token = generation.sampler.choose(step)
         if quick.is_eog(self._vocab, token) or generation.cancel.is_set():
             self._release(generation)
             return
         size = quick.token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
-        generation.emit(token, self._piece.raw[: max(size, 0)])
+        logprobs = None if generation.logprobs is None else self._logprobs(step, token, generation.logprobs)
+        generation.emit(token, self._piece.raw[: max(size, 0)], logprobs)
         if generation.produced >= generation.max_tokens or generation.position >= self.n_ctx_seq:
             self._release(generation)
         else:
             generation.next_token = token
 
+    def _logprobs(self, step: StepLogits, token: int, top: int) -> StepLogprobs:
+        if self._scratch is None:
+            self._scratch = np.empty(self.n_vocab, dtype=np.float32)
+        return step_logprobs(step.row(), token, top, self._scratch)
+
     def _release(self, generation: Generation) -> None:
         """Drop a sequence: free its KV cells and sampler, end its token stream."""
-        import llama_cpp
-
         if generation in self._running:
             self._running.remove(generation)
         if self.reuse_prefixes and not generation.failed:
@@ -359,7 +305,7 @@ class BatchDecoder:
         else:
             self._clear(generation.seq_id)
         if generation.sampler is not None:
-            llama_cpp.llama_sampler_free(generation.sampler)
+            generation.sampler.close()
             generation.sampler = None
         generation.finish()
 

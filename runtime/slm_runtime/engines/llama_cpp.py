@@ -7,6 +7,7 @@ of its own; plus one embedding context created on first use.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -18,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
+from slm_runtime.engines.constrained import GrammarSampler
+from slm_runtime.engines.first_bytes import FirstByteIndex
 from slm_runtime.engines.greedy import GreedyPicker, fast_greedy_applies
-from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation, sampler_chain
+from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation
+from slm_runtime.engines.llama_native import quick_calls
+from slm_runtime.engines.samplers import ChainSampler, TokenSampler, grammar_sampler, sampler_chain
 from slm_runtime.errors import ContextLengthExceededError, EmbeddingsUnsupportedError, InvalidRequestError
 from slm_runtime.settings import RuntimeSettings
 
-__all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "context_params", "quantization_name"]
+__all__ = ["DEFAULT_CONTEXT", "LlamaCppEngine", "context_params", "make_sampler", "quantization_name"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,9 @@ class LlamaCppEngine(Engine):
         self._decoder = decoder
         self._embedder: Any | None = None
         self._embed_lock = threading.Lock()
+        self._pieces: dict[int, bytes] = {}
+        self._first_bytes: FirstByteIndex | None = None
+        self._index_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: RuntimeSettings) -> LlamaCppEngine:
@@ -178,9 +186,30 @@ class LlamaCppEngine(Engine):
         data: bytes = self._model.detokenize(list(tokens))
         return data.decode("utf-8", errors="replace")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The token's piece with control tokens as their markup (cached: the event loop asks per reported token,
+        and the binding used keeps the GIL, see :mod:`slm_runtime.engines.llama_native`)."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            if not 0 <= token_id < self._info.vocab_size:
+                raise ValueError(f"token id {token_id} is outside the vocabulary of {self._info.vocab_size}")
+            buffer = ctypes.create_string_buffer(256)
+            size = quick_calls().token_to_piece(self._model.vocab, token_id, buffer, len(buffer), 0, True)
+            piece = self._pieces[token_id] = buffer.raw[: max(size, 0)]
+        return piece
+
     def validate(self, params: SamplingParams) -> None:
+        if params.logprobs is not None and params.logprobs < 0:
+            raise InvalidRequestError("logprobs must be 0 or more", param="logprobs")
         if params.json_schema is not None:
             self._grammar(params.json_schema)
+            self._first_byte_index()  # built once, here on a worker thread rather than in start
+
+    def _first_byte_index(self) -> FirstByteIndex:
+        with self._index_lock:
+            if self._first_bytes is None:
+                self._first_bytes = FirstByteIndex.of_vocab(self._model.vocab, self._info.vocab_size)
+            return self._first_bytes
 
     def start(
         self, slot: int, prompt: Sequence[int], params: SamplingParams, cancel: threading.Event, sink: TokenSink
@@ -203,19 +232,13 @@ class LlamaCppEngine(Engine):
         last_n = params.repeat_last_n if params.repeat_last_n >= 0 else self._info.context_length
         top_k = min(max(params.top_k, 0), self._info.vocab_size or 2**31 - 1)
         params = replace(params, repeat_last_n=min(last_n, self._info.context_length), top_k=top_k)
-        if fast_greedy_applies(params, constrained=grammar is not None):
-            picker = GreedyPicker(params.repeat_penalty, params.repeat_last_n)
-            generation = Generation(slot, prompt, params.max_tokens, None, cancel, sink, picker)
-        else:
-            sampler = sampler_chain(self._model.vocab, self._info.vocab_size, params, seed, grammar)
-            generation = Generation(slot, prompt, params.max_tokens, sampler, cancel, sink)
+        index = self._first_byte_index() if grammar is not None else None
+        sampler = make_sampler(self._model.vocab, self._info.vocab_size, params, seed, grammar, index)
+        generation = Generation(slot, prompt, params.max_tokens, sampler, cancel, sink, params.logprobs)
         try:
             self._decoder.submit(generation)
         except BaseException:
-            import llama_cpp
-
-            if generation.sampler is not None:
-                llama_cpp.llama_sampler_free(generation.sampler)
+            sampler.close()
             raise
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
@@ -279,6 +302,21 @@ class LlamaCppEngine(Engine):
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
+
+
+def make_sampler(
+    vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None, index: FirstByteIndex | None
+) -> TokenSampler:
+    """How one generation chooses its tokens: the greedy fast path where it is exact, the grammar sampler under a
+    JSON schema (``index``: the vocabulary's first-byte index), llama.cpp's chain otherwise."""
+    if fast_greedy_applies(params, constrained=grammar is not None):
+        return GreedyPicker(params.repeat_penalty, params.repeat_last_n)
+    chain = sampler_chain(vocab, n_vocab, params, seed, None)
+    if grammar is None:
+        return ChainSampler(chain)
+    if index is None:
+        raise ValueError("a grammar needs the vocabulary's first-byte index")
+    return GrammarSampler(params, chain, grammar_sampler(vocab, grammar), index, n_vocab)
 
 
 def context_params(settings: RuntimeSettings, model: Any) -> Any:

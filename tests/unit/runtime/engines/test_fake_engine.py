@@ -112,3 +112,18 @@ def test_embeddings_count_bytes_by_value(fake_engine: FakeEngine) -> None:
 def test_a_non_ascii_reply_is_refused() -> None:
     with pytest.raises(ValueError, match="ASCII"):
         FakeEngine(reply="é")
+
+
+def test_log_probabilities_follow_the_documented_distribution(fake_engine: FakeEngine) -> None:
+    import math
+
+    out = list(fake_engine.stream(0, [BOS], SamplingParams(max_tokens=3, logprobs=4), threading.Event()))
+    for token in out:
+        assert token.logprob == -math.log(2)
+        assert token.top_logprobs[0] == (token.token_id, token.logprob)
+        assert [t for t, _ in token.top_logprobs] == [token.token_id + i for i in range(4)]
+        assert sum(math.exp(v) for _, v in token.top_logprobs) == pytest.approx(1 - 2**-4)
+    assert [fake_engine.token_bytes(t.token_id) for t in out] == [b"H", b"e", b"l"]
+    assert fake_engine.token_bytes(BOS) == b""
+    plain = list(fake_engine.stream(0, [BOS], SamplingParams(max_tokens=3), threading.Event()))
+    assert all(t.logprob is None and t.top_logprobs == () for t in plain)

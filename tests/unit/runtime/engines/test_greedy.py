@@ -15,7 +15,7 @@ import pytest
 
 from slm_runtime.engines.base import SamplingParams
 from slm_runtime.engines.greedy import GreedyPicker, fast_greedy_applies
-from slm_runtime.engines.llama_batch import sampler_chain
+from slm_runtime.engines.samplers import sampler_chain
 
 VOCAB = 2048
 
