@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from slm_runtime.generation import Admitted, GenerationDone, GenerationEvent, TextChunk
+from slm_runtime.generation import Admitted, GenerationDone, GenerationEvent, TextChunk, TokenLogprob
 from slm_runtime.tools.types import ToolCall
 
 __all__ = [
@@ -45,14 +45,16 @@ class CallDelta:
 
 @dataclass(frozen=True)
 class Delta:
-    """What one step adds to an answer."""
+    """What one step adds to an answer; ``logprobs``: the tokens generated since the last delta (when asked; a
+    parser may still hold back their text)."""
 
     content: str = ""
     thinking: str = ""
     calls: tuple[CallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.content or self.thinking or self.calls)
+        return bool(self.content or self.thinking or self.calls or self.logprobs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Answer:
     done: GenerationDone
     thinking: str = ""
     calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     @property
     def finish_reason(self) -> str:
@@ -107,18 +110,23 @@ class PlainShaper:
 async def answer_events(
     events: AsyncGenerator[GenerationEvent, None], shaper: Shaper
 ) -> AsyncGenerator[AnswerEvent, None]:
-    """``events`` read through ``shaper``: Admitted, the deltas worth sending, then Finished."""
+    """``events`` read through ``shaper``: Admitted, the deltas worth sending (each with the log-probabilities of
+    the tokens since the last), then Finished."""
+    logprobs: list[TokenLogprob] = []
     async with aclosing(events):
         async for event in events:
             if isinstance(event, TextChunk):
-                delta = shaper.feed(event.text)
+                delta = shaper.feed(event.text) if event.text else Delta()
+                if event.logprobs:
+                    logprobs.extend(event.logprobs)
+                    delta = replace(delta, logprobs=event.logprobs)
                 if delta:
                     yield delta
             elif isinstance(event, GenerationDone):
                 tail, answer = shaper.finish(event)
                 if tail:
                     yield tail
-                yield Finished(answer)
+                yield Finished(replace(answer, logprobs=tuple(logprobs)))
             else:
                 yield event
 

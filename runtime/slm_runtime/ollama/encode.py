@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slm_runtime.answers import Answer, Delta
-from slm_runtime.generation import GenerationDone
+from slm_runtime.generation import GenerationDone, TokenLogprob, TopLogprob
 from slm_runtime.streaming import rfc3339_now
 from slm_runtime.tools.types import ToolCall
 
@@ -31,6 +31,15 @@ def final_fields(done: GenerationDone, load_duration_ns: int) -> dict[str, Any]:
     }
 
 
+def _token(token: TokenLogprob | TopLogprob) -> dict[str, Any]:
+    return {"token": token.token, "logprob": token.logprob, "bytes": list(token.token_bytes)}
+
+
+def logprobs_json(tokens: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
+    """Ollama's shape: one entry per token, with its ``top_logprobs`` when asked."""
+    return [{**_token(t), "top_logprobs": [_token(top) for top in t.top_logprobs]} for t in tokens]
+
+
 def _tool_call(index: int, call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": call.arguments}}
 
@@ -48,6 +57,7 @@ def _message(content: str, thinking: str = "", calls: tuple[ToolCall, ...] = ())
 class _Stream:
     model: str
     load_ns: int
+    logprobs: bool = False
 
     def head(self) -> bytes:
         return b""
@@ -55,8 +65,11 @@ class _Stream:
     def tail(self) -> bytes:
         return b""
 
-    def chunk(self, **fields: Any) -> dict[str, Any]:
-        return {"model": self.model, "created_at": rfc3339_now(), **fields}
+    def chunk(self, *, logprobs: tuple[TokenLogprob, ...] = (), **fields: Any) -> dict[str, Any]:
+        body = {"model": self.model, "created_at": rfc3339_now(), **fields}
+        if self.logprobs:
+            body["logprobs"] = logprobs_json(logprobs)
+        return body
 
 
 @dataclass
@@ -67,7 +80,7 @@ class GenerateStream(_Stream):
     with_context: bool = True
 
     def delta(self, index: int, delta: Delta) -> bytes:
-        body = self.chunk(response=delta.content, done=False)
+        body = self.chunk(response=delta.content, done=False, logprobs=delta.logprobs)
         if delta.thinking:
             body["thinking"] = delta.thinking
         return line(body)
@@ -91,9 +104,9 @@ class ChatStream(_Stream):
     the answer is read, then the final chunk with the counters."""
 
     def delta(self, index: int, delta: Delta) -> bytes:
-        if not (delta.content or delta.thinking):
+        if not (delta.content or delta.thinking or delta.logprobs):
             return b""  # tool call fragments: Ollama sends each call whole
-        return line(self.chunk(message=_message(delta.content, delta.thinking), done=False))
+        return line(self.chunk(message=_message(delta.content, delta.thinking), done=False, logprobs=delta.logprobs))
 
     def finished(self, index: int, answer: Answer) -> bytes:
         calls = line(self.chunk(message=_message("", calls=answer.calls), done=False)) if answer.calls else b""
@@ -103,10 +116,14 @@ class ChatStream(_Stream):
 
 
 def generate_whole(stream: GenerateStream, answer: Answer) -> dict[str, Any]:
-    return stream.final(answer, response=answer.content, thinking=answer.thinking)
+    body = stream.final(answer, response=answer.content, thinking=answer.thinking)
+    if stream.logprobs:
+        body["logprobs"] = logprobs_json(answer.logprobs)
+    return body
 
 
 def chat_whole(stream: ChatStream, answer: Answer) -> dict[str, Any]:
-    body = stream.chunk(message=_message(answer.content, answer.thinking, answer.calls), done=True)
+    message = _message(answer.content, answer.thinking, answer.calls)
+    body = stream.chunk(message=message, done=True, logprobs=answer.logprobs)
     body.update(final_fields(answer.done, stream.load_ns))
     return body

@@ -96,6 +96,8 @@ class GenerateRequest(_Request):
     think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
     truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
     shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
+    logprobs: bool | None = Field(None, description="Return each generated token's log-probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the most likely tokens at each step.")
 
 
 class ChatMessage(_Request):
@@ -119,6 +121,8 @@ class ChatRequest(_Request):
     think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
     truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
     shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
+    logprobs: bool | None = Field(None, description="Return each generated token's log-probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the most likely tokens at each step.")
 
 
 class EmbedRequest(_Request):

@@ -83,7 +83,11 @@ def format_schema(fmt: Format) -> dict[str, Any] | None:
 
 
 def request_options(
-    options: Options | None, fmt: Format, truncate: bool | None, extra_stop: tuple[str, ...]
+    options: Options | None,
+    fmt: Format,
+    truncate: bool | None,
+    extra_stop: tuple[str, ...],
+    logprobs: int | None = None,
 ) -> RequestOptions:
     """The generation options of a request; ``truncate`` defaults to true, as Ollama's."""
     o = options or Options()
@@ -106,7 +110,15 @@ def request_options(
         json_schema=format_schema(fmt),
         truncate=truncate is not False,
         extra_stop=extra_stop,
+        logprobs=logprobs,
     )
+
+
+def _logprobs(logprobs: bool | None, top_logprobs: int | None) -> int | None:
+    """How many likely tokens to report at each step (None: no log-probabilities)."""
+    if top_logprobs is not None and not logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+    return (top_logprobs or 0) if logprobs else None
 
 
 def _reject_images(images: list[str] | None, param: str) -> None:
@@ -169,8 +181,10 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
         tokens = [*body.context, *(await asyncio.to_thread(engine.tokenize, text, add_special=False))]
     else:
         tokens = await tokenize_prompt(engine, text)
-    options = request_options(body.options, body.format, body.truncate, prompts.generate_stops(body.template, body.raw))
-    encoder = GenerateStream(body.model, load_ns, with_context=not body.raw)
+    stops = prompts.generate_stops(body.template, body.raw)
+    logprobs = _logprobs(body.logprobs, body.top_logprobs)
+    options = request_options(body.options, body.format, body.truncate, stops, logprobs)
+    encoder = GenerateStream(body.model, load_ns, logprobs is not None, with_context=not body.raw)
     return await _answer(
         request,
         run_generation(context, tokens, options),
@@ -202,8 +216,9 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
     text = chat_prompt(prompts, messages, tools, think)
     context.record.prompt_text = text
     tokens = await tokenize_prompt(engine, text)
-    options = request_options(body.options, body.format, body.truncate, template.stop)
-    encoder = ChatStream(body.model, load_ns)
+    logprobs = _logprobs(body.logprobs, body.top_logprobs)
+    options = request_options(body.options, body.format, body.truncate, template.stop, logprobs)
+    encoder = ChatStream(body.model, load_ns, logprobs is not None)
     return await _answer(
         request,
         run_generation(context, tokens, options),

@@ -12,6 +12,7 @@ from typing import Any
 
 from slm_runtime import __version__
 from slm_runtime.answers import Answer, CallDelta, Delta
+from slm_runtime.openai.logprobs import TextOffsets, chat_logprobs, completion_logprobs
 from slm_runtime.tools.types import ToolCall
 
 __all__ = ["FINGERPRINT", "ChatStream", "CompletionStream", "Envelope", "chat_choice", "text_choice", "usage"]
@@ -56,18 +57,28 @@ def _tool_call(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
 
 
-def chat_choice(index: int, answer: Answer) -> dict[str, Any]:
+def chat_choice(index: int, answer: Answer, *, logprobs: bool = False) -> dict[str, Any]:
     """One choice of a whole chat completion (content null when the answer is only tool calls, as OpenAI's)."""
     message: dict[str, Any] = {"role": "assistant", "content": answer.content or (None if answer.calls else "")}
     if answer.thinking:
         message["reasoning_content"] = answer.thinking
     if answer.calls:
         message["tool_calls"] = [_tool_call(call) for call in answer.calls]
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": chat_logprobs(answer.logprobs) if logprobs else None,
+        "finish_reason": answer.finish_reason,
+    }
 
 
-def text_choice(index: int, answer: Answer, prefix: str = "") -> dict[str, Any]:
-    return {"index": index, "text": prefix + answer.content, "logprobs": None, "finish_reason": answer.finish_reason}
+def text_choice(index: int, answer: Answer, prefix: str = "", *, logprobs: bool = False) -> dict[str, Any]:
+    return {
+        "index": index,
+        "text": prefix + answer.content,
+        "logprobs": completion_logprobs(answer.logprobs, TextOffsets(len(prefix))) if logprobs else None,
+        "finish_reason": answer.finish_reason,
+    }
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -92,6 +103,7 @@ class _Stream:
     include_usage: bool
     answers: dict[int, Answer] = field(default_factory=dict)
     per_prompt: int = 1
+    logprobs: bool = False
 
     def chunk(self, choice: dict[str, Any]) -> bytes:
         extra = {"usage": None} if self.include_usage else {}
@@ -121,7 +133,8 @@ class ChatStream(_Stream):
             body["content"] = delta.content
         if delta.calls:
             body["tool_calls"] = [_call_delta(call) for call in delta.calls]
-        return self.chunk({"index": index, "delta": body})
+        logprobs = chat_logprobs(delta.logprobs) if self.logprobs else None
+        return self.chunk({"index": index, "delta": body, "logprobs": logprobs})
 
     def finished(self, index: int, answer: Answer) -> bytes:
         self.answers[index] = answer
@@ -134,12 +147,18 @@ class CompletionStream(_Stream):
     choice's finish reason."""
 
     echoed: Sequence[str] = ()
+    _offsets: dict[int, TextOffsets] = field(default_factory=dict)
 
     def head(self) -> bytes:
         return b"".join(self.chunk({"index": i, "text": text}) for i, text in enumerate(self.echoed) if text)
 
     def delta(self, index: int, delta: Delta) -> bytes:
-        return self.chunk({"index": index, "text": delta.content})
+        choice: dict[str, Any] = {"index": index, "text": delta.content}
+        if self.logprobs:
+            echoed = len(self.echoed[index]) if self.echoed else 0
+            offsets = self._offsets.setdefault(index, TextOffsets(echoed))
+            choice["logprobs"] = completion_logprobs(delta.logprobs, offsets)
+        return self.chunk(choice)
 
     def finished(self, index: int, answer: Answer) -> bytes:
         self.answers[index] = answer

@@ -83,9 +83,11 @@ def _options(
     *,
     json_schema: dict[str, Any] | None = None,
     extra_stop: tuple[str, ...] = (),
+    logprobs: int | None = None,
 ) -> RequestOptions:
     """The generation options both completion requests carry."""
     return RequestOptions(
+        logprobs=logprobs,
         temperature=body.temperature,
         top_p=body.top_p,
         presence_penalty=body.presence_penalty,
@@ -158,8 +160,6 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
         raise InvalidRequestError('only the "text" modality is served', param="modalities")
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
-    if body.logprobs:
-        raise InvalidRequestError("logprobs are not supported", param="logprobs")
     n = _choices(body.n or 1, service)
     tools = tool_request(body)
     check_tools(tools)
@@ -183,6 +183,7 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
         body.max_completion_tokens or body.max_tokens,
         json_schema=forced if forced is not None else response_schema,
         extra_stop=template.stop,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
     thinks = thinking_of(template, think)
     events = _run(context, [tokens], options, lambda: chat_shaper(tools, template, thinks, text), n)
@@ -190,11 +191,13 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
     envelope = Envelope("chatcmpl", "chat.completion.chunk" if stream else "chat.completion", body.model)
     include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
 
+    logprobs = bool(body.logprobs)
+
     def whole(answers: list[Answer]) -> Response:
-        choices = [chat_choice(i, answer) for i, answer in enumerate(answers)]
+        choices = [chat_choice(i, answer, logprobs=logprobs) for i, answer in enumerate(answers)]
         return JSONResponse(envelope.wrap(choices, usage=usage(answers, n)))
 
-    encoder = ChatStream(envelope, n, include_usage, per_prompt=n)
+    encoder = ChatStream(envelope, n, include_usage, per_prompt=n, logprobs=logprobs)
     try:
         return await _answer(request, events, stream=stream, encoder=encoder, choices=n, whole=whole)
     except InvalidRequestError as err:
@@ -211,8 +214,10 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
         raise InvalidRequestError(
             f"best_of must equal n ({n}): choosing among candidates is not supported", param="best_of"
         )
-    if body.logprobs is not None:
-        raise InvalidRequestError("logprobs are not supported", param="logprobs")
+    if body.logprobs is not None and body.echo:
+        raise InvalidRequestError(
+            "logprobs of the echoed prompt are not supported: send echo or logprobs, not both", param="logprobs"
+        )
     texts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not texts:
         raise InvalidRequestError("send at least one prompt", param="prompt")
@@ -220,15 +225,16 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
     engine = await context.engine()
     context.record.prompt_text = texts[0]
     prompts = [await asyncio.to_thread(engine.tokenize, text, add_special=True) for text in texts]
-    events = _run(context, prompts, _options(body, body.max_tokens), PlainShaper, n)
+    events = _run(context, prompts, _options(body, body.max_tokens, logprobs=body.logprobs), PlainShaper, n)
     stream = bool(body.stream)
     envelope = Envelope("cmpl", "text_completion", body.model)
     echoed = [text if body.echo else "" for text in texts for _ in range(n)]
     include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
-    encoder = CompletionStream(envelope, len(echoed), include_usage, per_prompt=n, echoed=echoed)
+    logprobs = body.logprobs is not None
+    encoder = CompletionStream(envelope, len(echoed), include_usage, per_prompt=n, logprobs=logprobs, echoed=echoed)
 
     def whole(answers: list[Answer]) -> Response:
-        choices = [text_choice(i, answer, echoed[i]) for i, answer in enumerate(answers)]
+        choices = [text_choice(i, answer, echoed[i], logprobs=logprobs) for i, answer in enumerate(answers)]
         return JSONResponse(envelope.wrap(choices, usage=usage(answers, n)))
 
     return await _answer(request, events, stream=stream, encoder=encoder, choices=len(echoed), whole=whole)

@@ -6,6 +6,7 @@ The live server has one slot and a queue of one: n=2 runs its second choice afte
 
 from __future__ import annotations
 
+import math
 import time
 
 import ollama
@@ -105,3 +106,40 @@ def test_keep_alive_zero_unloads_the_model_and_the_next_request_loads_it(ollama_
     assert unloaded.done_reason == "unload"
     loaded = ollama_client.generate(model=MODEL_NAME)  # an empty request loads it, for the tests after this one
     assert loaded.done_reason == "load" and len(ollama_client.ps().models) == 1
+
+
+def test_chat_logprobs_describe_the_generated_tokens(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL_NAME, messages=ASK, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3
+    )
+    choice = completion.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    tokens = choice.logprobs.content
+    assert len(tokens) == completion.usage.completion_tokens  # type: ignore[union-attr]
+    assert b"".join(bytes(t.bytes or []) for t in tokens).decode() == choice.message.content
+    for token in tokens:
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        assert [t.logprob for t in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs), reverse=True)
+        assert token.logprob <= token.top_logprobs[0].logprob + 1e-6  # the model's distribution, before sampling
+        ranked = [t.logprob for t in token.top_logprobs if t.token == token.token]
+        assert all(math.isclose(lp, token.logprob, abs_tol=1e-6) for lp in ranked)
+    streamed = client.chat.completions.create(
+        model=MODEL_NAME, messages=ASK, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3, stream=True
+    )
+    seen = [
+        t
+        for chunk in streamed
+        if chunk.choices and chunk.choices[0].logprobs
+        for t in chunk.choices[0].logprobs.content or []
+    ]
+    assert [(t.token, round(t.logprob, 4)) for t in seen] == [(t.token, round(t.logprob, 4)) for t in tokens]
+
+
+def test_completion_logprobs_in_the_legacy_shape(client: openai.OpenAI) -> None:
+    completion = client.completions.create(model=MODEL_NAME, prompt="1, 2, 3,", max_tokens=4, temperature=0, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs and logprobs.top_logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert logprobs.text_offset == [sum(len(t) for t in logprobs.tokens[:i]) for i in range(len(logprobs.tokens))]
+    assert all(len(top) <= 2 and all(lp <= 0 for lp in top.values()) for top in logprobs.top_logprobs)
+    assert all(lp <= 0 for lp in logprobs.token_logprobs)

@@ -256,3 +256,23 @@ def test_options_and_fields_that_cannot_be_honoured_are_400s_naming_them() -> No
         assert (await app.client.post("/api/generate", json=body)).status_code == 200
 
     serve(scenario)
+
+
+def test_logprobs_in_ollama_s_shape_whole_and_streamed() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": "Hi", "stream": False, "logprobs": True, "top_logprobs": 2}
+        body["options"] = {"num_predict": 3}
+        whole = (await app.client.post("/api/generate", json=body)).json()
+        assert [t["token"] for t in whole["logprobs"]] == list(REPLY[:3])
+        assert math.isclose(whole["logprobs"][0]["logprob"], -math.log(2))
+        assert [t["token"] for t in whole["logprobs"][0]["top_logprobs"]] == [REPLY[0], chr(ord(REPLY[0]) + 1)]
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "logprobs": True, **body}
+        chunks = lines((await app.client.post("/api/chat", json={**chat, "stream": True})).text)
+        assert [t["token"] for c in chunks for t in c["logprobs"]] == list(REPLY[:3])
+        assert all("".join(t["token"] for t in c["logprobs"]) == c["message"]["content"] for c in chunks)
+        plain = (await app.client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False})).json()
+        assert "logprobs" not in plain
+        lonely = {"model": MODEL, "prompt": "Hi", "top_logprobs": 2}
+        assert (await app.client.post("/api/generate", json=lonely)).status_code == 400
+
+    serve(scenario)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from typing import Any
 
@@ -236,3 +237,48 @@ def test_a_list_of_prompts_gets_n_choices_each_in_order() -> None:
         assert texts == ["A" + REPLY[:3]] * 2 + ["BB" + REPLY[:3]] * 2
 
     serve(scenario, parallel=2, max_queue=4)
+
+
+def test_chat_logprobs_and_top_logprobs_whole_and_streamed() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {**CHAT, "logprobs": True, "top_logprobs": 3, "max_tokens": 5}
+        answer = (await app.client.post("/v1/chat/completions", json=body)).json()
+        content = answer["choices"][0]["logprobs"]["content"]
+        assert [t["token"] for t in content] == list(REPLY[:5])
+        first = content[0]
+        assert first["bytes"] == list(REPLY[0].encode()) and math.isclose(first["logprob"], -math.log(2))
+        tops = first["top_logprobs"]
+        assert [t["token"] for t in tops] == [REPLY[0], chr(ord(REPLY[0]) + 1), chr(ord(REPLY[0]) + 2)]
+        assert [t["logprob"] for t in tops] == sorted((t["logprob"] for t in tops), reverse=True)
+        assert app.engine.started[-1].params.logprobs == 3
+        streamed = await app.client.post("/v1/chat/completions", json={**body, "stream": True})
+        chunks = [json.loads(e)["choices"][0] for e in sse_events(streamed.text)[1:-1]]
+        assert [t["token"] for c in chunks if c["logprobs"] for t in c["logprobs"]["content"]] == list(REPLY[:5])
+        assert all(
+            "".join(t["token"] for t in c["logprobs"]["content"]) == c["delta"].get("content", "")
+            for c in chunks
+            if c["logprobs"]
+        )
+        plain = (await app.client.post("/v1/chat/completions", json={**CHAT, "logprobs": True, "max_tokens": 2})).json()
+        assert [t["top_logprobs"] for t in plain["choices"][0]["logprobs"]["content"]] == [[], []]
+        off = (await app.client.post("/v1/chat/completions", json=CHAT)).json()
+        assert off["choices"][0]["logprobs"] is None and app.engine.started[-1].params.logprobs is None
+
+    serve(scenario)
+
+
+def test_completion_logprobs_in_the_legacy_shape() -> None:
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": "Say", "max_tokens": 4, "logprobs": 2}
+        logprobs = (await app.client.post("/v1/completions", json=body)).json()["choices"][0]["logprobs"]
+        assert logprobs["tokens"] == list(REPLY[:4]) and logprobs["text_offset"] == [0, 1, 2, 3]
+        assert all(math.isclose(lp, -math.log(2)) for lp in logprobs["token_logprobs"])
+        assert [sorted(top) for top in logprobs["top_logprobs"]] == [sorted([c, chr(ord(c) + 1)]) for c in REPLY[:4]]
+        streamed = await app.client.post("/v1/completions", json={**body, "stream": True})
+        chunks = [json.loads(e)["choices"][0] for e in sse_events(streamed.text)[:-1]]
+        offsets = [o for c in chunks if c["logprobs"] for o in c["logprobs"]["text_offset"]]
+        assert offsets == [0, 1, 2, 3]
+        echoed = await app.client.post("/v1/completions", json={**body, "echo": True})
+        assert echoed.status_code == 400 and echoed.json()["error"]["param"] == "logprobs"
+
+    serve(scenario)
