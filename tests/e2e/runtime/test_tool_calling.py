@@ -9,6 +9,10 @@ through both clients.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,7 +20,7 @@ import ollama
 import openai
 import pytest
 from pydantic import BaseModel, Field
-from runtime_e2e import API_KEY, MODEL_NAME, LiveServer
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
 pytestmark = pytest.mark.model
 
@@ -213,3 +217,38 @@ def test_ollama_round_trip_with_a_tool_result(ollama_client: ollama.Client) -> N
     response = ollama_client.chat(model=MODEL_NAME, messages=messages, tools=[WEATHER], options=options)
     assert response.done and response.message.role == "assistant"
     assert response.prompt_eval_count and response.prompt_eval_count > 20
+
+
+@pytest.fixture(scope="module")
+def onnx_client() -> Iterator[openai.OpenAI]:
+    """The same model on the onnxruntime-genai engine (built once by hack/build_onnx_model.py, cached)."""
+    from slm_runtime.engines import load_engine
+
+    build = Path(__file__).resolve().parents[3] / "hack" / "build_onnx_model.py"
+    built = subprocess.run([sys.executable, str(build)], check=True, stdout=subprocess.PIPE, text=True, timeout=3600)
+    server = LiveServer(make_settings(Path(built.stdout.strip().splitlines()[-1]), model_digest=None), load_engine)
+    server.start()
+    yield openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+    server.stop()
+
+
+def test_onnx_required_calls_go_through_guidance_and_validate(onnx_client: openai.OpenAI) -> None:
+    completion = onnx_client.chat.completions.create(
+        model=MODEL_NAME, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", **SHORT
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    for call in choice.message.tool_calls:
+        valid_call(call.function.name, call.function.arguments)
+    streamed = onnx_client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        stream=True,
+        **SHORT,
+    )
+    pieces = [d for chunk in streamed if chunk.choices for d in chunk.choices[0].delta.tool_calls or []]
+    assert {d.index for d in pieces} == {0} and pieces[0].function and pieces[0].function.name == "get_weather"
+    valid_call("get_weather", "".join((d.function.arguments or "") if d.function else "" for d in pieces))
