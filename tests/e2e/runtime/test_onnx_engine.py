@@ -6,9 +6,12 @@ The folder is built once and cached under ${SLM_CACHE_HOME}/models; the fixture 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +20,7 @@ import openai
 import pytest
 from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
-from slm_runtime.engines.base import Engine
+from slm_runtime.engines.base import Engine, SamplingParams
 
 pytestmark = pytest.mark.model
 
@@ -131,6 +134,39 @@ def test_openai_chat_completions_and_streaming(openai_client: openai.OpenAI) -> 
     assert [m.id for m in openai_client.models.list().data] == [MODEL_NAME]
     with pytest.raises(openai.BadRequestError):
         openai_client.embeddings.create(model=MODEL_NAME, input="x")
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(onnx_path: Path) -> Iterator[Engine]:
+    from slm_runtime.engines.onnx_genai import OnnxGenaiEngine
+
+    engine = OnnxGenaiEngine.load(make_settings(onnx_path, model_digest=None))
+    yield engine
+    engine.close()
+
+
+def test_log_probabilities_are_the_model_s_distribution(onnx_engine: Engine, llama_engine: Engine) -> None:
+    """Read from the generator's logits before each step: greedy picks the most likely token, asking changes no
+    output, and the token bytes agree with the GGUF's vocabulary (the same tokenizer)."""
+    prompt = onnx_engine.tokenize("The capital of France is")
+    greedy = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+    plain = list(onnx_engine.stream(0, prompt, greedy, threading.Event()))
+    asked = list(onnx_engine.stream(0, prompt, replace(greedy, logprobs=5), threading.Event()))
+    assert [t.token_id for t in asked] == [t.token_id for t in plain]
+    assert all(t.logprob is None for t in plain)
+    for token in asked:
+        values = [value for _, value in token.top_logprobs]
+        assert token.top_logprobs[0] == (token.token_id, token.logprob)
+        assert values == sorted(values, reverse=True) and len(values) == 5
+        assert sum(math.exp(value) for value in values) <= 1.0 + 1e-6
+    assert any(t.logprob is not None and t.logprob < -0.1 for t in asked)
+    pieces = [onnx_engine.token_bytes(t.token_id) for t in asked]
+    assert b"".join(pieces).decode() == "".join(t.text for t in asked)
+    assert pieces == [llama_engine.token_bytes(t.token_id) for t in asked]
+    sampled = replace(greedy, temperature=1.0, top_k=40, seed=3, logprobs=2)
+    for token in onnx_engine.stream(0, prompt, sampled, threading.Event()):
+        ranked = dict(token.top_logprobs)
+        assert token.logprob is not None and ranked.get(token.token_id, token.logprob) == token.logprob
 
 
 def test_unavailable_execution_provider_is_named(onnx_path: Path) -> None:
