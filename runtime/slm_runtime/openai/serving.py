@@ -153,13 +153,18 @@ def _think(effort: str | None, supports_thinking: bool) -> bool | str | None:
     return _EFFORT_THINKS[effort]
 
 
-async def chat_completions(service: ModelService, body: ChatCompletionRequest, request: Request) -> Response:
-    context = begin_request(service, request, body.model, "openai")
+def _check_chat(body: ChatCompletionRequest) -> None:
+    """400s for chat fields this server cannot honour, or that contradict each other."""
     refuse(body, CHAT_REFUSED)
     if body.modalities not in (None, ["text"]):
         raise InvalidRequestError('only the "text" modality is served', param="modalities")
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+
+
+async def chat_completions(service: ModelService, body: ChatCompletionRequest, request: Request) -> Response:
+    context = begin_request(service, request, body.model, "openai")
+    _check_chat(body)
     n = _choices(body.n or 1, service)
     tools = tool_request(body)
     check_tools(tools)
@@ -190,7 +195,6 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
     stream = bool(body.stream)
     envelope = Envelope("chatcmpl", "chat.completion.chunk" if stream else "chat.completion", body.model)
     include_usage = bool(stream and body.stream_options and body.stream_options.include_usage)
-
     logprobs = bool(body.logprobs)
 
     def whole(answers: list[Answer]) -> Response:

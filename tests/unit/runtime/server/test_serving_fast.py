@@ -11,6 +11,7 @@ from runtime_fast import API_KEY, MODEL, FastApp, serve, wait_for
 
 from slm_runtime.engines.fake import FakeEngine
 from slm_runtime.errors import OLLAMA_SERVER_BUSY
+from slm_runtime.settings import RuntimeSettings
 
 REPLY = FakeEngine().reply
 GENERATE = {"model": MODEL, "prompt": "Hi", "stream": False}
@@ -56,6 +57,36 @@ def test_hanging_up_mid_stream_stops_the_generation_and_frees_the_slot() -> None
         assert after.json()["response"] == REPLY
 
     serve(scenario, engine)
+
+
+def test_a_stream_holds_the_model_until_its_last_chunk_and_a_hang_up_lets_it_go() -> None:
+    engines = [FakeEngine(token_delay=0.01)]
+
+    def loader(_: RuntimeSettings) -> FakeEngine:  # the first engine, then a fresh one for each load after it
+        if engines[-1].started:
+            engines.append(FakeEngine(token_delay=0.01))
+        return engines[-1]
+
+    async def scenario(app: FastApp) -> None:
+        body = {"model": MODEL, "prompt": "Hi", "keep_alive": 0}
+        held_while_streaming: list[int] = []
+
+        def three_chunks_in(received: list[bytes]) -> bool:
+            if len(received) < 3:
+                return False
+            held_while_streaming.append(app.service.residency.holds)
+            return True
+
+        status, _ = await app.hang_up("/api/generate", body, after=three_chunks_in)
+        assert status == 200 and held_while_streaming[0] == 1
+        await wait_for(lambda: not app.service.loaded, "keep_alive 0 to unload the model once the client left")
+        assert app.service.residency.holds == 0
+        streamed = await app.client.post("/api/generate", json=body)  # loads it again, then lets it go
+        assert "".join(json.loads(line)["response"] for line in streamed.text.splitlines()) == REPLY
+        await wait_for(lambda: not app.service.loaded, "keep_alive 0 to unload the model after the stream")
+        assert len(engines) == 2
+
+    serve(scenario, engines[0], loader=loader)
 
 
 def test_hanging_up_on_a_whole_answer_stops_the_generation() -> None:
