@@ -124,11 +124,14 @@ class GrammarSampler:
     def _choose_masked(self, row: NDArray[np.float32]) -> int:
         size = row.shape[0]
         if self._pools and self._pools[-1] < size:
+            # The widest pool and one more token (the best outside it), unsorted; narrower pools come from them.
             widest = self._pools[-1] + 1
             best = np.argpartition(row, size - widest)[size - widest :]
-            best = best[np.argsort(-row[best], kind="stable")]
+            values = row[best]
             for width in self._pools:
-                token = self._choose_in_pool(row, best[:width], float(row[best[width]]))
+                order = np.argpartition(values, widest - width - 1)
+                outside = float(values[order[widest - width - 1]])
+                token = self._choose_in_pool(row, best[order[widest - width :]], outside)
                 if token is not None:
                     return token
         self.masked += 1
