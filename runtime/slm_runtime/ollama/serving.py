@@ -236,6 +236,7 @@ def _normalize(vector: list[float]) -> list[float]:
 
 async def embed(service: ModelService, body: EmbedRequest, request: Request) -> JSONResponse:
     context = begin_request(service, request, body.model, "ollama")
+    check_options(body.options, service.settings.engine)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     result = await compute_embeddings(context, texts, truncate=body.truncate)
     vectors = [_normalize(v[: body.dimensions] if body.dimensions else v) for v in result.vectors]
@@ -252,6 +253,7 @@ async def embed(service: ModelService, body: EmbedRequest, request: Request) -> 
 
 async def embeddings(service: ModelService, body: EmbeddingsRequest, request: Request) -> JSONResponse:
     context = begin_request(service, request, body.model, "ollama")
+    check_options(body.options, service.settings.engine)
     result = await compute_embeddings(context, [body.prompt], truncate=True)
     return JSONResponse({"embedding": result.vectors[0]})
 

@@ -251,6 +251,12 @@ def test_options_and_fields_that_cannot_be_honoured_are_400s_naming_them() -> No
             body = {"model": MODEL, "prompt": "Hi", "stream": False, **fields}
             response = await app.client.post("/api/generate", json=body)
             assert response.status_code == 400 and named in response.json()["error"], (fields, response.text)
+        for path, body in (
+            ("/api/embed", {"model": MODEL, "input": "a", "options": {"num_gpu": 20}}),
+            ("/api/embeddings", {"model": MODEL, "prompt": "a", "options": {"typical_p": 0.5}}),
+        ):
+            response = await app.client.post(path, json=body)
+            assert response.status_code == 400 and "options." in response.json()["error"], path
         same = {"num_gpu": 0, "num_batch": app.settings.engine.batch_size, "typical_p": 1.0, "num_ctx": 32}
         body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": same, "shift": False}
         assert (await app.client.post("/api/generate", json=body)).status_code == 200
