@@ -376,6 +376,46 @@ def section_slot_gaps(result: Result | None) -> list[str]:
     ]
 
 
+def section_constrained(result: Result | None) -> list[str]:
+    title = "Constrained decoding: a forced tool call under its grammar vs free generation"
+    if result is None:
+        return not_run(title, "bench/constrained_decoding.py")
+    p = result["params"]
+    rows = []
+    for key, case in result["cases"].items():
+        temperature, concurrency = key.removeprefix("t").split("_x")
+        tok_s, ratios = case["tok_s"], case["ratio_to_free"]
+        rows.append(
+            [
+                f"T={temperature}, {concurrency} seq.",
+                sp(tok_s["free"]),
+                sp(tok_s["grammar"]),
+                f"**{sp(ratios['grammar'], 2)}**",
+                sp(tok_s["masked"]),
+                sp(ratios["masked"], 2),
+                case["valid"]["grammar"],
+                f"{case['refused_share']:.0%} / {case['masked_share']:.0%}",
+            ]
+        )
+    head = ["case", "free tok/s", "grammar tok/s", "÷ free", "mask every token", "÷ free", "valid", "refused / masked"]
+    return [
+        f"## {title}",
+        "",
+        f"One engine in process (`--parallel 4`, {p['threads']} threads), the same tool-calling prompt, up to "
+        f"{p['tokens']} tokens per sequence, {p['runs']} runs of the three variants in rotating order. Grammar: a "
+        "forced call of one of three functions (JSON schema `anyOf` of `{name: const, arguments: {...}}` with nested "
+        "objects, enums, arrays, integers, booleans). Tokens/s per sequence between its first and last token. "
+        "*Mask every token* is the grammar inside llama.cpp's sampler chain, as the engine sampled before the grammar "
+        "sampler (runtime/slm_runtime/engines/constrained.py). *Refused*: tokens whose first choice the grammar "
+        "refused; *masked*: those that needed the first-byte mask rather than a pool of the best candidates.",
+        "",
+        *table(head, rows),
+        "",
+        noise(result),
+        "",
+    ]
+
+
 def _gateway_row(clients: str, cell: Mapping[str, Any]) -> list[str]:
     direct, gateway = cell["paths"]["direct"], cell["paths"]["gateway"]
     cpu = cell.get("gateway_cpu_ms_per_request")
@@ -809,6 +849,7 @@ def render(state: Path, out: Path) -> str:
         lambda: section_concurrency(conc, images),
         lambda: section_memory(single, conc),
         lambda: section_slot_gaps(gaps),
+        lambda: section_constrained(load(state, "constrained_decoding")),
         lambda: section_onnx(onnx),
         lambda: section_gateway(gateway),
         lambda: section_operator(operator, images),
