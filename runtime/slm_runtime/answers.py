@@ -131,9 +131,6 @@ async def answer_events(
                 yield event
 
 
-_END = object()
-
-
 async def merged(choices: Sequence[AsyncGenerator[AnswerEvent, None]]) -> AsyncGenerator[tuple[int, AnswerEvent], None]:
     """The events of every choice as they come, as (choice index, event); an error in any choice ends it all.
 
@@ -144,7 +141,7 @@ async def merged(choices: Sequence[AsyncGenerator[AnswerEvent, None]]) -> AsyncG
             async for event in only:
                 yield 0, event
         return
-    queue: asyncio.Queue[tuple[int, AnswerEvent | BaseException | object]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, AnswerEvent | Exception | None]] = asyncio.Queue()
 
     async def pump(index: int, choice: AsyncGenerator[AnswerEvent, None]) -> None:
         try:
@@ -153,19 +150,19 @@ async def merged(choices: Sequence[AsyncGenerator[AnswerEvent, None]]) -> AsyncG
                     queue.put_nowait((index, event))
         except Exception as exc:
             queue.put_nowait((index, exc))
-        queue.put_nowait((index, _END))
+        queue.put_nowait((index, None))  # this choice is over
 
     tasks = [asyncio.create_task(pump(i, choice)) for i, choice in enumerate(choices)]
     try:
         running = len(tasks)
         while running:
             index, item = await queue.get()
-            if item is _END:
+            if item is None:
                 running -= 1
-            elif isinstance(item, BaseException):
+            elif isinstance(item, Exception):
                 raise item
             else:
-                yield index, item  # type: ignore[misc]
+                yield index, item
     finally:
         for task in tasks:
             task.cancel()

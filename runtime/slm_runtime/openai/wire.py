@@ -13,9 +13,11 @@ from slm_runtime.errors import InvalidRequestError
 from slm_runtime.openai.protocol import ChatCompletionRequest, ChatMessage, MessageToolCall, Tool
 from slm_runtime.prompts import ChatMessage as PromptMessage
 from slm_runtime.tool_chat import ToolRequest
-from slm_runtime.tools.types import ToolCall, ToolChoice, ToolFunction, new_call_id
+from slm_runtime.tools.types import ToolCall, ToolChoice, ToolChoiceMode, ToolFunction, new_call_id
 
 __all__ = ["prompt_messages", "refuse", "stops", "text_of", "tool_request"]
+
+_MODES: dict[str, ToolChoiceMode] = {"none": "none", "auto": "auto", "required": "required"}
 
 
 def refuse(body: BaseModel, refused: Mapping[str, str]) -> None:
@@ -105,8 +107,8 @@ def _tool(tool: Tool) -> ToolFunction:
 def _choice(value: str | dict[str, Any] | None, has_tools: bool, parallel: bool) -> ToolChoice:
     if value is None:
         return ToolChoice("auto" if has_tools else "none", parallel=parallel)
-    if value in ("none", "auto", "required"):
-        return ToolChoice(value, parallel=parallel)  # type: ignore[arg-type]
+    if isinstance(value, str) and value in _MODES:
+        return ToolChoice(_MODES[value], parallel=parallel)
     if isinstance(value, dict) and value.get("type") == "function":
         function = value.get("function")
         name = function.get("name") if isinstance(function, dict) else None
