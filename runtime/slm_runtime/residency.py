@@ -25,8 +25,10 @@ _FOREVER = 100 * 365 * 24 * 3600.0
 class Residency:
     """Counts the requests holding the model and unloads it (through ``unload``) when their keep_alive says."""
 
-    def __init__(self, unload: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, unload: Callable[[], Awaitable[None]], *, honour: bool = True) -> None:
         self._unload = unload
+        self.honours = honour
+        """False: requests' keep_alive is ignored and the model stays loaded (``server.honour_keep_alive``)."""
         self._holds = 0
         self._timer: asyncio.Task[None] | None = None
         self._expires_at: datetime | None = None
@@ -52,7 +54,7 @@ class Residency:
         if self._holds > 0:
             return
         self.cancel()
-        if keep_alive is None or not 0 <= keep_alive <= _FOREVER:
+        if not self.honours or keep_alive is None or not 0 <= keep_alive <= _FOREVER:
             return
         self._expires_at = datetime.now(UTC) + timedelta(seconds=keep_alive)
         self._timer = asyncio.get_running_loop().create_task(self._expire(keep_alive), name="slm-keep-alive")

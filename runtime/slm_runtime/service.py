@@ -60,7 +60,7 @@ class ModelService:
         self._swap = asyncio.Lock()
         """Held while the engine is unloaded or loaded again."""
         self._reloading: asyncio.Task[None] | None = None
-        self.residency = Residency(self.unload)
+        self.residency = Residency(self.unload, honour=settings.server.honour_keep_alive)
         self._ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self.loaded_at: datetime | None = None

@@ -97,6 +97,12 @@ class ServerSettings(_Section):
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get HTTP 413."
     )
     log_prompts: bool = Field(False, description="Write prompt text into the access log (off: only counts).")
+    honour_keep_alive: bool = Field(
+        True,
+        description="Unload the model when a request's keep_alive says so, as Ollama does. Off: requests' "
+        "keep_alive is ignored and the model stays loaded while the server runs (the operator turns it off in "
+        "pods, where scaling, down to zero, frees a model's memory).",
+    )
 
 
 class PresetMessage(_Section):

@@ -346,7 +346,9 @@ class ServerSpec(ApiModel):
         default=None, description="Secret key holding the bearer token clients must send; none: no auth."
     )
     keep_alive: Duration | None = Field(
-        default=None, description="Accepted for Ollama compatibility; a pod keeps its model loaded for its lifetime."
+        default=None,
+        description="Accepted for Ollama compatibility; a pod keeps its model loaded for its lifetime, whatever "
+        "keep_alive requests send (scale to zero frees the memory of an idle model: `spec.autoscaling`).",
     )
     request_timeout: Duration = Field(default="600s", description="Longest a single request may run.")
     drain_timeout: Duration = Field(

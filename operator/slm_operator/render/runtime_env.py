@@ -26,6 +26,8 @@ TERMINATION_LOG = "/dev/termination-log"  # the kubelet's terminationMessagePath
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, list | tuple):
         return json.dumps(list(value))
     if isinstance(value, float):
@@ -61,6 +63,7 @@ def runtime_environment(
         "request_timeout": parse_duration_seconds(server.request_timeout),
         "drain_timeout": parse_duration_seconds(server.drain_timeout),
         "termination_log": TERMINATION_LOG,
+        "honour_keep_alive": False,  # a pod keeps its model while it runs; scaling frees the memory
         "model_source": spec.model.source,
         "model_cache": cache_dir,
         "model_name": spec.model.served_name(),

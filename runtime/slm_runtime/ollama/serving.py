@@ -165,7 +165,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
         raise InvalidRequestError("suffix (fill in the middle) is not supported by this server", param="suffix")
     check_shift(body.shift)
     check_options(body.options, service.settings.engine)
-    if not body.prompt and not body.context and keep_alive_seconds(body.keep_alive) == 0:
+    if not body.prompt and not body.context and keep_alive_seconds(body.keep_alive) == 0 and service.residency.honours:
         return _load_response(body.model, chat=False, reason="unload")
     engine = await context.engine()
     load_ns = context.elapsed_ns()  # time spent waiting for the model to load
@@ -204,7 +204,7 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
     check_tools(tools)
     check_shift(body.shift)
     check_options(body.options, service.settings.engine)
-    if not body.messages and keep_alive_seconds(body.keep_alive) == 0:
+    if not body.messages and keep_alive_seconds(body.keep_alive) == 0 and service.residency.honours:
         return _load_response(body.model, chat=True, reason="unload")
     engine = await context.engine()
     load_ns = context.elapsed_ns()  # time spent waiting for the model to load

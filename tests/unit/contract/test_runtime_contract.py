@@ -144,6 +144,7 @@ def test_every_rendered_variable_is_one_the_runtime_reads(model_file: Path) -> N
     assert loaded.sampling.stop == ("</s>",) and loaded.sampling.seed == 7
     assert loaded.model.messages[0].content == "hi"
     assert loaded.server.api_key is not None
+    assert not loaded.server.honour_keep_alive  # an Ollama client's keep_alive never unloads a pod's model
 
 
 def test_container_arguments_parse_with_the_runtimes_own_parser() -> None:

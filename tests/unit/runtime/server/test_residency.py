@@ -49,3 +49,18 @@ def test_no_keep_alive_a_negative_one_or_beyond_a_century_keeps_the_model(keep_a
         assert (unloads.count, residency.expires_at) == (0, None)
 
     asyncio.run(scenario())
+
+
+def test_a_server_that_does_not_honour_keep_alive_keeps_the_model_whatever_requests_say() -> None:
+    """In a pod (the operator sets ``honour_keep_alive`` off), an Ollama client's keep_alive must not unload the
+    model that the pod exists to serve."""
+
+    async def scenario() -> None:
+        unloads = Unloads()
+        residency = Residency(unloads, honour=False)
+        residency.hold()
+        residency.release(0)
+        await asyncio.sleep(0.02)
+        assert (unloads.count, residency.expires_at) == (0, None)
+
+    asyncio.run(scenario())
