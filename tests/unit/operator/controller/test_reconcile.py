@@ -159,7 +159,8 @@ def test_keda_and_the_gateway_writing_on_the_scaled_object_make_no_apply() -> No
     applier = RecordingApplier()
     reconcile(body(autoscaling=TO_ZERO), LiveObjects({}, []), applier, GATEWAY, service_monitor_crd=True, keda=True)
     live = live_from(applier)
-    scaled = next(o for o in live.by_kind["ScaledObject"])
+    scaled: dict[str, Any] = next(dict(o) for o in live.by_kind["ScaledObject"])
+    live = LiveObjects({**live.by_kind, "ScaledObject": [scaled]}, live.pods)
     scaled["metadata"]["annotations"][FORCE_ACTIVATION_ANNOTATION] = "true"
     scaled["metadata"]["labels"]["scaledobject.keda.sh/name"] = "assistant"
     scaled["status"] = {"hpaName": "keda-hpa-assistant"}
@@ -255,7 +256,8 @@ def test_a_deployment_at_zero_reports_scaled_to_zero_then_waking() -> None:
     served = {**body(autoscaling=TO_ZERO), "status": {"phase": "Ready"}}
     reconcile(served, LiveObjects({}, []), applier, GATEWAY, service_monitor_crd=False, keda=True)
     live = live_from(applier)
-    deployment = next(o for o in live.by_kind["Deployment"])
+    deployment: dict[str, Any] = next(dict(o) for o in live.by_kind["Deployment"])
+    live = LiveObjects({**live.by_kind, "Deployment": [deployment]}, live.pods)
 
     def observe(replicas: int, previous: dict[str, Any]) -> dict[str, Any]:
         deployment["spec"]["replicas"] = replicas

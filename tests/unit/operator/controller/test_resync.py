@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 from slm_operator.controller import handlers
-from slm_operator.controller.compact import compact_owned, compact_pod, compact_slm
+from slm_operator.controller.compact import compact_owned, compact_pod, compact_slm, keep, keep_slm
 from slm_operator.controller.handlers import Controller, resync_once
 from slm_operator.controller.kube import Writes
 from slm_operator.render.meta import ACCELERATOR_ANNOTATION
@@ -43,8 +43,8 @@ def slm() -> dict[str, Any]:
 
 
 def controller(writer: RecordingWriter) -> Controller:
-    indexes: dict[str, dict[Any, list[dict[str, Any]]]] = {name: {} for name in handlers.INDEXES}
-    indexes["slm_bodies"][KEY] = [slm()]
+    indexes: dict[str, dict[Any, list[Any]]] = {name: {} for name in handlers.INDEXES}
+    indexes["slm_bodies"][KEY] = [keep_slm(slm())]
     return Controller(
         settings=OperatorSettings(),
         kube=None,  # type: ignore[arg-type]  # discovery is not asked: keda is known
@@ -61,7 +61,7 @@ def as_live(ctl: Controller, writer: RecordingWriter) -> None:
     for number, manifest in enumerate(writer.applied, start=100):
         live = copy.deepcopy(manifest)
         live["metadata"]["resourceVersion"] = str(number)
-        ctl.indexes[f"owned_{manifest['kind'].lower()}"][KEY] = [live]
+        ctl.indexes[f"owned_{manifest['kind'].lower()}"][KEY] = [keep(live)]
     writer.applied.clear()
 
 
@@ -71,7 +71,8 @@ def test_unchanged_inputs_cost_no_reconcile_and_drift_is_repaired() -> None:
     assert asyncio.run(resync_once(ctl)) == 1
     assert sorted(writer.writes) == ["apply Deployment/assistant", "apply Service/assistant", "status Pending"]
     as_live(ctl, writer)
-    ctl.indexes["slm_bodies"][KEY][0]["status"] = ctl.statuses[KEY][0]  # the watch shows the status written
+    # the watch shows the status written
+    ctl.indexes["slm_bodies"][KEY] = [keep_slm({**slm(), "status": ctl.statuses[KEY][0]})]
     writer.writes.clear()
     assert asyncio.run(resync_once(ctl)) == 1  # the applied objects are new inputs: looked at once more ...
     assert writer.writes == []  # ... and nothing to write
@@ -90,7 +91,7 @@ def test_an_unschedulable_pod_is_reconciled_at_every_resync() -> None:
         "metadata": {"name": "p", "resourceVersion": "7", "annotations": {ACCELERATOR_ANNOTATION: "cpu"}},
         "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
     }
-    ctl.indexes["owned_pods"][KEY] = [pod]
+    ctl.indexes["owned_pods"][KEY] = [keep(pod, pod=True)]
     asyncio.run(resync_once(ctl))
     assert asyncio.run(resync_once(ctl)) == 1  # fallback depends on the time, not on a change
 
@@ -123,3 +124,20 @@ def test_compact_bodies_keep_what_a_reconcile_reads() -> None:
     body = slm()
     body["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "me"}
     assert compact_slm(body)["metadata"]["annotations"] == {"keep": "me"}
+
+
+def test_index_records_decode_to_the_compact_bodies() -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "a", "resourceVersion": "5", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"replicas": 2},
+    }
+    kept = keep(deployment)
+    assert (kept.name, kept.version, kept.unschedulable) == ("a", "5", False)
+    assert kept.body() == compact_owned(deployment)
+    body = {**slm(), "status": {"phase": "Ready", "replicas": 1}}
+    record = keep_slm(body)
+    assert record.phase == "Ready" and record.body() == compact_slm(body)
+    assert record.status == keep_slm({**slm(), "status": {"replicas": 1, "phase": "Ready"}}).status  # key order
+    assert keep_slm(slm()).phase == "Pending"
