@@ -516,7 +516,7 @@ def _operator_row(r: Mapping[str, Any]) -> list[str]:
     restart = r.get("restart") or {}
     restart_cell = (
         f"{num(restart.get('seconds_leading_to_reconciled'), 1)} s, {num(restart.get('writes'), 0)} writes "
-        f"(list {num(restart.get('full_list_seconds'), 2)} s)"
+        f"(list {num(restart.get('full_list_seconds'), 2)} s), RSS {num(restart.get('rss_mib'), 0)} MiB"
         if restart
         else "–"
     )
@@ -550,7 +550,7 @@ OPERATOR_HEAD = [
     "steady-state writes",
     "idle CPU %",
     "RSS MiB",
-    "restart: to all reconciled, writes",
+    "restart: to all reconciled, writes, RSS",
 ]
 
 

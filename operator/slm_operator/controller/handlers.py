@@ -20,6 +20,8 @@ change-detecting handlers: no diff-base or progress annotations, no finalizers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import Hashable, Mapping
@@ -111,8 +113,9 @@ class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
         return None
 
 
-# Phases of a model on its way up; a change between two of them (or of its counters) is written at most once per
-# resync period, so that a model that becomes Ready quickly has its status written twice (Pending, Ready).
+# Phases of a model on its way up; the first status of a new SLMDeployment, and a change between two of these phases
+# (or of their counters), is written at most once per resync period: a model that becomes Ready within a period has
+# its status written once (Ready), one that takes longer shows Pending after a period.
 _STARTING = frozenset({Phase.PENDING.value, Phase.DOWNLOADING.value, Phase.LOADING.value})
 
 
@@ -132,10 +135,12 @@ class Controller:
     statuses: dict[Key, tuple[dict[str, Any], str, str]] = field(default_factory=dict)
     # The inputs of each SLMDeployment's last successful reconcile (see inputs()); None: reconcile at the next resync.
     inputs: dict[Key, Hashable | None] = field(default_factory=dict)
-    written_at: dict[Key, float] = field(default_factory=dict)  # monotonic time of the last status write
+    # monotonic time of the last status write (of the first reconcile, for an SLMDeployment without a status yet)
+    written_at: dict[Key, float] = field(default_factory=dict)
     running: set[Key] = field(default_factory=set)
     again: set[Key] = field(default_factory=set)
     started: bool = False  # an event handler ran: every index holds its first listing
+    reconciles: int = 0
 
 
 @kopf.on.startup()
@@ -272,13 +277,19 @@ def _forget(controller: Controller, key: Key) -> None:
 
 
 def _coalesced(controller: Controller, key: Key, previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether to hold a status change back for now: a model still starting (Pending, Downloading, Loading, same
-    generation) whose status was written less than a resync period ago. The resync writes the latest then."""
+    """Whether to hold a status change back for now: the first status of a new SLMDeployment while it is still
+    starting, for up to a resync period after its first reconcile (one that is Ready by then has its status written
+    once, as Ready); or a change between two starting phases (Pending, Downloading, Loading, same generation) less
+    than a resync period after the last write. The resync writes the latest then."""
+    now = time.monotonic()
+    if not previous.get("phase"):
+        first = controller.written_at.setdefault(key, now)
+        return status.get("phase") in _STARTING and now - first < PROCESS.resync_seconds
     return bool(
         previous.get("phase") in _STARTING
         and status.get("phase") in _STARTING
         and previous.get("observedGeneration") == status.get("observedGeneration")
-        and time.monotonic() - controller.written_at.get(key, 0.0) < PROCESS.resync_seconds
+        and now - controller.written_at.get(key, 0.0) < PROCESS.resync_seconds
     )
 
 
@@ -368,6 +379,7 @@ async def request_reconcile(controller: Controller, key: Key) -> None:
     try:
         while True:
             controller.again.discard(key)
+            controller.reconciles += 1
             try:
                 await _reconcile_once(controller, key)
             except Exception:
@@ -408,16 +420,29 @@ async def resync_once(controller: Controller) -> int:
     return len(changed)
 
 
+def _release_memory() -> None:
+    """Hand the heap's free pages back to the system. A burst of watch events (thousands of decoded bodies at once,
+    while SLMDeployments are created or after a restart's listings) leaves glibc's heap with free memory that it
+    keeps as resident otherwise; nothing of it is in use once the burst is over. No-op without glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 async def _resync_forever(controller: Controller) -> None:
+    released_at = 0  # controller.reconciles when the memory was last released
     while True:
         await asyncio.sleep(PROCESS.resync_seconds)
         if not controller.started:
             continue  # no event handler ran yet: the indexes may not hold their first listing
         try:
             controller.keda = await asyncio.to_thread(_keda, controller)
-            await resync_once(controller)
+            changed = await resync_once(controller)
         except Exception:
             log.exception("resync failed; trying again in %ss", PROCESS.resync_seconds)
+            continue
+        if not changed and not controller.running and controller.reconciles != released_at:
+            released_at = controller.reconciles  # the first quiet period after reconciles
+            _release_memory()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
