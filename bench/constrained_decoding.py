@@ -19,7 +19,8 @@ generations started together, in an order that rotates from run to run:
 Figures (median over --runs with min and max, in .state/bench/constrained_decoding.json), per temperature and
 concurrency: ``tok_s`` per variant (each sequence's tokens/s between its first and last token, averaged over the
 wave's sequences), ``ratio_to_free`` per run (each variant over ``free`` of the same run: the issue's target is
-``grammar`` >= 0.9), ``valid`` (grammar outputs that parse and validate against the schema, of all),
+``grammar`` >= 0.9), ``complete`` (outputs that closed within --tokens and validate against the schema, of all:
+the base model sometimes keeps adding array items until the limit), ``noise`` per case,
 ``refused_share`` (tokens whose first-choice the grammar refused) and ``masked_share`` (tokens that needed the
 first-byte mask over the vocabulary rather than a pool of the best candidates).
 """
@@ -229,57 +230,54 @@ def valid_call(text: str) -> bool:
     return True
 
 
-def one_run(engine: Any, samplers: Samplers, run: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every case's three variants, the variants' order rotating from run to run."""
+def case_run(engine: Any, samplers: Samplers, case: tuple[float, int], run: int, tokens: int) -> dict[str, Any]:
+    """The case's three variants back to back, their order rotating from run to run; distinct prompt numbers."""
     order = VARIANTS[run % 3 :] + VARIANTS[: run % 3]
-    results: dict[str, dict[str, Any]] = {}
-    for number, case in enumerate(itertools.product(args.temperatures, args.concurrency)):
-        key = case_key(case)
-        results[key] = {}
-        for index, variant in enumerate(order):
-            first = 10_000 * (run + 1) + 100 * number + 10 * index
-            results[key][variant] = wave(engine, samplers, variant, case, first, args.tokens)
-    return results
+    first = 10_000 * (run + 1) + 1_000 * int(case[0] * 10) + 100 * case[1]
+    return {variant: wave(engine, samplers, variant, case, first + 10 * i, tokens) for i, variant in enumerate(order)}
 
 
 def case_key(case: tuple[float, int]) -> str:
     return f"t{case[0]:g}_x{case[1]}"
 
 
-def summarize(runs: list[dict[str, dict[str, Any]]], cases: list[str]) -> dict[str, Any]:
-    summary: dict[str, Any] = {}
-    for key in cases:
-        per_run = [run[key] for run in runs]
-        grammar = [r["grammar"] for r in per_run]
-        summary[key] = {
-            "tok_s": {v: benchlib.spread([r[v]["tok_s"] for r in per_run], 1) for v in VARIANTS},
-            "ratio_to_free": {
-                v: benchlib.spread([benchlib.ratio(r[v]["tok_s"], r["free"]["tok_s"]) for r in per_run])
-                for v in ("grammar", "masked")
-            },
-            "valid": {
-                v: f"{sum(r[v]['valid'] for r in per_run)}/{sum(r[v]['outputs'] for r in per_run)}"
-                for v in ("grammar", "masked")
-            },
-            "refused_share": round(sum(g["refused"] for g in grammar) / max(1, sum(g["tokens"] for g in grammar)), 3),
-            "masked_share": round(sum(g["masked"] for g in grammar) / max(1, sum(g["tokens"] for g in grammar)), 3),
-        }
-    return summary
+def summarize(runs: list[dict[str, Any]], noise: dict[str, Any]) -> dict[str, Any]:
+    grammar = [r["grammar"] for r in runs]
+    generated = max(1, sum(g["tokens"] for g in grammar))
+    return {
+        "tok_s": {v: benchlib.spread([r[v]["tok_s"] for r in runs], 1) for v in VARIANTS},
+        "ratio_to_free": {
+            v: benchlib.spread([benchlib.ratio(r[v]["tok_s"], r["free"]["tok_s"]) for r in runs])
+            for v in ("grammar", "masked")
+        },
+        "complete": {
+            v: f"{sum(r[v]['valid'] for r in runs)}/{sum(r[v]['outputs'] for r in runs)}" for v in ("grammar", "masked")
+        },
+        "refused_share": round(sum(g["refused"] for g in grammar) / generated, 3),
+        "masked_share": round(sum(g["masked"] for g in grammar) / generated, 3),
+        "noise": noise,
+    }
 
 
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    """Each case in turn, its runs kept or redone by the CPU share other work took during them (short windows:
+    one case's three waves, so a burst of other work costs one redone run, not a whole sweep)."""
     engine = load(model, args)
     samplers = Samplers()
+    cases: dict[str, Any] = {}
     try:
-        one_run(engine, samplers, 0, args)  # warm-up, not counted
-        runs = benchlib.clean_runs(
-            lambda run: one_run(engine, samplers, run, args), args.runs, args.foreign, args.settle
-        )
+        for case in itertools.product(args.temperatures, args.concurrency):
+            case_run(engine, samplers, case, 0, args.tokens)  # warm-up, not counted
+
+            def measured(run: int, case: tuple[float, int] = case) -> dict[str, Any]:
+                return case_run(engine, samplers, case, run, args.tokens)
+
+            runs = benchlib.clean_runs(measured, args.runs, args.foreign, args.settle)
+            cases[case_key(case)] = summarize(runs.results, runs.noise())
     finally:
         samplers.restore()
         engine.close()
-    cases = [case_key(case) for case in itertools.product(args.temperatures, args.concurrency)]
-    return {"cases": summarize(runs.results, cases), "schema": TOOL_CALL, "noise": runs.noise()}
+    return {"cases": cases, "schema": TOOL_CALL}
 
 
 def parse_args() -> argparse.Namespace:
@@ -311,7 +309,7 @@ def main() -> int:
         print(
             f"constrained decoding {key}: grammar/free {ratios['grammar']['median']:.2f} "
             f"(min {ratios['grammar']['min']:.2f}, max {ratios['grammar']['max']:.2f}), "
-            f"masking every token/free {ratios['masked']['median']:.2f}; valid {case['valid']['grammar']}"
+            f"masking every token/free {ratios['masked']['median']:.2f}; complete {case['complete']['grammar']}"
         )
     return 0
 
