@@ -279,7 +279,13 @@ class BatchDecoder:
         step = StepLogits(self._ctx, index, self.n_vocab)
         if generation.sampler is None:
             raise RuntimeError(f"seq {generation.seq_id} has no sampler")
-        token = generation.sampler.choose(step)
+        try:
+            token = generation.sampler.choose(step)
+        except Exception as exc:  # this sequence's own sampler (a grammar with no way on): end it, not the batch
+            log.warning("seq %d: sampling failed: %s", generation.seq_id, exc)
+            generation.fail(exc)
+            self._release(generation)
+            return
         if quick.is_eog(self._vocab, token) or generation.cancel.is_set():
             self._release(generation)
             return

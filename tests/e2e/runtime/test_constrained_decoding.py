@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from runtime_e2e import make_settings
 
 from slm_runtime.engines import llama_cpp
 from slm_runtime.engines.base import SamplingParams
-from slm_runtime.engines.constrained import GrammarSampler
+from slm_runtime.engines.constrained import GrammarRejectedAllError, GrammarSampler
 from slm_runtime.engines.llama_cpp import LlamaCppEngine
 from slm_runtime.engines.llama_native import TOKEN_DATA, candidates, quick_calls
 from slm_runtime.engines.samplers import ChainSampler, TokenSampler, grammar_sampler, sampler_chain
@@ -210,3 +212,61 @@ def test_the_first_byte_prefilter_keeps_every_token_the_grammar_allows(engine: L
     finally:
         quick.free(grammar)
     assert min(narrowed) < 0.01  # inside the function name a tiny share of the vocabulary is checked
+
+
+class FailingSampler:
+    """Fails once ``neighbour`` is set and it has chosen three tokens, as a grammar sampler does when its grammar
+    admits no token."""
+
+    def __init__(self, inner: TokenSampler, neighbour: threading.Event) -> None:
+        self.inner = inner
+        self.neighbour = neighbour
+        self.chosen = 0
+
+    def choose(self, step: Any) -> int:
+        if self.chosen >= 3 and self.neighbour.is_set():
+            raise GrammarRejectedAllError("the JSON grammar admits no token at this point of the output")
+        self.chosen += 1
+        return self.inner.choose(step)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_sampler_that_fails_ends_its_own_sequence_only(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+    alone = tokens(engine, PROMPTS[2], params, slot=1)
+    neighbour_running = threading.Event()
+    original = llama_cpp.make_sampler
+    made: list[TokenSampler] = []
+
+    def failing_first(*args: Any) -> TokenSampler:
+        made.append(original(*args) if made else FailingSampler(original(*args), neighbour_running))
+        return made[-1]
+
+    monkeypatch.setattr(llama_cpp, "make_sampler", failing_first)
+    outcome: dict[str, Any] = {"doomed": []}
+
+    def doomed() -> None:
+        long = replace(params, max_tokens=200)
+        try:
+            for token in engine.stream(0, engine.tokenize(PROMPTS[0]), long, threading.Event()):
+                outcome["doomed"].append(token.token_id)
+        except GrammarRejectedAllError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=doomed)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not made and time.monotonic() < deadline:  # the doomed generation takes the failing sampler
+        time.sleep(0.01)
+    neighbour: list[int] = []
+    for token in engine.stream(1, engine.tokenize(PROMPTS[2]), params, threading.Event()):
+        neighbour.append(token.token_id)
+        neighbour_running.set()
+    thread.join(timeout=120)
+    assert isinstance(outcome.get("error"), GrammarRejectedAllError)
+    assert 3 <= len(outcome["doomed"]) < 200
+    assert neighbour == alone
