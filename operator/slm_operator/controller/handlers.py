@@ -72,8 +72,14 @@ def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
 def _register_index(api_version: str, kind: str) -> None:
     group, _, version = api_version.rpartition("/")
 
-    async def index(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
-        return {_key(namespace, labels): keep(body)}
+    async def index(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> Any:
+        key, kept = _key(namespace, labels), keep(body)
+        controller: Controller | None = getattr(memo, "controller", None)
+        if controller is not None and controller.applied:
+            watched(controller, key, kind, kept)
+        return {key: kept}
 
     kopf.index(group, version, PLURALS[kind], id=_index_id(kind), labels=OWNED)(index)
 
@@ -137,6 +143,9 @@ class Controller:
     inputs: dict[Key, Hashable | None] = field(default_factory=dict)
     # monotonic time of the last status write (of the first reconcile, for an SLMDeployment without a status yet)
     written_at: dict[Key, float] = field(default_factory=dict)
+    # (namespace, name, kind, object name) -> (hash of the manifest, resourceVersion answered, monotonic time) of
+    # the last apply of each owned object
+    applied: dict[tuple[str, str, str, str], tuple[int, str, float]] = field(default_factory=dict)
     running: set[Key] = field(default_factory=set)
     again: set[Key] = field(default_factory=set)
     started: bool = False  # an event handler ran: every index holds its first listing
@@ -270,7 +279,45 @@ def inputs(controller: Controller, key: Key, slm: KeptSLM) -> Hashable | None:
     )
 
 
+def _applied_key(key: Key, manifest: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (*key, manifest["kind"], manifest["metadata"]["name"])
+
+
+def _remember_applies(
+    controller: Controller, key: Key, applied: list[dict[str, Any]], versions: list[str] | None
+) -> None:
+    now = time.monotonic()
+    for manifest, version in zip(applied, versions or [], strict=False):
+        if version:
+            controller.applied[_applied_key(key, manifest)] = (hash(canonical(manifest)), version, now)
+
+
+def _awaiting_watch(controller: Controller, key: Key, manifest: Mapping[str, Any]) -> bool:
+    """Whether this very manifest was applied by this operator less than a resync period ago and the index does
+    not show the object as that apply answered it yet (a watch event still on its way)."""
+    record = controller.applied.get(_applied_key(key, manifest))
+    if record is None:
+        return False
+    digest, version, at = record
+    if time.monotonic() - at >= PROCESS.resync_seconds or digest != hash(canonical(manifest)):
+        return False
+    index = controller.indexes.get(_index_id(manifest["kind"]))
+    name = manifest["metadata"]["name"]
+    return not any(kept.name == name and kept.version == version for kept in (index or {}).get(key, []))
+
+
+def watched(controller: Controller, key: Key, kind: str, kept: Kept) -> None:
+    """The watch shows an owned object: once it shows the version this operator's last apply answered, that apply
+    is no longer awaited (any difference from then on is a change to repair)."""
+    applied = (*key, kind, kept.name)
+    record = controller.applied.get(applied)
+    if record is not None and record[1] == kept.version:
+        del controller.applied[applied]
+
+
 def _forget(controller: Controller, key: Key) -> None:
+    for applied in [k for k in controller.applied if k[:2] == key]:
+        del controller.applied[applied]
     controller.statuses.pop(key, None)
     controller.inputs.pop(key, None)
     controller.written_at.pop(key, None)
@@ -355,7 +402,13 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
         return
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-    await controller.writer.write(writes)
+    # An apply answered a moment ago whose object the watch has not shown yet looks missing or stale in the index:
+    # not sent again while the watch catches up (at most a resync period; the next resync compares again).
+    awaiting = [m for m in writes.applies if _awaiting_watch(controller, key, m)]
+    if awaiting:
+        writes.applies = [m for m in writes.applies if m not in awaiting]
+    versions = await controller.writer.write(writes)
+    _remember_applies(controller, key, writes.applies, versions)
     metrics.RECONCILES.labels(result="changed" if writes.applies or writes.deletes else "unchanged").inc()
     if result.fell_back_to:
         metrics.FALLBACKS.labels(to=result.fell_back_to).inc()
@@ -367,7 +420,7 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
         await _write_status(controller, key, body, previous, result.status)
     controller.statuses[key] = (result.status, version, canonical(result.status))
     # Applied objects change their resourceVersions: the next resync looks again (and finds nothing to do).
-    controller.inputs[key] = seen
+    controller.inputs[key] = None if awaiting else seen
 
 
 async def request_reconcile(controller: Controller, key: Key) -> None:

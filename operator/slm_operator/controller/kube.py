@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,9 @@ PLURALS = {
 }
 
 
+_RESOURCE_VERSION = re.compile(rb'"resourceVersion":\s*"([^"]*)"')
+
+
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     """The REST path of a namespaced object of a kind in PLURALS."""
     prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
@@ -175,7 +179,7 @@ class AsyncWriter:
             headers["Authorization"] = token
         return headers
 
-    async def _send(self, method: str, path: str, content_type: str, body: Any, params: dict[str, str]) -> None:
+    async def _send(self, method: str, path: str, content_type: str, body: Any, params: dict[str, str]) -> bytes:
         data = json.dumps(body) if body is not None else None
         session = self._session_now()
         async with session.request(
@@ -183,16 +187,20 @@ class AsyncWriter:
         ) as reply:
             if reply.status >= 300:
                 raise ApiError(method, path, reply.status, await reply.text())
-            await reply.read()
+            return await reply.read()
 
-    async def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply under the operator's field manager, taking over conflicting fields."""
+    async def apply(self, manifest: dict[str, Any]) -> str:
+        """Server-side apply under the operator's field manager, taking over conflicting fields; the resourceVersion
+        of the object as applied ("" if the answer has none)."""
         meta = manifest["metadata"]
         path = object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         metrics.API_WRITES.labels(verb="apply", kind=manifest["kind"]).inc()
         log.info("apply %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
         params = {"fieldManager": self._field_manager, "force": "true"}
-        await self._send("PATCH", path, "application/apply-patch+yaml", manifest, params)
+        answer = await self._send("PATCH", path, "application/apply-patch+yaml", manifest, params)
+        # The object's own resourceVersion is the first in the answer (metadata precedes everything nested).
+        found = _RESOURCE_VERSION.search(answer)
+        return found.group(1).decode() if found else ""
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object (its dependents in the background), ignoring one that is already gone."""
@@ -214,13 +222,13 @@ class AsyncWriter:
             if exc.status != 404:
                 raise
 
-    async def write(self, writes: Writes) -> None:
+    async def write(self, writes: Writes) -> list[str]:
         """Deletions first (KEDA refuses a ScaledObject whose Deployment another HPA still targets), then the
         applies, all at once (nothing needs another to exist first: a pod waits for its claim, an HPA for its
-        target)."""
+        target). The resourceVersions of the applied objects, in the order of ``writes.applies``."""
         for api_version, kind, namespace, name in writes.deletes:
             await self.delete(api_version, kind, namespace, name)
-        await asyncio.gather(*(self.apply(manifest) for manifest in writes.applies))
+        return list(await asyncio.gather(*(self.apply(manifest) for manifest in writes.applies)))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -22,12 +22,13 @@ class RecordingWriter:
         self.writes: list[str] = []
         self.applied: list[dict[str, Any]] = []
 
-    async def write(self, writes: Writes) -> None:
+    async def write(self, writes: Writes) -> list[str]:
         for _, kind, _, name in writes.deletes:
             self.writes.append(f"delete {kind}/{name}")
         for manifest in writes.applies:
             self.applied.append(manifest)
             self.writes.append(f"apply {manifest['kind']}/{manifest['metadata']['name']}")
+        return [str(number) for number in range(100, 100 + len(writes.applies))]  # as as_live numbers them
 
     async def patch_slm_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.writes.append(f"status {status['phase']}")
@@ -62,6 +63,7 @@ def as_live(ctl: Controller, writer: RecordingWriter) -> None:
         live = copy.deepcopy(manifest)
         live["metadata"]["resourceVersion"] = str(number)
         ctl.indexes[f"owned_{manifest['kind'].lower()}"][KEY] = [keep(live)]
+        handlers.watched(ctl, KEY, manifest["kind"], keep(live))
     writer.applied.clear()
 
 
@@ -146,3 +148,18 @@ def test_index_records_decode_to_the_compact_bodies() -> None:
     assert record.phase == "Ready" and record.body() == compact_slm(body)
     assert record.status == keep_slm({**slm(), "status": {"replicas": 1, "phase": "Ready"}}).status  # key order
     assert keep_slm(slm()).phase == "Pending"
+
+
+def test_an_apply_the_watch_has_not_shown_yet_is_not_sent_again_within_a_period() -> None:
+    writer = RecordingWriter()
+    ctl = controller(writer)
+    asyncio.run(resync_once(ctl))
+    assert sorted(writer.writes) == ["apply Deployment/assistant", "apply Service/assistant"]
+    writer.writes.clear()
+    assert asyncio.run(resync_once(ctl)) == 1  # the index has no Service or Deployment yet ...
+    assert writer.writes == []  # ... but they were just applied: the watch is on its way
+    for applied in list(ctl.applied):
+        digest, version, at = ctl.applied[applied]
+        ctl.applied[applied] = (digest, version, at - handlers.PROCESS.resync_seconds)  # a period later
+    assert asyncio.run(resync_once(ctl)) == 1  # still missing: applied again (level-triggered)
+    assert sorted(writer.writes) == ["apply Deployment/assistant", "apply Service/assistant"]
