@@ -17,8 +17,8 @@ generations started together, in an order that rotates from run to run:
   the engine sampled under a grammar before the grammar sampler: the "before" figure, in the same run).
 
 Figures (median over --runs with min and max, in .state/bench/constrained_decoding.json), per temperature and
-concurrency: ``tok_s`` per variant (each sequence's tokens/s between its first and last token, averaged over the
-wave's sequences), ``ratio_to_free`` per run (each variant over ``free`` of the same run: the issue's target is
+concurrency: ``tok_s`` per variant (tokens/s per sequence while all of the wave's sequences were generating:
+:func:`all_running_rate`), ``ratio_to_free`` per run (each variant over ``free`` of the same run: the issue's target is
 ``grammar`` >= 0.9), ``complete`` (outputs that closed within --tokens and validate against the schema, of all:
 the base model sometimes keeps adding array items until the limit), ``noise`` per case,
 ``refused_share`` (tokens whose first-choice the grammar refused) and ``masked_share`` (tokens that needed the
@@ -31,7 +31,6 @@ import argparse
 import itertools
 import json
 import logging
-import statistics
 import sys
 import threading
 import time
@@ -192,8 +191,7 @@ def wave(
         thread.start()
     for thread in threads:
         thread.join()
-    rates = [(len(s) - 1) / (s[-1] - s[0]) for s in stamps if len(s) > 1 and s[-1] > s[0]]
-    result: dict[str, Any] = {"tok_s": statistics.fmean(rates) if rates else float("nan")}
+    result: dict[str, Any] = {"tok_s": all_running_rate(stamps)}
     result["tokens"] = sum(len(s) for s in stamps)
     if variant != "free":
         result["valid"] = sum(valid_call(text) for text in texts)
@@ -211,6 +209,19 @@ def wave(
         f", refused {result['refused']}, masked {result['masked']}" if variant == "grammar" else "",
     )
     return result
+
+
+def all_running_rate(stamps: list[list[float]]) -> float:
+    """Tokens/s per sequence while every sequence of the wave was generating: from the last first token to the first
+    last token. A tool call ends sooner than free text; counting past its end would time free sequences with fewer
+    neighbours (faster steps) than constrained ones, or the other way round."""
+    if any(len(s) < 2 for s in stamps):
+        return float("nan")
+    start, end = max(s[0] for s in stamps), min(s[-1] for s in stamps)
+    if end <= start:
+        return float("nan")
+    produced = sum(sum(1 for t in s if start < t <= end) for s in stamps)
+    return produced / (end - start) / len(stamps)
 
 
 def valid_call(text: str) -> bool:

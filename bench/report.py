@@ -413,7 +413,7 @@ def section_constrained(result: Result | None) -> list[str]:
         f"One engine in process (`--parallel 4`, {p['threads']} threads), the same tool-calling prompt, up to "
         f"{p['tokens']} tokens per sequence, {p['runs']} runs of the three variants in rotating order. Grammar: a "
         "forced call of one of three functions (JSON schema `anyOf` of `{name: const, arguments: {...}}` with nested "
-        "objects, enums, arrays, integers, booleans). Tokens/s per sequence between its first and last token. "
+        "objects, enums, arrays, integers, booleans). Tokens/s per sequence while all the wave's sequences generate. "
         "*Mask every token* is the grammar inside llama.cpp's sampler chain, as the engine sampled before the grammar "
         "sampler (runtime/slm_runtime/engines/constrained.py). *Complete*: grammar outputs that closed within the "
         "token limit and validate against the schema (the rest were still adding array items: the 270M base model "
