@@ -900,7 +900,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=benchlib.ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
         "--only",
-        choices=["operator"],
+        choices=["operator", "constrained"],
         help="rewrite only this section of the existing --out, from its own result (the others stay as they are)",
     )
     args = parser.parse_args()
@@ -908,6 +908,9 @@ def main() -> int:
     if args.only == "operator":
         section = section_operator(load(args.state, "operator_scale"), args.out.parent / args.out.stem)
         args.out.write_text(replace_section(args.out.read_text(), "## Operator scale", section))
+    elif args.only == "constrained":
+        section = section_constrained(load(args.state, "constrained_decoding"))
+        args.out.write_text(replace_section(args.out.read_text(), section[0], section))
     else:
         args.out.write_text(render(args.state, args.out))
     log.info("wrote %s", args.out)

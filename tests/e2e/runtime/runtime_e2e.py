@@ -81,6 +81,9 @@ class SharedEngine(Engine):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._engine.detokenize(tokens)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._engine.token_bytes(token_id)
+
     def validate(self, params: SamplingParams) -> None:
         self._engine.validate(params)
 
