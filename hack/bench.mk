@@ -23,13 +23,14 @@ BENCH_COMMON = --tokens $(BENCH_TOKENS) --context-length $(BENCH_CONTEXT) --sett
 llama-server: install ## Build llama.cpp's llama-server (the benchmarks' baseline) once into the cache
 	hack/build-llama-server.sh $(PY)
 
-bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONNX, gateway, operator) -> docs/benchmarks.md
+bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONNX, gateway, operator, constrained decoding) -> docs/benchmarks.md
 	rm -f $(BENCH_STATE)/*.json $(BENCH_STATE)/pull_throughput.log
 	$(MAKE) --no-print-directory bench-runtime
 	$(MAKE) --no-print-directory bench-gateway
 	$(MAKE) --no-print-directory bench-operator
 	$(MAKE) --no-print-directory bench-real-node
 	$(MAKE) --no-print-directory bench-scale-to-zero
+	$(MAKE) --no-print-directory bench-constrained
 	$(MAKE) --no-print-directory bench-report
 
 bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, slot gaps, ONNX engine, pull throughput
