@@ -49,6 +49,7 @@ if str(REPO_ROOT / "tests") not in sys.path:
 from cluster import ClientLimits, ControlPlane, TestNode, kube  # noqa: E402
 from cluster.processes import Process, free_ports  # noqa: E402
 from slm_operator.api.enums import Accelerator  # noqa: E402
+from slm_operator.controller import kube as kube_paths  # noqa: E402
 
 __all__ = [
     "OPERATOR_NAMESPACE",
@@ -372,25 +373,11 @@ def audit_requests(path: Path, user: str = OPERATOR_USER) -> list[Request]:
     return requests
 
 
-# Plural of every kind the renderer makes, and of SLMDeployments: the bare client needs no discovery.
-_PLURALS = {
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Service": "services",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "ScaledObject": "scaledobjects",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "ServiceMonitor": "servicemonitors",
-    "SLMDeployment": "slmdeployments",
-}
-
-
 def object_path(manifest: dict[str, Any]) -> str:
-    """The REST path of a namespaced object."""
+    """The REST path of a namespaced object (the operator's own table of plurals: the bare client needs no
+    discovery either)."""
     api_version, meta = manifest["apiVersion"], manifest["metadata"]
-    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{meta['namespace']}/{_PLURALS[manifest['kind']]}/{meta['name']}"
+    return kube_paths.object_path(api_version, manifest["kind"], meta["namespace"], meta["name"])
 
 
 class AsyncKube:
