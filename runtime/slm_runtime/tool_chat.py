@@ -128,7 +128,7 @@ async def check_schemas(engine: Engine, request: ToolRequest) -> None:
 
 def thinking_of(template: PromptTemplate, think: bool | str | None) -> bool:
     """Whether the answer's thinking is split out: the template thinks and the request did not turn it off."""
-    return template.supports_thinking and think is not False
+    return template.capabilities.thinking and think is not False
 
 
 class CallParser(Protocol):

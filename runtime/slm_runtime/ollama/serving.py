@@ -173,7 +173,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
         return _load_response(body.model, chat=False)
     prompts = service.prompts
     own_template = not (body.raw or body.template)
-    think = check_think(body.think, body.model, own_template and prompts.template.supports_thinking)
+    think = check_think(body.think, body.model, own_template and prompts.template.capabilities.thinking)
     text = prompts.generate(body.prompt, body.system, body.template, body.raw, first_turn=not body.context)
     context.record.prompt_text = body.prompt
     if body.context:
@@ -212,7 +212,7 @@ async def chat(service: ModelService, body: ChatRequest, request: Request) -> Re
         return _load_response(body.model, chat=True)
     prompts = service.prompts
     template = prompts.template
-    think = check_think(body.think, body.model, template.supports_thinking)
+    think = check_think(body.think, body.model, template.capabilities.thinking)
     text = chat_prompt(prompts, messages, tools, think)
     context.record.prompt_text = text
     tokens = await tokenize_prompt(engine, text)
@@ -351,7 +351,7 @@ def show(service: ModelService, body: ShowRequest) -> dict[str, Any]:
         modelfile.append(f'SYSTEM """{system}"""')
     modelfile += [f"PARAMETER {line}" for line in parameters.splitlines()]
     capabilities = ["completion", "tools"]  # tools: shown by the template, or described in the system message
-    if service.prompts.template.supports_thinking:
+    if service.prompts.template.capabilities.thinking:
         capabilities.append("thinking")
     if info.supports_embeddings and service.settings.engine.embeddings:
         capabilities.append("embedding")

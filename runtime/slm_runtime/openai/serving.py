@@ -178,7 +178,7 @@ async def chat_completions(service: ModelService, body: ChatCompletionRequest, r
     engine = await context.engine()
     prompts = service.prompts
     template = prompts.template
-    think = _think(body.reasoning_effort, template.supports_thinking)
+    think = _think(body.reasoning_effort, template.capabilities.thinking)
     await check_schemas(engine, tools)
     text = chat_prompt(prompts, messages, tools, think)
     context.record.prompt_text = text

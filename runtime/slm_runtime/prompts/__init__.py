@@ -14,9 +14,8 @@ request built from them, and its tokens fitted into the context. Not engine code
 
 from __future__ import annotations
 
-from slm_runtime.prompts.base import ChatMessage, PromptTemplate, TemplateError
+from slm_runtime.prompts.base import ChatMessage, PromptTemplate, TemplateCapabilities, TemplateError
 from slm_runtime.prompts.builder import PromptBuilder
-from slm_runtime.prompts.capabilities import TemplateCapabilities
 from slm_runtime.prompts.gotemplate import translate_go_template
 from slm_runtime.prompts.templates import DefaultTemplate, JinjaChatTemplate, OllamaTemplate, select_template
 from slm_runtime.prompts.thinking import ThinkingSplitter, opens_thinking, thinking_tags

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from slm_runtime.tools.types import ToolCall, ToolFunction
 
-__all__ = ["ChatMessage", "PromptTemplate", "TemplateError"]
+__all__ = ["ChatMessage", "PromptTemplate", "TemplateCapabilities", "TemplateError"]
 
 
 class TemplateError(ValueError):
@@ -28,6 +28,28 @@ class ChatMessage:
     thinking: str = ""
 
 
+@dataclass(frozen=True)
+class TemplateCapabilities:
+    """What a template shows itself; what it lacks is polyfilled (:mod:`slm_runtime.prompts.polyfill`).
+
+    - ``system_role``: system text (in a system turn, or merged into the first user turn as Gemma's does); where
+      not, it is put into the first user message.
+    - ``tools``: the offered tools; where not, they are described in the system message.
+    - ``tool_calls``: an assistant's earlier calls; where not, they are written into its content.
+    - ``tool_responses``: tool results; where not, they become user messages naming the tool.
+    - ``thinking``: the template reacts to ``think`` or shows an assistant's earlier reasoning.
+    - ``arguments_as_string``: the template shows a call's arguments only when given as a JSON string (DeepSeek
+      R1's concatenates them), not as the object Hugging Face templates usually expect.
+    """
+
+    system_role: bool
+    tools: bool
+    tool_calls: bool
+    tool_responses: bool
+    thinking: bool
+    arguments_as_string: bool = False
+
+
 class PromptTemplate(Protocol):
     """Turns a chat or a generate request into prompt text."""
 
@@ -42,29 +64,8 @@ class PromptTemplate(Protocol):
         ...
 
     @property
-    def supports_system_role(self) -> bool:
-        """Whether the template shows system text itself (in a system turn, or merged into the first user turn
-        as Gemma's does); where not, it is put into the first user message."""
-        ...
-
-    @property
-    def supports_tools(self) -> bool:
-        """Whether the template shows the offered tools; where not, they are described in the system message."""
-        ...
-
-    @property
-    def supports_tool_calls(self) -> bool:
-        """Whether the template shows an assistant's earlier calls; where not, they are written into its content."""
-        ...
-
-    @property
-    def supports_tool_responses(self) -> bool:
-        """Whether the template shows tool results; where not, they become user messages naming the tool."""
-        ...
-
-    @property
-    def supports_thinking(self) -> bool:
-        """Whether the template reacts to ``think`` or shows an assistant's earlier reasoning."""
+    def capabilities(self) -> TemplateCapabilities:
+        """What the template shows itself (found by rendering probes); the rest is polyfilled."""
         ...
 
     def render_chat(

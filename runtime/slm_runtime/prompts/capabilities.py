@@ -7,26 +7,12 @@ What a template lacks is then polyfilled (:mod:`slm_runtime.prompts.polyfill`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from slm_runtime.prompts.base import ChatMessage
+from slm_runtime.prompts.base import ChatMessage, TemplateCapabilities
 from slm_runtime.tools.types import ToolCall, ToolFunction
 
-__all__ = ["RawRenderer", "TemplateCapabilities", "probe_capabilities"]
-
-
-@dataclass(frozen=True)
-class TemplateCapabilities:
-    """``arguments_as_string``: the template shows a call's arguments only when given as a JSON string (DeepSeek
-    R1's concatenates them), not as the object Hugging Face templates usually expect."""
-
-    system_role: bool
-    tools: bool
-    tool_calls: bool
-    tool_responses: bool
-    thinking: bool
-    arguments_as_string: bool = False
+__all__ = ["RawRenderer", "probe_capabilities"]
 
 
 class RawRenderer(Protocol):

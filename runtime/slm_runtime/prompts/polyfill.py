@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from slm_runtime.prompts.base import ChatMessage
-from slm_runtime.prompts.capabilities import TemplateCapabilities
+from slm_runtime.prompts.base import ChatMessage, TemplateCapabilities
 from slm_runtime.tools.generic import render_generic_calls, render_tool_result, tools_instruction
 from slm_runtime.tools.types import ToolCall, ToolFunction
 

@@ -36,8 +36,8 @@ import jinja2
 import jinja2.ext
 import jinja2.sandbox
 
-from slm_runtime.prompts.base import ChatMessage, PromptTemplate, TemplateError
-from slm_runtime.prompts.capabilities import TemplateCapabilities, probe_capabilities
+from slm_runtime.prompts.base import ChatMessage, PromptTemplate, TemplateCapabilities, TemplateError
+from slm_runtime.prompts.capabilities import probe_capabilities
 from slm_runtime.prompts.gotemplate import translate_go_template
 from slm_runtime.prompts.govalues import go_json, go_print, go_range_pairs, go_range_values, go_values
 from slm_runtime.prompts.polyfill import apply_polyfills
@@ -52,7 +52,7 @@ __all__ = [
 
 
 class _Probed:
-    """The ``supports_*`` properties and :meth:`render_chat` of a template that renders raw chats."""
+    """The probed :attr:`capabilities` and :meth:`render_chat` of a template that renders raw chats."""
 
     def render_raw(
         self,
@@ -68,26 +68,6 @@ class _Probed:
     def capabilities(self) -> TemplateCapabilities:
         """What this template shows itself (probed on first use)."""
         return probe_capabilities(self)
-
-    @property
-    def supports_system_role(self) -> bool:
-        return self.capabilities.system_role
-
-    @property
-    def supports_tools(self) -> bool:
-        return self.capabilities.tools
-
-    @property
-    def supports_tool_calls(self) -> bool:
-        return self.capabilities.tool_calls
-
-    @property
-    def supports_tool_responses(self) -> bool:
-        return self.capabilities.tool_responses
-
-    @property
-    def supports_thinking(self) -> bool:
-        return self.capabilities.thinking
 
     def render_chat(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolFunction] = (), *, think: bool | str | None = None

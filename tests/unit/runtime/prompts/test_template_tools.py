@@ -106,15 +106,7 @@ CAPABILITIES = {
 @pytest.mark.parametrize(("name", "expected"), CAPABILITIES.items())
 def test_capabilities_are_found_by_rendering_probes(name: str, expected: tuple[bool, ...]) -> None:
     template = fixture(name)
-    assert template.capabilities == TemplateCapabilities(*expected)  # type: ignore[attr-defined]
-    found = (
-        template.supports_system_role,
-        template.supports_tools,
-        template.supports_tool_calls,
-        template.supports_tool_responses,
-        template.supports_thinking,
-    )
-    assert found == expected[:5]
+    assert template.capabilities == TemplateCapabilities(*expected)
 
 
 def test_default_and_legacy_templates() -> None:
@@ -168,7 +160,7 @@ def test_a_template_without_a_system_role_gets_it_in_the_first_user_message() ->
         "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
         "[{{ m.role }}]{{ m.content }}{% endfor %}[assistant]"
     )
-    assert not strict.supports_system_role
+    assert not strict.capabilities.system_role
     assert strict.render_chat([*CHAT[:2], ChatMessage("user", "And Rome?")]) == (
         "[user]Be brief.\n\nWeather in Paris?[user]And Rome?[assistant]"
     )
