@@ -80,24 +80,29 @@ class Tool(_Request):
     function: FunctionDefinition
 
 
-class GenerateRequest(_Request):
+class _Generation(_Request):
+    """What /api/generate and /api/chat both take."""
+
     model: str = Field(description="Model name, as listed by /api/tags.")
-    prompt: str = ""
-    suffix: str | None = None
-    images: list[str] | None = None
     format: Format = Field(None, description='"json" or a JSON schema that constrains the output.')
     options: Options | None = None
-    system: str | None = None
-    template: str | None = Field(None, description="Prompt template (Ollama syntax) for this request.")
-    context: list[int] | None = Field(None, description="Tokens returned by an earlier response, to continue.")
     stream: bool = True
-    raw: bool = False
     keep_alive: KeepAlive = Field(None, description="0 unloads the model after the request.")
     think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
     truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
     shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
     logprobs: bool | None = Field(None, description="Return each generated token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the most likely tokens at each step.")
+
+
+class GenerateRequest(_Generation):
+    prompt: str = ""
+    suffix: str | None = None
+    images: list[str] | None = None
+    system: str | None = None
+    template: str | None = Field(None, description="Prompt template (Ollama syntax) for this request.")
+    context: list[int] | None = Field(None, description="Tokens returned by an earlier response, to continue.")
+    raw: bool = False
 
 
 class ChatMessage(_Request):
@@ -110,19 +115,9 @@ class ChatMessage(_Request):
     tool_call_id: str | None = None
 
 
-class ChatRequest(_Request):
-    model: str
+class ChatRequest(_Generation):
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[Tool] | None = None
-    format: Format = None
-    options: Options | None = None
-    stream: bool = True
-    keep_alive: KeepAlive = Field(None, description="0 unloads the model after the request.")
-    think: Think = Field(None, description="Think first, where the template thinks (default: on there).")
-    truncate: bool | None = Field(None, description="Cut a prompt longer than the context (default) or a 400.")
-    shift: bool | None = Field(None, description="Refused when true: a generation stops at the context's end.")
-    logprobs: bool | None = Field(None, description="Return each generated token's log-probability.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the most likely tokens at each step.")
 
 
 class EmbedRequest(_Request):
