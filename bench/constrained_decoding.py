@@ -39,73 +39,70 @@ from typing import Any
 
 import benchlib
 
+from slm_runtime.tools.grammar import forced_call_schema
+from slm_runtime.tools.types import ToolChoice, ToolFunction
+
 log = logging.getLogger("bench.constrained_decoding")
 
 VARIANTS = ("free", "grammar", "masked")
 PARALLEL = 4
 
 
-def _function(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"name": {"const": name}, "arguments": arguments},
-        "required": ["name", "arguments"],
-    }
-
-
-TOOL_CALL: dict[str, Any] = {
-    "anyOf": [
-        _function(
-            "get_weather",
-            {
-                "type": "object",
-                "properties": {
-                    "location": {
+TOOLS = (
+    ToolFunction(
+        "get_weather",
+        "",
+        {
+            "type": "object",
+            "properties": {
+                "location": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                    "required": ["city"],
+                },
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer"},
+            },
+            "required": ["location", "unit"],
+        },
+    ),
+    ToolFunction(
+        "search_flights",
+        "",
+        {
+            "type": "object",
+            "properties": {
+                "origin": {"type": "string"},
+                "destination": {"type": "string"},
+                "passengers": {
+                    "type": "array",
+                    "items": {
                         "type": "object",
-                        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-                        "required": ["city"],
+                        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                        "required": ["name"],
                     },
-                    "unit": {"enum": ["celsius", "fahrenheit"]},
-                    "days": {"type": "integer"},
                 },
-                "required": ["location", "unit"],
+                "cabin": {"enum": ["economy", "business", "first"]},
             },
-        ),
-        _function(
-            "search_flights",
-            {
-                "type": "object",
-                "properties": {
-                    "origin": {"type": "string"},
-                    "destination": {"type": "string"},
-                    "passengers": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-                            "required": ["name"],
-                        },
-                    },
-                    "cabin": {"enum": ["economy", "business", "first"]},
-                },
-                "required": ["origin", "destination", "passengers"],
+            "required": ["origin", "destination", "passengers"],
+        },
+    ),
+    ToolFunction(
+        "send_email",
+        "",
+        {
+            "type": "object",
+            "properties": {
+                "to": {"type": "array", "items": {"type": "string"}},
+                "subject": {"type": "string"},
+                "body": {"type": "string"},
+                "urgent": {"type": "boolean"},
             },
-        ),
-        _function(
-            "send_email",
-            {
-                "type": "object",
-                "properties": {
-                    "to": {"type": "array", "items": {"type": "string"}},
-                    "subject": {"type": "string"},
-                    "body": {"type": "string"},
-                    "urgent": {"type": "boolean"},
-                },
-                "required": ["to", "subject", "body"],
-            },
-        ),
-    ]
-}
+            "required": ["to", "subject", "body"],
+        },
+    ),
+)
+TOOL_CALL = forced_call_schema(TOOLS, ToolChoice("required", parallel=False))
 """A forced call of one of three functions, as a tool-calling request with tool_choice "required" constrains it."""
 
 TOOLS_PROMPT = (

@@ -29,49 +29,44 @@ from slm_runtime.engines.constrained import GrammarRejectedAllError, GrammarSamp
 from slm_runtime.engines.llama_cpp import LlamaCppEngine
 from slm_runtime.engines.llama_native import TOKEN_DATA, candidates, quick_calls
 from slm_runtime.engines.samplers import ChainSampler, TokenSampler, grammar_sampler, sampler_chain
+from slm_runtime.tools.grammar import forced_call_schema
+from slm_runtime.tools.types import ToolChoice, ToolFunction
 
 pytestmark = pytest.mark.model
 
 
-def function(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"name": {"const": name}, "arguments": arguments},
-        "required": ["name", "arguments"],
-    }
-
-
-TOOL_CALL = {
-    "anyOf": [
-        function(
-            "get_weather",
-            {
-                "type": "object",
-                "properties": {
-                    "location": {
-                        "type": "object",
-                        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-                        "required": ["city"],
-                    },
-                    "unit": {"enum": ["celsius", "fahrenheit"]},
+TOOLS = (
+    ToolFunction(
+        "get_weather",
+        "",
+        {
+            "type": "object",
+            "properties": {
+                "location": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                    "required": ["city"],
                 },
-                "required": ["location", "unit"],
+                "unit": {"enum": ["celsius", "fahrenheit"]},
             },
-        ),
-        function(
-            "send_email",
-            {
-                "type": "object",
-                "properties": {
-                    "to": {"type": "array", "items": {"type": "string"}},
-                    "subject": {"type": "string"},
-                    "urgent": {"type": "boolean"},
-                },
-                "required": ["to", "subject"],
+            "required": ["location", "unit"],
+        },
+    ),
+    ToolFunction(
+        "send_email",
+        "",
+        {
+            "type": "object",
+            "properties": {
+                "to": {"type": "array", "items": {"type": "string"}},
+                "subject": {"type": "string"},
+                "urgent": {"type": "boolean"},
             },
-        ),
-    ]
-}
+            "required": ["to", "subject"],
+        },
+    ),
+)
+TOOL_CALL = forced_call_schema(TOOLS, ToolChoice("required", parallel=False))
 PROMPTS = [
     "User: What is the weather in Paris? Answer with a function call.\nAssistant:",
     "Write to bob@example.com that the meeting moves to Friday.\nCall:",
