@@ -10,7 +10,7 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,12 +20,18 @@ import openai
 import pytest
 from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
 
-from slm_runtime.engines.base import Engine, SamplingParams
+from slm_runtime.engines.base import Engine, GeneratedToken, SamplingParams
 
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[3]
 GREEDY = {"temperature": 0, "num_predict": 24}
+SLOTS = 3
+PROMPTS = (
+    "The capital of France is",
+    "1, 2, 3,",
+    "Once upon a time, in a lighthouse on a rocky island far from the coast, there lived",
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +146,7 @@ def test_openai_chat_completions_and_streaming(openai_client: openai.OpenAI) -> 
 def onnx_engine(onnx_path: Path) -> Iterator[Engine]:
     from slm_runtime.engines.onnx_genai import OnnxGenaiEngine
 
-    engine = OnnxGenaiEngine.load(make_settings(onnx_path, model_digest=None))
+    engine = OnnxGenaiEngine.load(make_settings(onnx_path, model_digest=None, parallel=SLOTS))
     yield engine
     engine.close()
 
@@ -174,3 +180,68 @@ def test_unavailable_execution_provider_is_named(onnx_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="'cuda' is not available"):
         OnnxGenaiEngine.load(make_settings(onnx_path, execution_provider="cuda"))
+
+
+class Collected:
+    """A sink that keeps one generation's tokens and says when it has ended; ``on_token`` runs on the engine's
+    thread after each token."""
+
+    def __init__(self, on_token: Callable[[int], None] | None = None) -> None:
+        self.tokens: list[GeneratedToken] = []
+        self.errors: list[BaseException] = []
+        self.ended = threading.Event()
+        self._on_token = on_token
+
+    def __call__(self, item: GeneratedToken | BaseException | None) -> None:
+        if item is None:
+            self.ended.set()
+        elif isinstance(item, BaseException):
+            self.errors.append(item)
+        else:
+            self.tokens.append(item)
+            if self._on_token is not None:
+                self._on_token(len(self.tokens))
+
+    def ids(self) -> list[int]:
+        assert self.ended.wait(120), "the generation did not end"
+        assert not self.errors
+        return [t.token_id for t in self.tokens]
+
+
+def test_concurrent_slots_generate_what_each_prompt_generates_alone(onnx_engine: Engine) -> None:
+    """Every slot decodes its own Generator: prompts of different lengths started together give, token for token,
+    what each gives alone (greedy), and every decode step carries one sequence (no batching across slots)."""
+    greedy = SamplingParams(max_tokens=16, temperature=0.0, repeat_penalty=1.0)
+    prompts = [onnx_engine.tokenize(text) for text in PROMPTS]
+    assert len({len(p) for p in prompts}) == len(prompts)
+    alone = [[t.token_id for t in onnx_engine.stream(0, p, greedy, threading.Event())] for p in prompts]
+    steps: list[tuple[int, int]] = []
+    onnx_engine.observe_steps(lambda sequences, tokens: steps.append((sequences, tokens)))
+    try:
+        sinks = [Collected() for _ in prompts]
+        for slot, (prompt, sink) in enumerate(zip(prompts, sinks, strict=True)):
+            onnx_engine.start(slot, prompt, greedy, threading.Event(), sink)
+        together = [sink.ids() for sink in sinks]
+    finally:
+        onnx_engine.observe_steps(None)
+    assert together == alone
+    assert all(len(ids) == 16 for ids in together)
+    assert {sequences for sequences, _ in steps} == {1}
+    assert sum(tokens for _, tokens in steps) == sum(len(p) for p in prompts) + 16 * len(prompts)
+
+
+def test_cancelling_one_slot_ends_it_and_frees_it_while_the_others_continue(onnx_engine: Engine) -> None:
+    """Cancellation is checked before each token: the cancelled slot ends after the token that asked, the slot
+    generating beside it is unaffected, and the freed slot serves the next generation as if alone."""
+    greedy = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+    first, second = (onnx_engine.tokenize(text) for text in PROMPTS[:2])
+    alone = [t.token_id for t in onnx_engine.stream(1, second, greedy, threading.Event())]
+    cancel = threading.Event()
+    cancelled = Collected(on_token=lambda count: cancel.set() if count == 3 else None)
+    beside = Collected()
+    onnx_engine.start(0, first, replace(greedy, max_tokens=400), cancel, cancelled)
+    onnx_engine.start(1, second, greedy, threading.Event(), beside)
+    assert len(cancelled.ids()) == 3
+    assert beside.ids() == alone
+    reused = [t.token_id for t in onnx_engine.stream(0, second, greedy, threading.Event())]
+    assert reused == alone
