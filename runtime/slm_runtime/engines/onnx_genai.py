@@ -2,10 +2,13 @@
 
 The model (one ONNX Runtime session) is shared; every generation gets its own ``Generator``, so slots run
 concurrently, each decoding its own sequence on its slot's own persistent thread (:mod:`slm_runtime.workers`),
-which delivers the tokens to the generation's sink. No batching across slots: onnxruntime-genai's
-continuous-batching ``Engine`` is not used (see docs/batching.md). The execution provider comes from
-``--execution-provider`` (cpu, cuda, dml, qnn, openvino). Embeddings are not offered: onnxruntime-genai exposes no
-pooled hidden states.
+which delivers the tokens to the generation's sink. No batching across slots: onnxruntime-genai's request-level
+``og.Engine`` is not used. Its continuous batching needs a model exported with PagedAttention, which the 0.18
+builder makes for CUDA only; on a CPU model it is a static batch (up to 4 requests begun together; a later one
+waits until all of them end) that fails, leaving the Engine unusable, when their prompts differ in length, and it
+offers no per-request seed and no logits (bench/onnx_engine.py measures and probes it; docs/batching.md). The
+execution provider comes from ``--execution-provider`` (cpu, cuda, dml, qnn, openvino). Embeddings are not offered:
+onnxruntime-genai exposes no pooled hidden states.
 
 JSON output follows a schema through onnxruntime-genai's guidance (llguidance, ``GeneratorParams.set_guidance``
 with ``json_schema``; the 0.18 wheels have it). Without whitespace rules a small model fills JSON with blank lines
