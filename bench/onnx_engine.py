@@ -40,9 +40,11 @@ The prompts of one round have the same token count: ``og.Engine``'s static batch
 (``og_engine_mixed_prompt_lengths`` records that probe). Per stream count and side: ``aggregate_tok_s`` (all tokens
 over the time from the start to the last token), ``per_stream_tok_s`` (each stream's decode tokens/s, the median
 stream), ``ttft_ms`` (the median stream's), ``scaling`` (aggregate over the same side's single stream in the same
-round); ``og_engine_over_ours`` (aggregate ratio per round); ``identical_to_solo`` (every stream's greedy tokens
-equal the same prompt generated alone). ``late_arrival``: a second request sent once the first has produced a
-quarter of its tokens, its TTFT on each side (the static batch makes it wait for the first to finish).
+round), ``cpu_ms_per_token`` (this process's CPU time, every thread, over the tokens: the figure other work on
+the machine disturbs least); ``og_engine_over_ours`` (aggregate ratio per round); ``identical_to_solo`` (every
+stream's greedy tokens equal the same prompt generated alone). ``late_arrival_ttft_ms``: a second request sent once
+the first has produced a quarter of its tokens, its TTFT on each side (the static batch makes it wait for the first
+to finish).
 """
 
 from __future__ import annotations
@@ -339,6 +341,7 @@ class Round:
     """One round of the concurrency measurement: per side, per stream count, the streams."""
 
     sides: dict[str, dict[int, list[Stream]]]
+    cpu_ms_per_token: dict[str, dict[int, float]]
     late: dict[str, float]
 
 
@@ -389,9 +392,13 @@ class Concurrency:
         order = self.streams[run % len(self.streams) :] + self.streams[: run % len(self.streams)]
         names = ["ours", "og_engine"] if run % 2 else ["og_engine", "ours"]
         sides: dict[str, dict[int, list[Stream]]] = {"ours": {}, "og_engine": {}}
+        cpu: dict[str, dict[int, float]] = {"ours": {}, "og_engine": {}}
         for count in order:
             for name in names:
-                sides[name][count] = self.side(name, self.prompts[:count])
+                before = time.process_time()
+                streams = sides[name][count] = self.side(name, self.prompts[:count])
+                spent = time.process_time() - before
+                cpu[name][count] = benchlib.ratio(spent * 1000, sum(s.timing.tokens for s in streams))
             log.info(
                 "run %d, %d stream(s): ours %.1f tok/s, og.Engine %.1f tok/s (aggregate)",
                 run,
@@ -402,7 +409,7 @@ class Concurrency:
         late_after = max(1, self.args.concurrency_tokens // 4)
         late = {name: self.side(name, self.prompts[:2], late_after)[1].timing.ttft * 1000 for name in names}
         log.info("run %d, late arrival TTFT: ours %.0f ms, og.Engine %.0f ms", run, late["ours"], late["og_engine"])
-        return Round(sides, late)
+        return Round(sides, cpu, late)
 
     def summarize(self, rounds: Sequence[Round]) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -416,6 +423,7 @@ class Concurrency:
                         [statistics.median(x.timing.decode_tok_s for x in s) for s in runs], 1
                     ),
                     "ttft_ms": benchlib.spread([statistics.median(x.timing.ttft for x in s) * 1000 for s in runs], 1),
+                    "cpu_ms_per_token": benchlib.spread([r.cpu_ms_per_token[name][count] for r in rounds], 1),
                     "scaling": benchlib.spread(
                         [
                             benchlib.ratio(aggregate_tok_s(r.sides[name][count]), aggregate_tok_s(r.sides[name][1]))
@@ -551,7 +559,8 @@ def main() -> int:
             f"  {count} stream(s): ours {ours['aggregate_tok_s']['median']:.1f} tok/s aggregate "
             f"({ours['per_stream_tok_s']['median']:.1f} per stream), og.Engine "
             f"{og_engine['aggregate_tok_s']['median']:.1f} ({og_engine['per_stream_tok_s']['median']:.1f}); "
-            f"og.Engine/ours {concurrency['og_engine_over_ours'][str(count)]['median']:.2f}"
+            f"og.Engine/ours {concurrency['og_engine_over_ours'][str(count)]['median']:.2f}; CPU ms per token ours "
+            f"{ours['cpu_ms_per_token']['median']:.1f}, og.Engine {og_engine['cpu_ms_per_token']['median']:.1f}"
         )
     return 0
 
