@@ -20,6 +20,7 @@ from typing import Any
 
 from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
 from slm_runtime.engines.constrained import GrammarSampler
+from slm_runtime.engines.draw import TokenDraw, fast_draw_applies
 from slm_runtime.engines.first_bytes import FirstByteIndex
 from slm_runtime.engines.greedy import GreedyPicker, fast_greedy_applies
 from slm_runtime.engines.llama_batch import BatchDecoder, DecodeTarget, Generation
@@ -307,10 +308,13 @@ class LlamaCppEngine(Engine):
 def make_sampler(
     vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None, index: FirstByteIndex | None
 ) -> TokenSampler:
-    """How one generation chooses its tokens: the greedy fast path where it is exact, the grammar sampler under a
-    JSON schema (``index``: the vocabulary's first-byte index), llama.cpp's chain otherwise."""
+    """How one generation chooses its tokens: the greedy pick or the numpy draw where they are exact (temperature 0
+    or above it, no grammar), the grammar sampler under a JSON schema (``index``: the vocabulary's first-byte index),
+    llama.cpp's chain otherwise."""
     if fast_greedy_applies(params, constrained=grammar is not None):
         return GreedyPicker(params.repeat_penalty, params.repeat_last_n)
+    if fast_draw_applies(params, n_vocab, constrained=grammar is not None):
+        return TokenDraw(params, seed, n_vocab)
     chain = sampler_chain(vocab, n_vocab, params, seed, None)
     if grammar is None:
         return ChainSampler(chain)

@@ -1,7 +1,10 @@
-"""How a sequence in the llama.cpp batch chooses its next token: one small interface, three samplers.
+"""How a sequence in the llama.cpp batch chooses its next token: one small interface, four samplers.
 
 - :class:`~slm_runtime.engines.greedy.GreedyPicker`: temperature 0 without a grammar, straight from the logits;
-- :class:`ChainSampler`: llama.cpp's own sampler chain (:func:`sampler_chain`) through ``llama_sampler_sample``;
+- :class:`~slm_runtime.engines.draw.TokenDraw`: temperature > 0 without a grammar, llama.cpp's distribution drawn
+  from the few candidates it can keep;
+- :class:`ChainSampler`: llama.cpp's own sampler chain (:func:`sampler_chain`) through ``llama_sampler_sample`` (the
+  reference the other two match, and what samples where they do not apply);
 - :class:`~slm_runtime.engines.constrained.GrammarSampler`: a chain under a JSON-schema grammar.
 
 Each gets the step's :class:`StepLogits` and returns the token, having remembered it (penalty windows, grammar
@@ -10,11 +13,12 @@ state); the decoder owns the sampler and closes it when the sequence ends.
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from slm_runtime.engines.llama_native import quick_calls
+from slm_runtime.engines.llama_native import TOKEN_DATA, candidates, quick_calls
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -25,7 +29,9 @@ __all__ = [
     "ChainSampler",
     "StepLogits",
     "TokenSampler",
+    "apply_to_row",
     "choice_chain",
+    "cuts_chain",
     "grammar_sampler",
     "penalties_sampler",
     "sampler_chain",
@@ -78,6 +84,21 @@ class ChainSampler:
             self._chain = None
 
 
+def apply_to_row(chain: Any, logits: NDArray[np.float32]) -> tuple[np.ndarray[Any, Any], int]:
+    """Apply ``chain`` to a candidate array of every token with these logits, in token order (as
+    ``llama_sampler_sample`` lays it out; the logits are copied): the cells it keeps, in its order, with the
+    probabilities its last sampler wrote (:data:`~slm_runtime.engines.llama_native.TOKEN_DATA`), and the index it
+    selected among them (-1: none). Nothing is accepted."""
+    size = logits.shape[0]
+    cells = np.empty(size, dtype=TOKEN_DATA)
+    cells["id"] = np.arange(size)
+    cells["logit"] = logits
+    cells["p"] = 0.0
+    array = candidates(cells, size)
+    quick_calls().apply(chain, ctypes.byref(array))
+    return cells[: int(array.size)], int(array.selected)
+
+
 def choice_chain(params: SamplingParams, seed: int, *, penalties: int | None = None) -> Any:
     """The chain that picks the token, in the order llama-cpp-python's ``Llama.generate`` builds it: llama.cpp's
     penalties over a vocabulary of ``penalties`` tokens (left out when None), then greedy (temperature 0) or top-k,
@@ -91,12 +112,29 @@ def choice_chain(params: SamplingParams, seed: int, *, penalties: int | None = N
     if params.temperature <= 0.0:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
-    add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-    add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+    _add_cuts(chain, params)
     add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def cuts_chain(params: SamplingParams) -> Any:
+    """The cuts of :func:`choice_chain` alone (top-k, top-p, min-p): applied to a candidate array, it leaves the
+    tokens the draw is made from, sorted by logit, their logits untouched. The caller owns the chain."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    _add_cuts(chain, params)
+    return chain
+
+
+def _add_cuts(chain: Any, params: SamplingParams) -> None:
+    import llama_cpp
+
+    add = llama_cpp.llama_sampler_chain_add
+    add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+    add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
 
 
 def sampler_chain(vocab: Any, n_vocab: int, params: SamplingParams, seed: int, grammar: Any | None) -> Any:
