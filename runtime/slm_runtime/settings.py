@@ -176,9 +176,9 @@ class EngineSettings(_Section):
         "under concurrency, but output may vary with load.",
     )
     prompt_cache: bool = Field(
-        False,
-        description="Reuse the KV cache of a matching prompt prefix (llama.cpp): faster multi-turn chat, but "
-        "greedy output may then differ run to run.",
+        True,
+        description="Reuse the KV cache of the longest matching prompt prefix any slot holds (llama.cpp): "
+        "multi-turn chat and shared system prompts skip re-reading it. Greedy output is the same as without.",
     )
 
 

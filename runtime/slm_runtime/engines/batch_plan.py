@@ -1,16 +1,24 @@
 """What the next decode step evaluates: pure planning, no native calls (unit-tested on its own).
 
 A step is a list of llama.cpp decode calls. The first carries the next token of every sequence that is generating
-(one token each, its logits wanted), in sequence id order; then come prompt chunks of newly admitted sequences in
-admission order, each in a call of its own, while they fit in ``n_batch`` prompt tokens per step (the first one
-always does). A prompt is cut into chunks at multiples of ``n_batch`` from its start, exactly as when it runs alone;
-only the chunk holding a prompt's last token asks for logits, so the sequence samples its first token in that same
-step. Running sequences advance every step while prompts are fed in beside them (continuous batching).
+(one token each, its logits wanted), in sequence id order; then come prompt chunks of admitted sequences in admission
+order, each in a call of its own, while the step's prompt budget lasts (:func:`prompt_budget`: all of ``n_batch``
+when nobody generates or more prompts wait than sequences generate, otherwise a slice about as long to evaluate as
+the generating call itself, so a burst of arrivals never stalls decoding for more than one short step). Only the
+chunk holding a prompt's last token asks for logits, so the sequence samples its first token in that same step.
+Running sequences advance every step while prompts are fed in beside them (continuous batching).
 
 Why a prompt chunk never shares a call with other sequences: llama.cpp splits a call into micro-batches with an
 equal number of tokens per sequence, and the rounding of a sequence's activations then depends on which other
 sequences share its micro-batch. Evaluating each prompt chunk on its own (and one token per sequence in the shared
 call) keeps every sequence's arithmetic identical to a run alone, so greedy outputs do not depend on load.
+
+Why a chunk may be cut almost anywhere: a token's KV cells and logits are bit-identical whether it is evaluated in a
+chunk of 16, 17, 64 or 512 tokens of its sequence (measured with the batch-invariant settings), but calls with only a
+few tokens of a sequence take other CPU kernels, which round differently (up to 0.7 in a logit; :data:`MIN_CHUNK`).
+So the budget may slice a prompt anywhere that leaves chunks of at least MIN_CHUNK tokens, and its output is the same
+as when it runs alone; a prompt shorter than that is always read in one call. For the same reason a cached prefix
+can be reused up to any position whose cells such chunks computed (the prompt cache, :mod:`.llama_batch`).
 
 Why the generating tokens are sorted by sequence id: with a KV stream per sequence, llama.cpp puts only a run of
 *consecutive* sequence ids (in batch order) into one micro-batch. Tokens of sequences 0, 2, 1, 3 would take
@@ -29,11 +37,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["FILLER_TOKEN", "MAX_FILLED_GAP", "BatchEntry", "Schedulable", "plan_step"]
+__all__ = [
+    "FILLER_TOKEN",
+    "MAX_FILLED_GAP",
+    "MIN_CHUNK",
+    "BatchEntry",
+    "Schedulable",
+    "StepCosts",
+    "plan_step",
+    "prompt_budget",
+]
 
 MAX_FILLED_GAP = 2
 """The longest run of vacant sequence ids between generating ones that is filled rather than split. Measured on 2
 CPU cores with Gemma 3 270M: a token row costs about 6 ms, an extra pass over the weights about 15 ms."""
+
+MIN_CHUNK = 16
+"""The fewest tokens of one prompt evaluated in one call, unless the whole prompt is shorter: calls with fewer tokens
+of a sequence take other CPU kernels, and their cells differ from the same tokens evaluated in a larger chunk (measured
+on llama.cpp's CPU backend with Gemma 3 270M Q4_K_M, a 300-token prompt: one token per call or chunks of 2-8 tokens
+differ from one call by up to 0.7 in a logit; chunks of 12, 15, 16, 17, 31, 32, 64 or 256 tokens, mixed cuts and a
+cached prefix are bit-identical; 16 keeps a margin above the kernels' switch)."""
+
+MIN_SLICE = MIN_CHUNK
+"""The smallest prompt budget of a step while sequences generate (one minimal chunk: about 30 ms on 2 CPU cores for
+Gemma 3 270M at about 2 ms per prompt token)."""
 
 FILLER_TOKEN = 0
 """The token a filler carries (any valid id: its output is never read and its cell is removed)."""
@@ -77,12 +105,17 @@ class BatchEntry:
 
 
 def plan_step(
-    sequences: Sequence[Schedulable], n_batch: int, free_positions: Mapping[int, int] | None = None
+    sequences: Sequence[Schedulable],
+    n_batch: int,
+    free_positions: Mapping[int, int] | None = None,
+    budget: int | None = None,
 ) -> list[list[BatchEntry]]:
     """The decode calls of the next step: the generating sequences' tokens, then prompt chunks, one per call.
 
     ``free_positions`` maps the sequence ids that can take a filler to the next free position of their cache
-    stream (ids that are not generating; absent: no filler for that id).
+    stream (ids that are not generating; absent: no filler for that id). ``budget`` is how many prompt tokens the
+    step may evaluate (:func:`prompt_budget`; None: ``n_batch``); a chunk may exceed it by one token rather than
+    leave a lone last token behind.
     """
     if n_batch < 1:
         raise ValueError("n_batch must be >= 1")
@@ -95,17 +128,64 @@ def plan_step(
     generating = _fill_gaps(generating, free_positions or {}, n_batch)
     for start in range(0, len(generating), n_batch):
         calls.append(generating[start : start + n_batch])
-    budget = n_batch
+    left_in_step = n_batch if budget is None else max(budget, MIN_CHUNK)
     for seq in sequences:
         left = seq.prompt_left
         if seq.next_token is not None or not left:
             continue
-        size = min(len(left), n_batch - seq.position % n_batch)
-        if size > budget:
-            break  # the step is full (a first chunk always fits: it is at most n_batch)
+        size = chunk_size(len(left), min(left_in_step, n_batch), n_batch)
+        if size == 0:
+            break  # the step's budget is spent
         calls.append([BatchEntry(seq.seq_id, tuple(left[:size]), seq.position, size == len(left))])
-        budget -= size
+        left_in_step -= size
     return calls
+
+
+def chunk_size(left: int, room: int, n_batch: int) -> int:
+    """How many of a prompt's ``left`` tokens the next chunk takes with ``room`` tokens of budget (0: none this step).
+
+    At most ``n_batch`` (one call) and never fewer than :data:`MIN_CHUNK` unless that is all there is, and never
+    leaving fewer than MIN_CHUNK behind: the chunk then takes them too (up to MIN_CHUNK - 1 over the budget) or, at
+    ``n_batch``, leaves exactly MIN_CHUNK. With ``n_batch`` under MIN_CHUNK every chunk is ``n_batch`` tokens (the last
+    the rest), the same cut under any load, taken only where it fits the budget."""
+    if n_batch < MIN_CHUNK:
+        size = min(left, n_batch)
+        return size if size <= room else 0
+    if left <= room:
+        return left
+    if room < MIN_CHUNK:
+        return 0
+    if left - room >= MIN_CHUNK:
+        return min(room, n_batch)
+    if left <= n_batch:
+        return left
+    return min(room, n_batch, left - MIN_CHUNK)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """What the last steps cost, as the decoder measured them (seconds; 0.0: not measured yet)."""
+
+    per_prompt_token: float = 0.0
+    """Evaluating one prompt token in a chunk."""
+    generating_call: float = 0.0
+    """The call that carries one token of every generating sequence."""
+
+
+def prompt_budget(n_batch: int, waiting: int, generating: int, costs: StepCosts) -> int:
+    """How many prompt tokens the next step evaluates.
+
+    All of ``n_batch`` when nothing generates, or when at least as many prompts wait as sequences generate (a stall
+    then delays fewer tokens than reading the prompts at once saves first tokens). Otherwise a slice that takes
+    about as long as the generating call (so the generating sequences' next token comes at most about twice as late
+    as without prompts), at least :data:`MIN_SLICE` tokens.
+    """
+    if generating == 0 or waiting >= generating:
+        return n_batch
+    if costs.per_prompt_token <= 0.0 or costs.generating_call <= 0.0:
+        return min(MIN_SLICE, n_batch)
+    slice_tokens = int(costs.generating_call / costs.per_prompt_token)
+    return max(MIN_SLICE, min(slice_tokens, n_batch))
 
 
 def _fill_gaps(generating: list[BatchEntry], free_positions: Mapping[int, int], n_batch: int) -> list[BatchEntry]:

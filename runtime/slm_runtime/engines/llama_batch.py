@@ -15,8 +15,12 @@ Every sequence has its own cache stream and its prompt is evaluated in the same 
 (see :mod:`slm_runtime.engines.batch_plan`): with greedy sampling its tokens are the same whether it runs alone
 or beside seven others.
 
-With ``reuse_prefixes`` (the ``prompt_cache`` setting) a finished sequence leaves its cells in place, and the next
-request on the same slot skips re-evaluating the prefix it shares with them (multi-turn chat on one slot).
+With ``reuse_prefixes`` (the ``prompt_cache`` setting, on by default) a finished sequence leaves its cells in place,
+and a new request skips re-evaluating the longest prefix it shares with what any slot holds: its own slot's cells
+(multi-turn chat) or another slot's, copied with llama.cpp's sequence copy (a shared system prompt). Only cells that
+a prompt chunk of at least :data:`~slm_runtime.engines.batch_plan.MIN_CHUNK` tokens computed are reused (a
+generated token's cells come from a one-token call and would differ), so greedy output is the same with reuse on
+and off.
 
 Each generation delivers its tokens on the decoder thread to its :data:`~slm_runtime.engines.base.TokenSink`
 (the server's mailbox, or the queue behind :meth:`~slm_runtime.engines.base.Engine.stream`); the per-step Python
@@ -29,6 +33,7 @@ import codecs
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +41,15 @@ from typing import Any
 import numpy as np
 
 from slm_runtime.engines.base import GeneratedToken, StepObserver, TokenSink
-from slm_runtime.engines.batch_plan import BatchEntry, plan_step
+from slm_runtime.engines.batch_plan import MIN_CHUNK, BatchEntry, StepCosts, plan_step, prompt_budget
 from slm_runtime.engines.llama_native import quick_calls
 from slm_runtime.engines.logprobs import StepLogprobs, step_logprobs
 from slm_runtime.engines.samplers import StepLogits, TokenSampler
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "KeptCells", "shared_prefix"]
+
+COST_SMOOTHING = 0.2
+"""Weight of the newest measurement in the running averages of what a step costs (:class:`StepCosts`)."""
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,9 @@ class Generation:
         self.position = 0
         self.evaluated: list[int] = []
         """Tokens in this sequence's KV cache, in order (what a later request may reuse as its prefix)."""
+        self.exact = 0
+        """How many leading cells hold what a fresh prompt evaluation would compute (prompt chunks of at least
+        MIN_CHUNK tokens): the part a later request may reuse without changing its output."""
         self.failed = False
         self.next_token: int | None = None
         self.prompt_left: Sequence[int] = list(prompt)
@@ -98,6 +109,19 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class KeptCells:
+    """What a finished sequence left in its slot's cache (prompt cache): its tokens, and how many leading ones are
+    exact (:attr:`Generation.exact`)."""
+
+    tokens: list[int]
+    exact: int
+
+    @property
+    def reusable(self) -> list[int]:
+        return self.tokens[: self.exact]
+
+
+@dataclass(frozen=True)
 class DecodeTarget:
     """The llama.cpp context the decoder drives, and its shape."""
 
@@ -107,6 +131,9 @@ class DecodeTarget:
     n_batch: int
     n_ctx_seq: int
     n_vocab: int
+    n_swa: int = 0
+    """The sliding window of the model's SWA layers when their cache keeps only the window (0: no such layers, or a
+    full cache): a prefix is reusable only while the cells of its last window are still there."""
 
 
 class BatchDecoder:
@@ -123,8 +150,10 @@ class BatchDecoder:
         self.observer = observer
         self.after_step: Callable[[], None] | None = None
         """Called on the decoder thread after each step (the server waits there for its tokens to go out)."""
-        self._kept: dict[int, list[int]] = {}
-        """Per seq id, the tokens a finished sequence left in its cache (only when reusing prefixes)."""
+        self._kept: dict[int, KeptCells] = {}
+        """Per seq id, what a finished sequence left in its cache (only when reusing prefixes)."""
+        self.costs = StepCosts()
+        """Running averages of what steps cost, for the prompt budget of the next step."""
         self._piece = ctypes.create_string_buffer(256)
         self._lock = threading.Condition()
         self._incoming: list[Generation] = []
@@ -144,6 +173,7 @@ class BatchDecoder:
         self.n_batch = target.n_batch
         self.n_ctx_seq = target.n_ctx_seq
         self.n_vocab = target.n_vocab
+        self.n_swa = target.n_swa
         self._batch: Any = llama_cpp.llama_batch_init(target.n_batch, 0, 1)
         self._quick = quick_calls()
         self._scratch: np.ndarray[Any, np.dtype[np.float32]] | None = None
@@ -198,13 +228,14 @@ class BatchDecoder:
         self._incoming.clear()
 
     def _admit(self) -> None:
+        sources = list(self._running)  # sequences admitted in this same call have no cells yet to copy
         for generation in self._incoming:
             if any(other.seq_id == generation.seq_id for other in self._running):
                 # The slot protocol prevents this; refuse rather than corrupt the running sequence's cache.
                 generation.fail(RuntimeError(f"seq id {generation.seq_id} is already running"))
                 generation.finish()
                 continue
-            self._reuse_or_clear(generation)
+            self._reuse_or_clear(generation, sources)
             self._running.append(generation)
         self._incoming.clear()
 
@@ -216,9 +247,13 @@ class BatchDecoder:
         import llama_cpp
 
         by_id = {g.seq_id: g for g in self._running}
-        for entries in plan_step(self._running, self.n_batch, self._free_positions(by_id)):
+        generating = sum(1 for g in self._running if g.next_token is not None)
+        budget = prompt_budget(self.n_batch, len(self._running) - generating, generating, self.costs)
+        for entries in plan_step(self._running, self.n_batch, self._free_positions(by_id), budget):
             samples = self._fill(entries)
+            started = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            self._measure(entries, time.perf_counter() - started)
             fillers = [entry for entry in entries if entry.filler]
             for entry in fillers:
                 llama_cpp.llama_memory_seq_rm(self._memory, entry.seq_id, entry.position, -1)
@@ -230,6 +265,8 @@ class BatchDecoder:
                 if entry.filler:
                     continue
                 generation = by_id[entry.seq_id]
+                if len(entry.tokens) >= MIN_CHUNK and generation.exact == entry.position:
+                    generation.exact += len(entry.tokens)
                 generation.position += len(entry.tokens)
                 generation.evaluated += entry.tokens
                 if generation.next_token is None:
@@ -237,13 +274,22 @@ class BatchDecoder:
             for seq_id, index in samples:
                 self._sample(by_id[seq_id], index)
 
+    def _measure(self, entries: list[BatchEntry], seconds: float) -> None:
+        """Fold one call's time into :attr:`costs`: a prompt chunk per token, the generating call whole."""
+        if entries[0].tokens and len(entries) == 1 and len(entries[0].tokens) >= MIN_CHUNK:
+            old, total = self.costs.per_prompt_token, seconds / len(entries[0].tokens)
+            self.costs = StepCosts(_smooth(old, total), self.costs.generating_call)
+        elif all(len(entry.tokens) == 1 for entry in entries):
+            self.costs = StepCosts(self.costs.per_prompt_token, _smooth(self.costs.generating_call, seconds))
+
     def _free_positions(self, running: dict[int, Generation]) -> dict[int, int]:
         """Where each sequence that is not generating could take a filler token: the end of its cache stream."""
         positions: dict[int, int] = {}
         for seq_id in range(self.n_seq):
             generation = running.get(seq_id)
             if generation is None:
-                position = len(self._kept.get(seq_id, ()))
+                kept = self._kept.get(seq_id)
+                position = 0 if kept is None else len(kept.tokens)
             elif generation.next_token is None:
                 position = generation.position
             else:
@@ -307,7 +353,7 @@ class BatchDecoder:
         if generation in self._running:
             self._running.remove(generation)
         if self.reuse_prefixes and not generation.failed:
-            self._kept[generation.seq_id] = generation.evaluated
+            self._kept[generation.seq_id] = KeptCells(generation.evaluated, generation.exact)
         else:
             self._clear(generation.seq_id)
         if generation.sampler is not None:
@@ -315,27 +361,57 @@ class BatchDecoder:
             generation.sampler = None
         generation.finish()
 
-    def _reuse_or_clear(self, generation: Generation) -> None:
-        """Start the sequence after the longest prefix its slot still holds (prompt cache), or from scratch."""
-        import llama_cpp
+    def _reuse_or_clear(self, generation: Generation, sources: Sequence[Generation]) -> None:
+        """Start the sequence after the longest exact prefix a slot holds (prompt cache), or from scratch.
 
-        kept = self._kept.pop(generation.seq_id, [])
+        The prefix comes from the sequence's own slot, or from another slot's cells (an idle slot's kept cells, or a
+        running sequence's evaluated prompt), copied whole into this slot and cut after the prefix."""
+        kept = self._kept.pop(generation.seq_id, None)
         prompt = generation.prompt_left
-        # At least the prompt's last token is evaluated again: its logits give the first sampled token.
-        common = shared_prefix(kept, prompt, limit=len(prompt) - 1)
-        if common and llama_cpp.llama_memory_seq_rm(self._memory, generation.seq_id, common, -1):
-            generation.position = common
+        # At least MIN_CHUNK prompt tokens are evaluated again: the last one's logits give the first token, and a
+        # lone token would take the single-row path.
+        limit = len(prompt) - MIN_CHUNK
+        if not self.reuse_prefixes or limit <= 0:
+            self._clear(generation.seq_id)
+            return
+        source, common = generation.seq_id, 0 if kept is None else shared_prefix(kept.reusable, prompt, limit)
+        candidates = [(seq_id, cells.reusable) for seq_id, cells in self._kept.items()]
+        candidates += [(other.seq_id, other.evaluated[: other.exact]) for other in sources]
+        for seq_id, tokens in candidates:
+            length = shared_prefix(tokens, prompt, limit)
+            if length > common:
+                source, common = seq_id, length
+        if common and self._take_prefix(generation.seq_id, source, common):
+            generation.position = generation.exact = common
             generation.evaluated = list(prompt[:common])
             generation.prompt_left = prompt[common:]
-            log.debug("seq %d reuses %d cached prompt tokens", generation.seq_id, common)
+            log.debug("seq %d reuses %d cached prompt tokens of seq %d", generation.seq_id, common, source)
             return
         self._clear(generation.seq_id)
+
+    def _take_prefix(self, seq_id: int, source: int, length: int) -> bool:
+        """Leave in ``seq_id``'s cache the first ``length`` cells of ``source``'s; False when they are not all there."""
+        import llama_cpp
+
+        memory = self._memory
+        if source != seq_id:
+            # Across KV streams llama.cpp copies a whole stream (at the next decode), then the copy is cut.
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, source, seq_id, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(memory, seq_id, length, -1):
+            return False
+        # Sliding-window layers keep only the last window of cells: the prefix's last window must still be there.
+        return self.n_swa == 0 or llama_cpp.llama_memory_seq_pos_min(memory, seq_id) <= max(0, length - self.n_swa)
 
     def _clear(self, seq_id: int) -> None:
         import llama_cpp
 
         self._kept.pop(seq_id, None)
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+
+def _smooth(average: float, value: float) -> float:
+    return value if average <= 0.0 else average + COST_SMOOTHING * (value - average)
 
 
 def shared_prefix(first: Sequence[int], second: Sequence[int], limit: int) -> int:

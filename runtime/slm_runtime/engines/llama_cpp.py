@@ -124,6 +124,7 @@ class LlamaCppEngine(Engine):
             n_batch=int(context.params.n_batch),
             n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
             n_vocab=int(model.n_vocab()),
+            n_swa=int(llama_cpp.llama_model_n_swa(model.model)),
         )
         decoder = BatchDecoder(target, reuse_prefixes=settings.engine.prompt_cache)
         info = cls._describe(model, context, path)
@@ -339,8 +340,9 @@ def context_params(settings: RuntimeSettings, model: Any) -> Any:
     params.n_threads = threads
     params.n_threads_batch = threads
     params.kv_unified = False
-    # Reusing a cached prefix needs the sliding-window layers' full history; otherwise keep them small.
-    params.swa_full = settings.engine.prompt_cache
+    # Sliding-window layers keep only their window (plus a batch): the decoder reuses a cached prefix only while its
+    # last window is still there (DecodeTarget.n_swa), as llama-server does without context checkpoints.
+    params.swa_full = False
     # Flash attention's CPU kernel, too, rounds a sequence's attention differently beside other sequences.
     invariant = settings.engine.batch_invariant
     params.flash_attn_type = (

@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from slm_runtime.engines.batch_plan import FILLER_TOKEN, MAX_FILLED_GAP, BatchEntry, plan_step
+from slm_runtime.engines.batch_plan import (
+    FILLER_TOKEN,
+    MAX_FILLED_GAP,
+    MIN_CHUNK,
+    MIN_SLICE,
+    BatchEntry,
+    StepCosts,
+    plan_step,
+    prompt_budget,
+)
 
 
 @dataclass
@@ -45,7 +54,7 @@ def test_each_prompt_chunk_gets_a_call_of_its_own_after_the_generating_tokens() 
     ]
 
 
-def test_a_long_prompt_is_cut_at_multiples_of_n_batch_and_samples_only_at_its_end() -> None:
+def test_a_long_prompt_is_read_in_calls_of_at_most_n_batch_and_samples_only_at_its_end() -> None:
     seq = Seq(0, prompt_left=list(range(10)))
     chunks = []
     while seq.next_token is None:
@@ -59,20 +68,68 @@ def test_a_long_prompt_is_cut_at_multiples_of_n_batch_and_samples_only_at_its_en
     ]
 
 
-def test_chunk_boundaries_do_not_depend_on_other_sequences() -> None:
-    """A prompt is chunked the same way alone and beside others (what keeps greedy output load-independent)."""
+def read_prompt(length: int, n_batch: int, budget: int | None, others: int = 0) -> list[int]:
+    """The chunk sizes in which a prompt of ``length`` tokens is read, beside ``others`` generating sequences."""
+    target = Seq(0, prompt_left=list(range(length)))
+    seqs = [Seq(i + 1, position=1, next_token=1) for i in range(others)] + [target]
+    sizes = []
+    while target.next_token is None:
+        calls = plan_step(seqs, n_batch, budget=budget)
+        sizes += [len(e.tokens) for call in calls for e in call if e.seq_id == 0]
+        advance(seqs, calls)
+    return sizes
 
-    def boundaries(others: int) -> list[int]:
-        target = Seq(0, prompt_left=list(range(11)))
-        seqs = [Seq(i + 1, prompt_left=list(range(3))) for i in range(others)] + [target]
-        seen = []
-        while target.next_token is None:
-            calls = plan_step(seqs, 4)
-            seen += [e.position for call in calls for e in call if e.seq_id == 0]
-            advance(seqs, calls)
-        return seen
 
-    assert boundaries(0) == boundaries(3) == [0, 4, 8]
+@pytest.mark.parametrize("length", [3, 15, 17, 31, 40, 100, 333])
+@pytest.mark.parametrize(("n_batch", "budget"), [(64, None), (64, 16), (64, 20), (128, 33), (512, 16), (512, 512)])
+def test_no_prompt_is_cut_into_a_chunk_shorter_than_min_chunk(length: int, n_batch: int, budget: int | None) -> None:
+    """Calls with fewer than MIN_CHUNK tokens of a sequence round differently: whatever the budget, a prompt is cut
+    only into chunks of at least MIN_CHUNK tokens (a shorter prompt is read whole)."""
+    sizes = read_prompt(length, n_batch, budget, others=2)
+    assert sum(sizes) == length
+    assert min(sizes) >= min(MIN_CHUNK, length)
+    assert max(sizes) <= n_batch
+
+
+def test_a_chunk_goes_over_the_budget_rather_than_leave_a_short_rest() -> None:
+    assert read_prompt(40, n_batch=512, budget=30, others=1) == [40]
+    assert read_prompt(70, n_batch=64, budget=None) == [54, 16]
+    assert read_prompt(48, n_batch=512, budget=16, others=1) == [16, 16, 16]
+
+
+def test_a_prompt_shorter_than_min_chunk_is_read_in_one_call() -> None:
+    assert read_prompt(MIN_CHUNK - 1, n_batch=512, budget=MIN_CHUNK) == [MIN_CHUNK - 1]
+    assert read_prompt(1, n_batch=512, budget=MIN_CHUNK) == [1]
+
+
+def test_below_min_chunk_n_batch_cuts_every_prompt_the_same_way() -> None:
+    assert read_prompt(10, n_batch=4, budget=None) == read_prompt(10, n_batch=4, budget=3, others=2) == [4, 4, 2]
+
+
+def test_the_budget_slices_a_prompt_while_others_generate() -> None:
+    seqs = [Seq(0, position=5, next_token=3), Seq(1, prompt_left=list(range(40))), Seq(2, prompt_left=[1, 2])]
+    calls = plan_step(seqs, 512, budget=20)
+    assert [[(e.seq_id, len(e.tokens), e.sample) for e in call] for call in calls] == [
+        [(0, 1, True)],
+        [(1, 20, False)],
+    ]
+
+
+def test_the_budget_is_all_of_n_batch_when_nothing_generates_or_more_prompts_wait() -> None:
+    costs = StepCosts(per_prompt_token=0.002, generating_call=0.06)
+    assert prompt_budget(512, waiting=3, generating=0, costs=costs) == 512
+    assert prompt_budget(512, waiting=7, generating=1, costs=costs) == 512
+    assert prompt_budget(512, waiting=2, generating=2, costs=costs) == 512
+
+
+def test_beside_more_generating_sequences_the_budget_is_as_long_as_their_call() -> None:
+    costs = StepCosts(per_prompt_token=0.002, generating_call=0.06)
+    assert prompt_budget(512, waiting=1, generating=7, costs=costs) == 30
+    # Never below MIN_SLICE, never above n_batch, and MIN_SLICE until the costs are measured.
+    assert prompt_budget(512, 1, 7, StepCosts(per_prompt_token=0.01, generating_call=0.02)) == MIN_SLICE
+    assert MIN_SLICE >= MIN_CHUNK
+    assert prompt_budget(20, 1, 7, StepCosts(per_prompt_token=0.0001, generating_call=0.06)) == 20
+    assert prompt_budget(512, 1, 7, StepCosts()) == MIN_SLICE
 
 
 def test_prompt_tokens_per_step_are_bounded_by_n_batch() -> None:

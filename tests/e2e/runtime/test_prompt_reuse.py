@@ -1,0 +1,151 @@
+"""Prompt reuse (the prompt cache, on by default) on the real model: greedy output is the same with it on and off.
+
+A new request skips re-reading the longest exact prefix any slot holds: its own slot's (a multi-turn chat) or another
+slot's, copied across KV streams (a shared system prompt), idle or still generating. These tests check that the
+tokens are identical to an engine without reuse, and that the prefix really was skipped (the first prompt call
+evaluated only the rest).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runtime_e2e import make_settings
+
+from slm_runtime.engines.base import SamplingParams
+from slm_runtime.engines.batch_plan import MIN_CHUNK
+from slm_runtime.engines.llama_cpp import LlamaCppEngine
+
+pytestmark = pytest.mark.model
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+SYSTEM = (
+    "You are the archivist of the lighthouse on the northern cape. It was built in 1851, rebuilt after the storm "
+    "of 1903, electrified in 1931 and automated in 1987. Answer questions about it briefly and precisely. "
+) * 3
+
+
+class Recorder:
+    """The prompt tokens of each decode call that carries a prompt chunk, per call (the engine's step observer)."""
+
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self.calls: list[tuple[int, int]] = []
+        engine.observe_steps(lambda sequences, tokens: self.calls.append((sequences, tokens)))
+
+    def first_prompt_call(self) -> int:
+        return next(tokens for sequences, tokens in self.calls if tokens > sequences)
+
+
+def load(gguf_path: Path, *, reuse: bool, parallel: int = 2) -> LlamaCppEngine:
+    return LlamaCppEngine.load(make_settings(gguf_path, parallel=parallel, context_length=2048, prompt_cache=reuse))
+
+
+@pytest.fixture(scope="module")
+def plain(gguf_path: Path) -> Iterator[LlamaCppEngine]:
+    """The reference: no prompt reuse."""
+    engine = load(gguf_path, reuse=False)
+    yield engine
+    engine.close()
+
+
+def generate(engine: LlamaCppEngine, slot: int, prompt: list[int], params: SamplingParams = GREEDY) -> list[int]:
+    return [token.token_id for token in engine.stream(slot, prompt, params, threading.Event())]
+
+
+def conversation(engine: LlamaCppEngine, questions: list[str]) -> tuple[list[list[int]], list[int]]:
+    """A chat replayed turn by turn on slot 0: each turn's prompt is the last one, its answer and a new question.
+    Returns every answer and how many prompt tokens each turn's first prompt call evaluated."""
+    recorder = Recorder(engine)
+    history = engine.tokenize(SYSTEM)
+    answers, evaluated = [], []
+    for question in questions:
+        history += engine.tokenize(question, add_special=False)
+        recorder.calls.clear()
+        answer = generate(engine, 0, history)
+        answers.append(answer)
+        evaluated.append(recorder.first_prompt_call())
+        history += answer
+    return answers, evaluated
+
+
+def test_a_multi_turn_chat_answers_the_same_with_reuse_and_reads_only_the_new_part(
+    gguf_path: Path, plain: LlamaCppEngine
+) -> None:
+    questions = [" When was it built?", " And when rebuilt?", " Who automated it?", " What storm was it?"]
+    expected, full_reads = conversation(plain, questions)
+    engine = load(gguf_path, reuse=True)
+    try:
+        answers, reads = conversation(engine, questions)
+    finally:
+        engine.close()
+    assert answers == expected
+    # Turn 1 reads everything; later turns re-read only the previous answer (its cells came from one-token calls)
+    # and the new question: far fewer tokens than the whole history.
+    assert reads[0] == full_reads[0]
+    for turn in range(1, len(questions)):
+        assert reads[turn] < full_reads[turn] / 2, (turn, reads, full_reads)
+        assert reads[turn] >= MIN_CHUNK
+
+
+def test_a_shared_system_prompt_is_copied_from_another_idle_slot(gguf_path: Path, plain: LlamaCppEngine) -> None:
+    first = plain.tokenize(SYSTEM + " When was it built?")
+    second = plain.tokenize(SYSTEM + " Who automated it, and when?")
+    expected = generate(plain, 1, second)
+    engine = load(gguf_path, reuse=True)
+    try:
+        generate(engine, 0, first)
+        recorder = Recorder(engine)
+        answer = generate(engine, 1, second)
+    finally:
+        engine.close()
+    assert answer == expected
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    assert shared > len(second) / 2
+    # The shared part came from slot 0 (at least MIN_CHUNK tokens are always read, see the last test).
+    assert recorder.first_prompt_call() == max(len(second) - shared, MIN_CHUNK)
+
+
+def test_a_prefix_is_copied_from_a_slot_that_is_still_generating(gguf_path: Path, plain: LlamaCppEngine) -> None:
+    """Slot 0 generates a long answer; slot 1 arrives meanwhile with the same system prompt and copies it."""
+    first = plain.tokenize(SYSTEM + " Tell the whole history of the lighthouse.")
+    second = plain.tokenize(SYSTEM + " Who automated it, and when?")
+    long_answer = SamplingParams(max_tokens=64, temperature=0.0, repeat_penalty=1.0)
+    expected_first = generate(plain, 0, first, long_answer)
+    expected_second = generate(plain, 1, second)
+    engine = load(gguf_path, reuse=True)
+    results: dict[str, list[int]] = {}
+    try:
+        recorder = Recorder(engine)
+        tokens = engine.stream(0, first, long_answer, threading.Event())
+        results["first"] = [next(tokens).token_id]  # slot 0 has read its prompt and is generating
+        recorder.calls.clear()
+        worker = threading.Thread(target=lambda: results.update(second=generate(engine, 1, second)))
+        worker.start()
+        results["first"] += [token.token_id for token in tokens]
+        worker.join(timeout=300)
+    finally:
+        engine.close()
+    assert results["first"] == expected_first
+    assert results["second"] == expected_second
+    assert recorder.first_prompt_call() <= max(len(second) - len(plain.tokenize(SYSTEM)), MIN_CHUNK)
+
+
+def test_a_prompt_barely_longer_than_the_cached_one_re_reads_a_whole_chunk(
+    gguf_path: Path, plain: LlamaCppEngine
+) -> None:
+    """Reuse leaves MIN_CHUNK tokens to read, so the new tail is never a short chunk that would round differently."""
+    first = plain.tokenize(SYSTEM)
+    second = first + plain.tokenize(" Why?", add_special=False)
+    expected = generate(plain, 0, second)
+    engine = load(gguf_path, reuse=True)
+    try:
+        generate(engine, 0, first)
+        recorder = Recorder(engine)
+        answer = generate(engine, 0, second)
+    finally:
+        engine.close()
+    assert answer == expected
+    assert recorder.first_prompt_call() == MIN_CHUNK
