@@ -139,7 +139,7 @@ def test_operator_rendered_environment_is_accepted(tmp_path: Path) -> None:
     assert settings.engine_name == "llama-cpp"
     assert settings.model_format == "gguf"
     assert settings.server.host == "0.0.0.0"
-    assert (settings.server.port, settings.server.parallel, settings.server.max_queue) == (11434, 1, 16)
+    assert (settings.server.port, settings.server.parallel, settings.server.max_queue) == (11434, 4, 16)
     assert settings.model.context_length == 2048
     assert settings.engine.threads == 2
     assert (settings.sampling.temperature, settings.sampling.top_k, settings.sampling.top_p) == (0.7, 40, 0.9)
