@@ -9,10 +9,12 @@ once to find them and computes the same cuts on those alone:
 1. penalties: llama.cpp's own penalties sampler, applied to a candidate array of just the tokens in the window
    (its apply changes each candidate on its own, by that token's count), so the penalized logits are the very
    float32 values the chain computes; llama.cpp's buffer is never written;
-2. the region: the tokens whose penalized logit is at least a threshold below the highest raw logit, found with
-   one comparison over the row; the threshold is lowered until the region provably holds every token the cuts can
-   keep: the k + 1 highest for a top-k (the (k+1)-th shows a tie across the k-th place), everything within min-p of
-   the highest over the whole vocabulary;
+2. the region: the tokens whose penalized logit reaches a threshold that provably keeps every token the cuts can
+   keep: for a top-k, the (k + 1 + window)-th highest of the row's 2,048 column maxima (:class:`_Region`), which at
+   least that many tokens reach, so at least k + 1 even if the whole window was penalized below it (the (k+1)-th
+   shows a tie across the k-th place); for min-p over the whole vocabulary, the highest penalized logit plus
+   ``logf(min_p)``. One vectorized pass over the row for the column maxima, then only the columns whose maximum
+   reaches the threshold are read;
 3. top-k: the k highest penalized logits, sorted;
 4. top-p (on the probabilities before temperature, as the chain orders it): llama.cpp's float32 arithmetic in its
    order (a softmax over the k sorted tokens with float sums, then a running float sum until it reaches top_p).
@@ -32,9 +34,9 @@ within the rounding bound of top_p; a logit that is not finite), llama.cpp decid
 logits, as ``llama_sampler_sample`` would run them, and the draw is made from what they leave (:attr:`TokenDraw.
 deferred` counts these steps: a few in a thousand on Gemma 3 at the defaults).
 
-:func:`fast_draw_applies` says where this is exact; the chain samples elsewhere: under a grammar, and for a top-p
-over the whole vocabulary (top-k 0): that cut depends on a float32 sum of 262,144 exponentials in token order,
-whose rounding only the same exponentials in the same order reproduce.
+:func:`fast_draw_applies` says where this applies; the chain samples elsewhere: under a grammar; for a top-p over the
+whole vocabulary (top-k 0), a cut that depends on a float32 sum of 262,144 exponentials in token order, whose
+rounding only the same exponentials in the same order reproduce; for a top-k above :data:`WIDEST_TOP_K`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import collections
 import ctypes
 import ctypes.util
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,15 +89,13 @@ def _whole_vocabulary(top_k: int, n_vocab: int) -> bool:
     return top_k <= 0 or top_k >= n_vocab
 
 
+@dataclass(frozen=True, slots=True)
 class Candidates:
     """The tokens the cuts keep at one step and their penalized logits (before temperature), in no promised order
     (llama.cpp's own where its cuts decided: its ``dist`` falls back on the last one)."""
 
-    __slots__ = ("ids", "logits")
-
-    def __init__(self, ids: NDArray[np.int64], logits: NDArray[np.float32]) -> None:
-        self.ids = ids
-        self.logits = logits
+    ids: NDArray[np.int64]
+    logits: NDArray[np.float32]
 
 
 class TokenDraw:
@@ -103,7 +104,6 @@ class TokenDraw:
 
     def __init__(self, params: SamplingParams, seed: int, n_vocab: int) -> None:
         self.params = params
-        self.n_vocab = n_vocab
         self._quick = quick_calls()
         self._top_k = 0 if _whole_vocabulary(params.top_k, n_vocab) else params.top_k
         top_p = np.float32(params.top_p)
@@ -163,19 +163,16 @@ class TokenDraw:
 
     def candidates(self, row: NDArray[np.float32]) -> Candidates:
         """The tokens llama.cpp's penalties, top-k, top-p and min-p keep from this row, with their penalized logits."""
-        window, penalized = self._penalized(row)
-        step = _Region(row, window, penalized)
-        if not np.isfinite(step.highest):
-            return self._defer(row, window, penalized)
+        region = _Region(row, *self._penalized(row))
+        if not np.isfinite(region.highest):
+            return self._defer(region)
         if self._top_k:
-            return self._top_k_candidates(step, row, window, penalized)
+            return self._top_k_candidates(region)
         if self._log_min_p is not None:
-            return self._min_p_candidates(step)
+            return self._min_p_candidates(region)
         if self._every_token is None:
             self._every_token = np.arange(row.shape[0])
-        logits = row.copy()
-        logits[window] = penalized
-        return Candidates(self._every_token, logits)
+        return Candidates(self._every_token, region.penalized_row())
 
     def _penalized(self, row: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """The tokens in the penalty window and their logits after llama.cpp's penalties sampler."""
@@ -188,37 +185,35 @@ class TokenDraw:
         self._quick.apply(self._penalties, ctypes.byref(candidates(cells, cells.shape[0])))
         return window, cells["logit"].copy()
 
-    def _top_k_candidates(
-        self, step: _Region, row: NDArray[np.float32], window: NDArray[np.int64], penalized: NDArray[np.float32]
-    ) -> Candidates:
+    def _top_k_candidates(self, region: _Region) -> Candidates:
         k = self._top_k
         # k + 1 tokens at least, even if every token of the window is penalized below the threshold.
-        ids, logits = step.above(step.reached_by(k + 1 + window.shape[0]))
+        ids, logits = region.above(region.reached_by(k + 1 + region.window.shape[0]))
         size = ids.shape[0]
         best = np.argpartition(logits, size - k - 1)[size - k - 1 :] if size > k + 1 else np.arange(size)
         best = best[np.argsort(logits[best])[::-1]]
         values = logits[best]
         if values[k - 1] == values[k]:
-            return self._defer(row, window, penalized)  # llama.cpp's partial sort picks among the tied
+            return self._defer(region)  # llama.cpp's partial sort picks among the tied
         ids, values = ids[best[:k]], values[:k]
         if self._top_p is not None:
             kept = _top_p_cut(values, self._top_p)
             if kept is None:
-                return self._defer(row, window, penalized)
+                return self._defer(region)
             ids, values = ids[:kept], values[:kept]
         if self._log_min_p is not None:
             kept = int(np.count_nonzero(values >= values[0] + self._log_min_p))
             ids, values = ids[:kept], values[:kept]
         return Candidates(ids, values)
 
-    def _min_p_candidates(self, step: _Region) -> Candidates:
+    def _min_p_candidates(self, region: _Region) -> Candidates:
         """min-p over the whole vocabulary: the tokens at least ``logf(min_p)`` above the highest penalized logit."""
         assert self._log_min_p is not None
-        threshold = np.float32(step.highest + self._log_min_p)
+        threshold = np.float32(region.highest + self._log_min_p)
         while True:
-            ids, logits = step.above(threshold)
+            ids, logits = region.above(threshold)
             if ids.shape[0] == 0:  # the best raw tokens were all penalized below it
-                threshold = np.float32(threshold - max(1.0, 2 * float(step.highest - threshold)))
+                threshold = np.float32(threshold - max(1.0, 2 * float(region.highest - threshold)))
                 continue
             floor = np.float32(logits.max() + self._log_min_p)
             if floor >= threshold:
@@ -227,14 +222,12 @@ class TokenDraw:
         keep = logits >= floor
         return Candidates(ids[keep], logits[keep])
 
-    def _defer(self, row: NDArray[np.float32], window: NDArray[np.int64], penalized: NDArray[np.float32]) -> Candidates:
+    def _defer(self, region: _Region) -> Candidates:
         """llama.cpp's cuts over the whole vocabulary, as ``llama_sampler_sample`` would apply them."""
         self.deferred += 1
         if self._cuts is None:
             self._cuts = cuts_chain(self.params)
-        logits = row.copy()
-        logits[window] = penalized
-        kept, _ = apply_to_row(self._cuts, logits)
+        kept, _ = apply_to_row(self._cuts, region.penalized_row())
         return Candidates(kept["id"].astype(np.int64), kept["logit"].copy())
 
     def _weights(self, logits: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -265,6 +258,12 @@ class _Region:
         rest = row[rows * _COLUMNS :]
         self.maxima = np.concatenate((self.grid.max(axis=0), rest)) if rows else rest
         self.highest = self.maxima.max()
+
+    def penalized_row(self) -> NDArray[np.float32]:
+        """A copy of the whole row, penalized."""
+        logits = self.row.copy()
+        logits[self.window] = self.penalized
+        return logits
 
     def reached_by(self, count: int) -> np.float32:
         """A threshold at least ``count`` raw logits reach (-inf when there are not that many columns)."""
