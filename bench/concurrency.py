@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Concurrency sweep: our runtime against llama-cpp-python's server and llama.cpp's llama-server, 1-8 clients.
+"""Concurrency sweep: our runtime against llama-cpp-python's server and llama.cpp's llama-server, 1-16 clients.
 
-    .venv/bin/python bench/concurrency.py [--model PATH] [--runs 3] [--clients 1 2 4 8] [--tokens 64]
+    .venv/bin/python bench/concurrency.py [--model PATH] [--runs 3] [--clients 1 2 4 8 16] [--tokens 64]
         [--threads 2] [--context-length 2048] [--parallel 8] [--llama-server PATH] [--servers NAME ...]
         [--settle 5] [--foreign 0.2] [--redo-budget 12] [--out .state/bench/concurrency.json]
 
@@ -252,7 +252,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, help="GGUF file (default: Gemma 3 270M Q4_K_M)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per completion")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--context-length", type=int, default=2048, help="tokens per sequence (slot)")
