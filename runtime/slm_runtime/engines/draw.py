@@ -10,11 +10,11 @@ once to find them and computes the same cuts on those alone:
    (its apply changes each candidate on its own, by that token's count), so the penalized logits are the very
    float32 values the chain computes; llama.cpp's buffer is never written;
 2. the region: the tokens whose penalized logit reaches a threshold that provably keeps every token the cuts can
-   keep: for a top-k, the (k + 1 + window)-th highest of the row's 2,048 column maxima (:class:`_Region`), which at
-   least that many tokens reach, so at least k + 1 even if the whole window was penalized below it (the (k+1)-th
-   shows a tie across the k-th place); for min-p over the whole vocabulary, the highest penalized logit plus
-   ``logf(min_p)``. One vectorized pass over the row for the column maxima, then only the columns whose maximum
-   reaches the threshold are read;
+   keep: for a top-k, the (k+1)-th highest of the row's 2,048 column maxima (:class:`_Region`), which at least
+   k + 1 tokens reach; when the penalties lowered some of them below it, the (k + 1 + window)-th, which k + 1
+   tokens reach however the window was penalized (the (k+1)-th token shows a tie across the k-th place); for
+   min-p over the whole vocabulary, the highest penalized logit plus ``logf(min_p)``. One vectorized pass over the
+   row for the column maxima, then only the columns whose maximum reaches the threshold are read;
 3. top-k: the k highest penalized logits, sorted;
 4. top-p (on the probabilities before temperature, as the chain orders it): llama.cpp's float32 arithmetic in its
    order (a softmax over the k sorted tokens with float sums, then a running float sum until it reaches top_p).
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -187,8 +186,12 @@ class TokenDraw:
 
     def _top_k_candidates(self, region: _Region) -> Candidates:
         k = self._top_k
-        # k + 1 tokens at least, even if every token of the window is penalized below the threshold.
-        ids, logits = region.above(region.reached_by(k + 1 + region.window.shape[0]))
+        # A threshold k + 1 raw logits reach holds the k + 1 best unless the penalties lowered some below it; one
+        # that k + 1 + window raw logits reach holds them always.
+        for count in (k + 1, k + 1 + region.window.shape[0]):
+            ids, logits = region.above(region.reached_by(count))
+            if ids.shape[0] > k:
+                break
         size = ids.shape[0]
         best = np.argpartition(logits, size - k - 1)[size - k - 1 :] if size > k + 1 else np.arange(size)
         best = best[np.argsort(logits[best])[::-1]]
@@ -349,8 +352,7 @@ def _draw(weights: NDArray[np.float64], uniform: float) -> int:
 
 @functools.cache
 def _libm_logf() -> Any:
-    library = ctypes.CDLL(ctypes.util.find_library("m"))
-    function = library.logf
+    function = ctypes.CDLL(None).logf  # the process's: the C library's libm, which llama.cpp's logf calls resolve to
     function.argtypes = [ctypes.c_float]
     function.restype = ctypes.c_float
     return function
