@@ -19,6 +19,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,10 @@ def noise(result: Result) -> str:
     noise_cell = result.get("noise") or {}
     foreign = noise_cell.get("foreign_cpu") or {}
     if foreign.get("n"):
+        redone = f"; {noise_cell['redone']} disturbed runs redone" if "redone" in noise_cell else ""
         text += (
             f" Other work's share of the CPUs during the kept runs: median {foreign['median']:.0%}, max "
-            f"{foreign['max']:.0%} ({foreign['n']} runs; {noise_cell.get('redone', 0)} disturbed runs redone)."
+            f"{foreign['max']:.0%} ({foreign['n']} runs{redone})."
         )
     return text
 
@@ -117,6 +119,18 @@ def save(fig: Any, path: Path, bottom: float = 0.0) -> str:
     return path.name
 
 
+def client_counts(result: Result) -> list[int]:
+    """Every client count of a concurrency result, over all servers."""
+    return sorted({int(n) for cells in result["points"].values() for n in cells})
+
+
+def mark_slots(ax: Any, result: Result) -> None:
+    """A dotted line at the servers' slot count when more clients than that were measured (the rest queue)."""
+    parallel = result["params"]["parallel"]
+    if client_counts(result)[-1] > parallel:
+        ax.axvline(parallel, color="grey", linestyle=":", linewidth=1, label=f"{parallel} slots")
+
+
 def plot_tok_s(result: Result, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name in result["servers"]:
@@ -127,7 +141,8 @@ def plot_tok_s(result: Result, path: Path) -> str:
         high = [cells[str(n)]["tok_s"]["max"] - m for m, n in zip(med, clients, strict=True)]
         ax.errorbar(clients, med, yerr=[low, high], marker="o", capsize=3, label=name, color=SERVER_STYLE.get(name))
     ax.set(xlabel="concurrent clients", ylabel="aggregate tokens/s", ylim=(0, None))
-    log_x(ax, clients)
+    log_x(ax, client_counts(result))
+    mark_slots(ax, result)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Aggregate decode throughput (median, min-max bars)", fontsize=10)
@@ -144,8 +159,9 @@ def plot_latency(result: Result, path: Path) -> str:
             ax.plot(clients, [cells[str(n)][key]["p50"] for n in clients], "o-", color=color, label=f"{name} p50")
             ax.plot(clients, [cells[str(n)][key]["p99"] for n in clients], "s--", color=color, label=f"{name} p99")
         ax.set(xlabel="concurrent clients", ylabel="ms", title=title)
-        log_x(ax, clients)
+        log_x(ax, client_counts(result))
         log_y(ax)
+        mark_slots(ax, result)
         ax.grid(alpha=0.3)
         ax.title.set_fontsize(10)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -183,30 +199,57 @@ def plot_operator(result: Result, path: Path) -> str:
 
 
 def section_single(result: Result | None) -> list[str]:
+    title = "Single stream: our runtime over HTTP vs llama-cpp-python in-process"
     if result is None:
-        return not_run("Single stream: our runtime over HTTP vs llama-cpp-python in-process", "bench/single_stream.py")
-    p, d, t = result["params"], result["decode_tok_s"], result["ttft_ms"]
+        return not_run(title, "bench/single_stream.py")
+    p = result["params"]
     lines = [
-        "## Single stream: our runtime over HTTP vs llama-cpp-python in-process",
+        f"## {title}",
         "",
         f"`llama_cpp.Llama.create_completion(stream=True)` in the benchmark process against `slm-runtime serve "
         f"--parallel {p['parallel']}` with a streaming `POST /v1/completions` over loopback; {p['tokens']} new "
         f"tokens, greedy, {p['threads']} threads, {p['runs']} alternating runs after a warm-up.",
         "",
     ]
-    rows = [
-        ["decode tokens/s", sp(d["in_process"]), sp(d["http"]), f"ratio HTTP/in-process **{sp(result['ratio'], 3)}**"],
-        ["TTFT ms", sp(t["in_process"]), sp(t["http"]), f"HTTP overhead **{sp(result['ttft_overhead_ms'])} ms**"],
-    ]
+    short = result.get("short_prompt")
+    cases = [("long prompt", result), (f"{short['prompt_tokens']}-token prompt", short)] if short else [("", result)]
+    rows = [row for name, case in cases for row in _single_rows(f", {name}" if name else "", case)]
     lines += table(["", "in-process llama-cpp-python", "slm-runtime over HTTP", "per-run comparison"], rows)
-    same, kept = result.get("same_text"), len(result["tokens"]["http"])
+    same = ", ".join(
+        f"{name + ' ' if name else ''}{case.get('same_text')} of {len(case['tokens']['http'])}" for name, case in cases
+    )
+    lines += [""]
+    if short:
+        lines += [
+            f"The short prompt is the first {short['prompt_tokens']} tokens of the long one (BOS included), from the "
+            "same alternating runs: its prompt is read in a few milliseconds, so what the server adds before the "
+            "first token shows in the TTFT difference.",
+            "",
+        ]
     lines += [
-        "",
-        f"Identical text on both sides in {same} of {kept} runs (greedy output of this small model flips between "
+        f"Runs with identical text on both sides: {same} (greedy output of this small model flips between "
         f"near-tied tokens when batch shapes differ). {noise(result)}",
         "",
     ]
     return lines
+
+
+def _single_rows(label: str, case: Mapping[str, Any]) -> list[list[str]]:
+    d, t = case["decode_tok_s"], case["ttft_ms"]
+    return [
+        [
+            f"decode tokens/s{label}",
+            sp(d["in_process"]),
+            sp(d["http"]),
+            f"ratio HTTP/in-process **{sp(case['ratio'], 3)}**",
+        ],
+        [
+            f"TTFT ms{label}",
+            sp(t["in_process"]),
+            sp(t["http"]),
+            f"HTTP − in-process **{sp(case['ttft_overhead_ms'])} ms**",
+        ],
+    ]
 
 
 def _concurrency_rows(result: Result) -> list[list[str]]:
@@ -244,6 +287,14 @@ def section_concurrency(result: Result | None, images: Path) -> list[str]:
         "kernels and flash attention like llama-server.",
         "",
     ]
+    queued = [n for n in client_counts(result) if n > p["parallel"]]
+    if queued:
+        lines += [
+            f"At {', '.join(map(str, queued))} clients there are more requests than slots: the ones beyond "
+            f"{p['parallel']} wait in slm-runtime's and llama-server's queues for a slot to free (their TTFT includes "
+            "that wait), as every request does at more than one client with llama-cpp-python's server.",
+            "",
+        ]
     for name, why in result.get("skipped", {}).items():
         lines += [f"**{name} skipped:** {why}.", ""]
     head = ["server", "clients", "aggregate tok/s", "TTFT p50 / p99 ms", "ITL p50 / p99 ms", "ours ÷ this (tok/s)"]
@@ -348,7 +399,85 @@ def section_onnx(result: Result | None) -> list[str]:
         f"Model folder {num(result.get('model_folder_mib'))} MiB; this process (both models loaded) "
         f"{num(result.get('process_rss_mib', {}).get('rss'))} MiB RSS. {noise(result)}",
         "",
+        *_onnx_concurrency(result.get("concurrency")),
     ]
+
+
+def _onnx_concurrency(conc: Mapping[str, Any] | None) -> list[str]:
+    """bench/onnx_engine.py's ``concurrency``: the engine we ship against og.Engine, 1 to N streams together."""
+    if not conc:
+        return []
+    intro = (
+        f"**Concurrency:** {', '.join(map(str, conc['streams']))} streams started together, "
+        f"{conc['tokens']} tokens each, greedy, prompts of {conc['prompt_tokens']} tokens (the same count for all; "
+        "og.Engine with different counts: below). *Ours*: the engine we ship (`--parallel` = the most streams), "
+        "one `og.Generator` per slot on its own thread, no batching; *og.Engine*: onnxruntime-genai's "
+        "request-level engine on the baseline's model, on CPU a static batch of up to "
+        f"{conc.get('og_engine_capabilities', {}).get('configured_max_batch_size', '?')} requests begun together."
+    )
+    if "skipped" in conc:
+        return [intro, "", f"Not measured: {conc['skipped']}.", ""]
+    ours, og_engine, ratio = conc["ours"], conc["og_engine"], conc["og_engine_over_ours"]
+    rows = [
+        [
+            str(n),
+            sp(ours[str(n)]["aggregate_tok_s"]),
+            sp(ours[str(n)]["per_stream_tok_s"]),
+            sp(og_engine[str(n)]["aggregate_tok_s"]),
+            sp(og_engine[str(n)]["per_stream_tok_s"]),
+            f"**{sp(ratio[str(n)], 2)}**",
+            f"{num(ours[str(n)]['ttft_ms']['median'], 0)} / {num(og_engine[str(n)]['ttft_ms']['median'], 0)}",
+            f"{sp(ours[str(n)]['cpu_ms_per_token'])} / {sp(og_engine[str(n)]['cpu_ms_per_token'])}",
+        ]
+        for n in conc["streams"]
+    ]
+    head = [
+        "streams",
+        "ours aggregate tok/s",
+        "ours per stream",
+        "og.Engine aggregate tok/s",
+        "og.Engine per stream",
+        "og.Engine ÷ ours (aggregate, per round)",
+        "TTFT ms ours / og.Engine",
+        "CPU ms per token ours / og.Engine",
+    ]
+    identical = conc.get("identical_to_solo", {})
+    same = ", ".join(f"{NAMES_ONNX.get(k, k)} {'yes' if v else '**no**'}" for k, v in identical.items())
+    late = conc.get("late_arrival_ttft_ms", {})
+    mixed = conc.get("og_engine_mixed_prompt_lengths") or {}
+    lines = [
+        intro,
+        "",
+        *table(head, rows),
+        "",
+        "Per stream: the median stream's decode tokens/s; CPU: this process's CPU time (every thread) over the "
+        f"tokens, the figure other work on the machine disturbs least. Every stream's tokens equal its prompt "
+        f"generated alone: {same or '–'}.",
+        "",
+    ]
+    if late:
+        lines += [
+            "A late arrival (a second request sent once the first has a quarter of its tokens): its TTFT "
+            f"{sp(late.get('ours'), 0)} ms with ours, {sp(late.get('og_engine'), 0)} ms with og.Engine (the static "
+            "batch makes it wait until the first request has finished).",
+            "",
+        ]
+    if mixed:
+        outcome = (
+            "both finished"
+            if mixed.get("ok")
+            else f"turns ended {', '.join(mixed.get('finish') or ['–'])}"
+            + (f"; the Engine raised `{mixed['error']}`" if mixed.get("error") else "")
+        )
+        lines += [
+            f"og.Engine with two prompts of different token counts ({', '.join(map(str, mixed['prompt_tokens']))}) "
+            f"in one batch: {outcome}.",
+            "",
+        ]
+    return [*lines, f"Concurrency rounds: {_case_noise(conc)}", ""]
+
+
+NAMES_ONNX = {"ours": "ours", "og_engine": "og.Engine"}
 
 
 def section_slot_gaps(result: Result | None) -> list[str]:
@@ -427,6 +556,195 @@ def section_constrained(result: Result | None) -> list[str]:
         *[f"- {key}: {_case_noise(case)}" for key, case in result["cases"].items()],
         "",
     ]
+
+
+PROMPT_REUSE_SCENARIOS = {  # bench/prompt_reuse.py's scenarios: what each replays, what a row of it is
+    "multi_turn": ("One conversation replayed turn by turn", "turn"),
+    "multi_turn_concurrent": ("{conversations} conversations at once, each replayed turn by turn", "turn"),
+    "sequential": ("A shared system prompt: one user, then the others one after another", "user"),
+    "burst": ("A shared system prompt: one user, then the others all at once", "user"),
+}
+
+
+def section_prompt_reuse(result: Result | None) -> list[str]:
+    title = "Prompt reuse: multi-turn chat and a shared system prompt"
+    if result is None:
+        return not_run(title, "bench/prompt_reuse.py")
+    p, scenarios = result["params"], result["scenarios"]
+    names = {
+        key: what.format(
+            conversations=scenarios[key]["answers"] // max(1, p["runs"] * len(scenarios[key]["by_position"]))
+        )
+        for key, (what, _) in PROMPT_REUSE_SCENARIOS.items()
+        if key in scenarios
+    }
+    summary = [
+        [
+            names[key],
+            f"{PROMPT_REUSE_SCENARIOS[key][1]}s 2–{len(scenario['by_position'])}",
+            f"**{num(scenario['later_speedup'], 1)}×**",
+            f"{scenario['identical_answers']} / {scenario['answers']}",
+        ]
+        for key, scenario in scenarios.items()
+        if key in names
+    ]
+    lines = [
+        f"## {title}",
+        "",
+        f"Two `slm-runtime serve --parallel {p['parallel']}` processes on the same GGUF, `--prompt-cache true` and "
+        f"`--prompt-cache false`, everything else equal ({p['threads']} threads, {p['context_length']} tokens per "
+        f"slot); {p['runs']} runs alternating between them. Every request is a streaming `POST "
+        f"/v1/chat/completions`, greedy, up to {p['tokens']} new tokens; each run starts its texts with its number, "
+        f"so nothing is reused across runs. Multi-turn: a system prompt and {p['turns']} questions, each turn sent "
+        "with the whole history (the earlier questions and the server's own answers), as a chat client does. "
+        f"Shared system prompt: the long handbook of `bench/prompt_reuse.py` before each of {p['users']} users' "
+        "questions. TTFT in ms by turn or user, median [min–max] over runs (and conversations); *off ÷ on*: how "
+        "many times sooner the first token comes with reuse (ratio of the medians).",
+        "",
+        *table(["scenario", "over", "TTFT off ÷ on", "identical greedy answers, on vs off"], summary),
+        "",
+    ]
+    for key, scenario in scenarios.items():
+        if key not in names:
+            continue
+        row_name = PROMPT_REUSE_SCENARIOS[key][1]
+        rows = [
+            [str(row["position"]), sp(row["ttft_ms_on"], 0), sp(row["ttft_ms_off"], 0), f"{num(row['speedup'], 1)}×"]
+            for row in scenario["by_position"]
+        ]
+        lines += [f"**{names[key]}:**", "", *table([row_name, "reuse on", "reuse off", "off ÷ on"], rows), ""]
+    return [*lines, noise(result), ""]
+
+
+def section_sampling(result: Result | None) -> list[str]:
+    title = "Sampling at temperature > 0: numpy sampler vs llama.cpp's chain"
+    if result is None:
+        return not_run(title, "bench/sampling_cost.py")
+    p = result["params"]
+    per_token = [
+        [
+            f"`{name}`",
+            ", ".join(f"{k} {v}" for k, v in case["options"].items()) or "the defaults",
+            f"{num(case['chain_us']['median'])} ({num(case['chain_us']['p90'])})",
+            f"{num(case['draw_us']['median'])} ({num(case['draw_us']['p90'])})",
+            f"**{num(case['ratio'], 1)}×**",
+            f"{case['deferred_share']:.1%}",
+        ]
+        for name, case in result.get("per_token", {}).items()
+    ]
+    decode = [
+        [
+            key.removeprefix("x"),
+            sp(case["tok_s"]["chain"]),
+            sp(case["tok_s"]["draw"]),
+            f"**{sp(case['ratio'], 2)}**",
+            _case_noise(case),
+        ]
+        for key, case in result.get("decode", {}).items()
+    ]
+    return [
+        f"## {title}",
+        "",
+        f"One llama.cpp engine in process (`--parallel {p['parallel']}`, {p['threads']} threads, batch-invariant "
+        "defaults), temperature 0.8. Per token: for each parameter set one generation of "
+        f"{p['steps']} tokens whose every step is sampled by both samplers (the same parameters and seed, the "
+        "order alternating from step to step, each call timed: all the decoder thread spends on sampling); "
+        "*left to llama.cpp*: steps where the numpy draw let llama.cpp's own cuts settle ties.",
+        "",
+        *table(
+            [
+                "parameter set",
+                "options",
+                "chain µs/token p50 (p90)",
+                "numpy µs/token p50 (p90)",
+                "chain ÷ numpy",
+                "left to llama.cpp",
+            ],
+            per_token,
+        ),
+        "",
+        f"Decode: N generations of up to {p['tokens']} tokens at the default sampling options started together, "
+        f"every sequence sampled by the chain or by the numpy draw, {p['runs']} runs alternating which goes "
+        "first; tokens/s per sequence while all were generating.",
+        "",
+        *table(
+            ["sequences", "chain tok/s per sequence", "numpy tok/s per sequence", "numpy ÷ chain (per run)", "noise"],
+            decode,
+        ),
+        "",
+        noise({**result, "noise": {}}),
+        "",
+    ]
+
+
+def section_overload(result: Result | None) -> list[str]:
+    title = "Overload: generation throughput while refusing"
+    if result is None:
+        return not_run(title, "bench/overload.py")
+    p, tok_s, queue = result["params"], result["tok_s"], result["queue"]
+    rounds = result.get("rounds", [])
+    hammered = [r["hammered"] for r in rounds]
+
+    def over_rounds(phase: str, pick: Callable[[Mapping[str, Any]], Any], digits: int = 1) -> str:
+        values = [v for r in rounds if (v := pick(r[phase])) is not None]
+        return sp(benchlib.spread(values, digits), digits) if values else "–"
+
+    rows = [
+        ["tokens/s to all clients", sp(tok_s["alone"]), sp(tok_s["hammered"])],
+        [
+            "answered requests",
+            over_rounds("alone", lambda x: x["answered"], 0),
+            over_rounds("hammered", lambda x: x["answered"], 0),
+        ],
+        ["refused (503) per s", "–", sp(result.get("refusals_per_s"))],
+        [
+            "503 answered after, ms p50 / p99",
+            "–",
+            over_rounds("hammered", lambda x: x["refusals"]["latency_ms"]["p50"], 2)
+            + " / "
+            + over_rounds("hammered", lambda x: x["refusals"]["latency_ms"]["p99"], 2),
+        ],
+        [
+            "server's mean queue time of admitted requests, ms",
+            over_rounds("alone", lambda x: x["server"]["queue_ms_mean"]),
+            over_rounds("hammered", lambda x: x["server"]["queue_ms_mean"]),
+        ],
+    ]
+    places = [
+        [place, str(cell["n"]), sp(cell["wait_ms"], 0)]
+        for place, cell in sorted(queue["by_place"].items(), key=lambda kv: int(kv[0]))
+    ]
+    excess = queue["excess_releases"]
+    largest = "–" if excess["max"] is None else excess["max"]
+    short = sum(h.get("short", 0) for h in hammered) + sum(r["alone"].get("short", 0) for r in rounds)
+    lines = [
+        f"## {title}",
+        "",
+        f"One `slm-runtime serve --parallel {p['parallel']} --max-queue {p['max_queue']}` ({p['threads']} threads), "
+        f"two phases alternating over {p['rounds']} rounds: *alone*, {p['parallel']} clients each streaming "
+        f"`POST /v1/completions` of {p['tokens']} greedy tokens one after the other (every slot busy, nobody "
+        f"refused); *hammered*, the same clients and {p['hammer']} more, all impatient: a 503 is retried at once, "
+        f"an answer is followed at once by the next request. Each phase warms up for {num(p['warm'], 0)} s, then "
+        f"{num(p['window'], 0)} s are measured. Median [min–max] over rounds:",
+        "",
+        *table(["", "alone", "hammered"], rows),
+        "",
+        f"Hammered ÷ alone tokens/s, per round: **{sp(result['ratio'], 3)}**.",
+        "",
+        f"Waits of the {queue['requests']} requests admitted in the hammered windows by their place in the queue "
+        "(requests sent before it that had no first token yet when it was sent); wait: sent to first token, ms:",
+        "",
+        *table(["place", "requests", "wait ms"], places),
+        "",
+        "In a first-come-first-served queue a request gets a slot at the (place + 1)-th stream end at the latest: "
+        f"{excess['positive']} of {queue['requests']} requests saw more stream ends before their first token than "
+        f"that ({excess['over_one']} more than one more; largest excess {largest}; one can show up "
+        "when a stream ends while the request's own prompt is read).",
+        "",
+    ]
+    if short:
+        lines += [f"**Requests that ended before {p['tokens']} tokens (EOS):** {short}.", ""]
+    return [*lines, noise(result), ""]
 
 
 def _case_noise(case: Mapping[str, Any]) -> str:
@@ -652,16 +970,22 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
     return [*lines, f"Wall time {num(result.get('wall_seconds'), 0)} s.", ""]
 
 
-def replace_section(document: str, heading: str, section: list[str]) -> str:
-    """``document`` with the section under ``heading`` (up to the next level-2 heading) replaced by ``section``;
-    appended when the document has no such section."""
+def replace_section(document: str, section: list[str], before: Iterable[str] = ()) -> str:
+    """``document`` with the section under ``section``'s heading (its first line; up to the next level-2 heading)
+    replaced by ``section``. A document without that heading gets ``section`` before the first heading of
+    ``before`` that it has, else at its end."""
     lines = document.rstrip("\n").split("\n")
-    try:
-        start = lines.index(heading)
-    except ValueError:
-        return "\n".join([*lines, "", *section]).rstrip() + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return "\n".join([*lines[:start], *section, *lines[end:]]).rstrip() + "\n"
+    if section[0] in lines:
+        start = lines.index(section[0])
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        at = next((lines.index(heading) for heading in before if heading in lines), None)
+        if at is None:
+            lines += ["", *section]
+        else:
+            lines[at:at] = section
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def section_real_node(result: Result | None) -> list[str]:
@@ -829,23 +1153,26 @@ def section_scale_to_zero(result: Result | None) -> list[str]:
     return [*lines, noise(result), ""]
 
 
-def section_pull(state: Path) -> list[str]:
-    path = state / "pull_throughput.log"
-    if not path.is_file():
+def section_pull(text: str | None) -> list[str]:
+    """From pull_throughput.log, the script's own output (``make bench-runtime`` tees it there)."""
+    if text is None:
         return not_run("Model pull throughput", "bench/pull_throughput.py")
-    log_lines = [line for line in path.read_text().splitlines() if line.strip()]
+    log_lines = [line for line in text.splitlines() if line.strip()]
     intro = "`bench/pull_throughput.py --size-mib 256 --rounds 2` (its own log; best of its rounds):"
     return ["## Model pull throughput", "", intro, "", "```", *log_lines, "```", ""]
 
 
-def section_setup(results: list[Result]) -> list[str]:
-    if not results:
-        return ["No benchmark results found: run `make bench`.", ""]
-    first = results[0]
+def section_setup(*results: Result | None) -> list[str]:
+    """The machine and versions of the first result, and the load around each result's run."""
+    title = "Machine and versions"
+    present = [r for r in results if r is not None and "machine" in r]
+    if not present:
+        return [f"## {title}", "", "No benchmark results found: run `make bench`.", ""]
+    first = present[0]
     m = first["machine"]
     versions = dict(first.get("versions", {}))
     lines = [
-        "## Machine and versions",
+        f"## {title}",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores available, {m['memory_gib']} GiB memory, Linux {m['kernel']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
@@ -855,43 +1182,104 @@ def section_setup(results: list[Result]) -> list[str]:
     lines += [
         f"  - {r['name']}: {' / '.join(map(str, r.get('load_before', [])))} → "
         f"{' / '.join(map(str, r.get('load_after', [])))}, {num(r.get('wall_seconds'), 0)} s"
-        for r in results
+        for r in present
     ]
     return [*lines, ""]
 
 
+@dataclass
+class Inputs:
+    """What sections render from: the results in ``state`` (each file read once; ``state`` None: nothing ran) and
+    the folder the plots go to."""
+
+    state: Path | None
+    images: Path
+    _read: dict[str, Any] = field(default_factory=dict)
+
+    def result(self, name: str) -> Result | None:
+        """``name``.json, None when it is missing."""
+        if name not in self._read:
+            self._read[name] = None if self.state is None else load(self.state, name)
+        found: Result | None = self._read[name]
+        return found
+
+    def text(self, name: str) -> str | None:
+        """A text file's content (a script's own log), None when it is missing."""
+        path = None if self.state is None else self.state / name
+        return path.read_text() if path is not None and path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Section:
+    """One level-2 section of docs/benchmarks.md: ``render`` gets the results named in ``results`` (None for each
+    one missing) and the inputs (plots' folder, other files). Its first line is its heading, also when not run."""
+
+    results: tuple[str, ...]
+    render: Callable[[list[Result | None], Inputs], list[str]]
+
+    def lines(self, inputs: Inputs) -> list[str]:
+        return self.render([inputs.result(name) for name in self.results], inputs)
+
+    @property
+    def heading(self) -> str:
+        return self.lines(Inputs(None, Path()))[0]
+
+
+PARTS: dict[str, Section] = {  # in the document's order, after the machine and versions
+    "single": Section(("single_stream",), lambda r, _: section_single(*r)),
+    "concurrency": Section(("concurrency",), lambda r, i: section_concurrency(*r, i.images)),
+    "memory": Section(("single_stream", "concurrency"), lambda r, _: section_memory(*r)),
+    "slot_gaps": Section(("slot_gaps",), lambda r, _: section_slot_gaps(*r)),
+    "prompt_reuse": Section(("prompt_reuse",), lambda r, _: section_prompt_reuse(*r)),
+    "sampling": Section(("sampling_cost",), lambda r, _: section_sampling(*r)),
+    "constrained": Section(("constrained_decoding",), lambda r, _: section_constrained(*r)),
+    "overload": Section(("overload",), lambda r, _: section_overload(*r)),
+    "onnx": Section(("onnx_engine",), lambda r, _: section_onnx(*r)),
+    "gateway": Section(("gateway",), lambda r, _: section_gateway(*r)),
+    "operator": Section(("operator_scale",), lambda r, i: section_operator(*r, i.images)),
+    "real_node": Section(("real_node",), lambda r, _: section_real_node(*r)),
+    "scale_to_zero": Section(("scale_to_zero",), lambda r, _: section_scale_to_zero(*r)),
+    "pull": Section((), lambda _, i: section_pull(i.text("pull_throughput.log"))),
+}
+SECTIONS: dict[str, Section] = {
+    "setup": Section(
+        tuple(dict.fromkeys(name for part in PARTS.values() for name in part.results)),
+        lambda r, _: section_setup(*r),
+    ),
+    **PARTS,
+}
+"""Every section by the name ``--only`` takes, in the document's order."""
+
+INTRO = [
+    "# Benchmarks",
+    "",
+    "Generated by `make bench` (`bench/report.py` from `.state/bench/*.json`); do not edit by hand. All runtime "
+    "figures: Gemma 3 270M Q4_K_M, the same prompt, greedy decoding; each is the median over repeated runs with "
+    "[min–max]; comparisons are ratios taken within the same run. Absolute numbers are of this one machine, "
+    "shared with other work while it ran: read the ratios and the spreads, not the absolute values.",
+    "",
+]
+
+
+def images_for(out: Path) -> Path:
+    """The plots' folder beside the Markdown file (docs/benchmarks.md -> docs/benchmarks/)."""
+    return out.parent / out.stem
+
+
 def render(state: Path, out: Path) -> str:
-    images = out.parent / out.stem
-    single, conc, onnx = load(state, "single_stream"), load(state, "concurrency"), load(state, "onnx_engine")
-    operator, gaps, real_node = load(state, "operator_scale"), load(state, "slot_gaps"), load(state, "real_node")
-    gateway = load(state, "gateway")
-    present = [r for r in (single, conc, gaps, onnx, gateway, operator, real_node) if r is not None and "machine" in r]
-    parts: list[Callable[[], list[str]]] = [
-        lambda: section_setup(present),
-        lambda: section_single(single),
-        lambda: section_concurrency(conc, images),
-        lambda: section_memory(single, conc),
-        lambda: section_slot_gaps(gaps),
-        lambda: section_constrained(load(state, "constrained_decoding")),
-        lambda: section_onnx(onnx),
-        lambda: section_gateway(gateway),
-        lambda: section_operator(operator, images),
-        lambda: section_real_node(real_node),
-        lambda: section_scale_to_zero(load(state, "scale_to_zero")),
-        lambda: section_pull(state),
-    ]
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `make bench` (`bench/report.py` from `.state/bench/*.json`); do not edit by hand. All runtime "
-        "figures: Gemma 3 270M Q4_K_M, the same prompt, greedy decoding; each is the median over repeated runs with "
-        "[min–max]; comparisons are ratios taken within the same run. Absolute numbers are of this one machine, "
-        "shared with other work while it ran: read the ratios and the spreads, not the absolute values.",
-        "",
-    ]
-    for part in parts:
-        lines += part()
+    inputs = Inputs(state, images_for(out))
+    lines = list(INTRO)
+    for section in SECTIONS.values():
+        lines += section.lines(inputs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def rewrite(document: str, name: str, state: Path, out: Path) -> str:
+    """``document`` with section ``name`` rendered again from its own results; a section the document lacks goes
+    before the first of the sections after it (in :data:`SECTIONS`' order) that it has, else at the end."""
+    names = list(SECTIONS)
+    later = [SECTIONS[other].heading for other in names[names.index(name) + 1 :]]
+    return replace_section(document, SECTIONS[name].lines(Inputs(state, images_for(out))), later)
 
 
 def main() -> int:
@@ -900,17 +1288,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=benchlib.ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
         "--only",
-        choices=["operator", "constrained"],
+        choices=list(SECTIONS),
         help="rewrite only this section of the existing --out, from its own result (the others stay as they are)",
     )
     args = parser.parse_args()
     benchlib.setup_logging()
-    if args.only == "operator":
-        section = section_operator(load(args.state, "operator_scale"), args.out.parent / args.out.stem)
-        args.out.write_text(replace_section(args.out.read_text(), "## Operator scale", section))
-    elif args.only == "constrained":
-        section = section_constrained(load(args.state, "constrained_decoding"))
-        args.out.write_text(replace_section(args.out.read_text(), section[0], section))
+    if args.only and args.out.is_file():
+        args.out.write_text(rewrite(args.out.read_text(), args.only, args.state, args.out))
     else:
         args.out.write_text(render(args.state, args.out))
     log.info("wrote %s", args.out)
