@@ -1,10 +1,13 @@
-# Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, the ONNX engine against
-# onnxruntime-genai's own loop, the gateway against the runtime reached directly, the operator at scale, the runtime
-# in a pod on the real node; bench/report.py turns .state/bench/*.json into docs/benchmarks.md and
-# docs/benchmarks/*.png. On 2 cores `make bench` takes about 24 minutes with llama-server cached (runtime part ~6,
-# gateway ~5, operator part ~40; the first llama-server build adds 8-13); fewer runs:
-# `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2 BENCH_GATEWAY_RUNS=3`. On a shared machine the scripts wait up to
-# BENCH_SETTLE seconds for quiet before each run and redo runs that other work disturbed (see bench/benchlib.py).
+# Benchmarks (bench/): our runtime against llama-cpp-python and llama.cpp's llama-server, prompt reuse on against off,
+# the numpy sampler against llama.cpp's chain, the runtime under overload, the ONNX engine against onnxruntime-genai's
+# own loop and og.Engine, the gateway against the runtime reached directly, the operator at scale, the runtime in a
+# pod on the real node; bench/report.py turns .state/bench/*.json into docs/benchmarks.md and docs/benchmarks/*.png
+# (`bench/report.py --only NAME` rewrites one section from its own result). On 2 cores `make bench` takes about
+# 1.5 hours with llama-server cached (runtime part ~30 min, of which the 1-16 client sweep ~10 and prompt reuse ~8;
+# gateway ~5, operator ~40, real node ~6, scale to zero ~10, constrained decoding ~6; the first llama-server build
+# adds 8-13); fewer runs: `make bench BENCH_RUNS=3 BENCH_SWEEP_RUNS=2 BENCH_GATEWAY_RUNS=3`. On a shared machine
+# the scripts wait up to BENCH_SETTLE seconds for quiet before each run and redo runs that other work disturbed (see
+# bench/benchlib.py).
 BENCH_STATE ?= .state/bench
 BENCH_RUNS ?= 7
 BENCH_SWEEP_RUNS ?= 3
@@ -33,7 +36,7 @@ bench: install ## Every benchmark (runtime vs llama-cpp-python/llama-server, ONN
 	$(MAKE) --no-print-directory bench-constrained
 	$(MAKE) --no-print-directory bench-report
 
-bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client sweep, slot gaps, ONNX engine, pull throughput
+bench-runtime: install ## Runtime: single stream, 1-16 clients, slot gaps, prompt reuse, sampling, overload, ONNX (~30 min)
 	@mkdir -p $(BENCH_STATE)
 	hack/build-llama-server.sh $(PY) || echo ">> llama-server could not be built: the sweep skips it"
 	$(PY) bench/single_stream.py --runs $(BENCH_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
@@ -42,6 +45,12 @@ bench-runtime: install ## Runtime benchmarks only: single stream, 1-8 client swe
 		$(BENCH_COMMON) --out $(BENCH_STATE)/concurrency.json
 	$(PY) bench/slot_gaps.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
 		--out $(BENCH_STATE)/slot_gaps.json
+	$(PY) bench/prompt_reuse.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) $(BENCH_COMMON) \
+		--out $(BENCH_STATE)/prompt_reuse.json
+	$(PY) bench/sampling_cost.py --runs $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) --settle $(BENCH_SETTLE) \
+		--out $(BENCH_STATE)/sampling_cost.json
+	$(PY) bench/overload.py --rounds $(BENCH_SWEEP_RUNS) --threads $(BENCH_THREADS) --parallel $(BENCH_PARALLEL) \
+		$(BENCH_COMMON) --out $(BENCH_STATE)/overload.json
 	$(PY) bench/onnx_engine.py --runs $(BENCH_RUNS) $(BENCH_COMMON) --out $(BENCH_STATE)/onnx_engine.json
 	set -o pipefail; $(PY) bench/pull_throughput.py --size-mib 256 --rounds 2 2>&1 | tee $(BENCH_STATE)/pull_throughput.log
 
