@@ -10,7 +10,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessLogMiddleware", "AccessRecord", "key_fingerprint", "record_of"]
+__all__ = ["AccessLogMiddleware", "AccessRecord", "key_fingerprint", "record_of", "record_of_scope"]
+
+_STATE_KEY = "access_record"
 
 log = logging.getLogger("slm_runtime.access")
 
@@ -36,7 +38,13 @@ def key_fingerprint(authorization: str) -> str:
 
 def record_of(scope_state: Any) -> AccessRecord:
     """The record of the current request (a throwaway one when the middleware is not installed)."""
-    record = getattr(scope_state, "access_record", None)
+    record = getattr(scope_state, _STATE_KEY, None)
+    return record if isinstance(record, AccessRecord) else AccessRecord()
+
+
+def record_of_scope(scope: Scope) -> AccessRecord:
+    """:func:`record_of` for ASGI middleware, which sees the scope rather than a request."""
+    record = (scope.get("state") or {}).get(_STATE_KEY)
     return record if isinstance(record, AccessRecord) else AccessRecord()
 
 
@@ -50,7 +58,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         record = AccessRecord()
-        scope.setdefault("state", {})["access_record"] = record
+        scope.setdefault("state", {})[_STATE_KEY] = record
         started = time.perf_counter()
         status = 0
 

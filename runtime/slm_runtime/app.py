@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slm_runtime import __version__
 from slm_runtime.accesslog import AccessLogMiddleware
+from slm_runtime.admission import AdmissionGate, generation_paths
 from slm_runtime.auth import ApiKeyMiddleware, flavor_of
 from slm_runtime.engines import load_engine
 from slm_runtime.errors import (
+    RETRY_AFTER_SECONDS,
     APIError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -32,7 +34,9 @@ from slm_runtime.errors import (
 from slm_runtime.health import router as health_router
 from slm_runtime.limits import BodyLimitMiddleware
 from slm_runtime.metrics import Metrics
+from slm_runtime.ollama.router import GENERATION_ENDPOINTS as OLLAMA_GENERATION
 from slm_runtime.ollama.router import router as ollama_router
+from slm_runtime.openai.router import GENERATION_ENDPOINTS as OPENAI_GENERATION
 from slm_runtime.openai.router import router as openai_router
 from slm_runtime.service import EngineLoader, ModelService
 from slm_runtime.settings import RuntimeSettings
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def _error_response(request: Request, err: APIError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if err.status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if err.status == 503 else None
     return JSONResponse(error_body(err, flavor_of(request.url.path)), status_code=err.status, headers=headers)
 
 
@@ -128,7 +132,10 @@ def create_app(
     app.include_router(ollama_router)
     app.include_router(openai_router)
     _install_error_handlers(app)
-    # Starlette runs the last-added middleware outermost: access log, then body limits, then auth.
+    # Starlette runs the last-added middleware outermost: access log, then body limits, then auth, then admission
+    # (a 503 for a full server comes before the body is read, after the key is checked).
+    routes = [*ollama_router.routes, *openai_router.routes]
+    app.add_middleware(AdmissionGate, paths=generation_paths(routes, {*OLLAMA_GENERATION, *OPENAI_GENERATION}))
     if settings.server.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.server.api_key.get_secret_value())
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)

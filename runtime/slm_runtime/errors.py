@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "OLLAMA_SERVER_BUSY",
+    "RETRY_AFTER_SECONDS",
     "APIError",
     "ApiFlavor",
     "AuthenticationError",
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 ApiFlavor = Literal["ollama", "openai"]
 
 OLLAMA_SERVER_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+
+RETRY_AFTER_SECONDS = 1
+"""The ``Retry-After`` of every 503 (busy, loading, stopping)."""
 
 
 class APIError(Exception):

@@ -121,7 +121,10 @@ async def _plan(
         raise InvalidRequestError(
             f"the {info.engine} engine cannot constrain output to JSON: remove the format", param="format"
         )
-    await asyncio.to_thread(engine.validate, params)
+    if params.json_schema is None:
+        engine.validate(params)  # only a schema makes validation costly (its grammar is compiled)
+    else:
+        await asyncio.to_thread(engine.validate, params)
     return tokens, params
 
 
@@ -138,7 +141,7 @@ async def _generate(
     reported = _ReportedTokens(engine) if params.logprobs is not None else None
     request.record.prompt_tokens = len(tokens)
 
-    lease = await service.admit(request.deadline, labels)
+    lease = await service.admit(request.deadline, labels, request.ticket)
     try:
         yield Admitted()
     except BaseException:
@@ -153,6 +156,8 @@ async def _generate(
         lease.release()
     else:
         timeout = service.settings.server.request_timeout
+        inter_token = metrics.inter_token_latency.labels(*labels)
+        counted = metrics.generation_tokens.labels(*labels)
         tokens_out = service.bridge.tokens(engine, lease, tokens, params, deadline=request.deadline, timeout=timeout)
         async with aclosing(tokens_out):
             async for token in tokens_out:
@@ -161,11 +166,11 @@ async def _generate(
                     first_token_at = now
                     metrics.time_to_first_token.labels(*labels).observe(now - request.started)
                 else:
-                    metrics.inter_token_latency.labels(*labels).observe(now - last_token_at)
+                    inter_token.observe(now - last_token_at)
                 last_token_at = now
                 generated.append(token.token_id)
                 request.record.completion_tokens = len(generated)
-                metrics.generation_tokens.labels(*labels).inc()
+                counted.inc()
                 text = matcher.feed(token.text)
                 if reported is not None:
                     reported.feed(token)

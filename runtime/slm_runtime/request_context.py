@@ -15,8 +15,10 @@ from types import TracebackType
 from starlette.requests import Request
 
 from slm_runtime.accesslog import AccessRecord, record_of
+from slm_runtime.admission import TICKET_STATE
 from slm_runtime.engines.base import Engine
 from slm_runtime.errors import ApiFlavor, ServerBusyError
+from slm_runtime.scheduler import Ticket
 from slm_runtime.service import ModelService
 
 __all__ = ["RequestContext", "begin_request"]
@@ -24,12 +26,14 @@ __all__ = ["RequestContext", "begin_request"]
 
 @dataclass(frozen=True)
 class RequestContext:
-    """One model request: its service, API, arrival time (``perf_counter``) and access record."""
+    """One model request: its service, API, arrival time (``perf_counter``), access record, and the place the
+    admission gate reserved for it (:mod:`slm_runtime.admission`; None where no gate ran)."""
 
     service: ModelService
     api: ApiFlavor
     started: float
     record: AccessRecord
+    ticket: Ticket | None = None
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -55,7 +59,10 @@ class RequestContext:
 
 def begin_request(service: ModelService, request: Request, model: str, api: ApiFlavor) -> RequestContext:
     """Start a request for ``model``: ModelNotFoundError (or a 400 when it is empty) unless it is the served one."""
-    context = RequestContext(service, api, time.perf_counter(), record_of(request.state))
+    ticket = getattr(request.state, TICKET_STATE, None)
+    context = RequestContext(
+        service, api, time.perf_counter(), record_of(request.state), ticket if isinstance(ticket, Ticket) else None
+    )
     context.record.model = model
     service.check_model(model)
     return context

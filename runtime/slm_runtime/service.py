@@ -31,7 +31,7 @@ from slm_runtime.metrics import Metrics
 from slm_runtime.options import RequestOptions, resolve_sampling
 from slm_runtime.prompts import PromptBuilder, PromptTemplate, select_template
 from slm_runtime.residency import Residency
-from slm_runtime.scheduler import Lease, Scheduler
+from slm_runtime.scheduler import Lease, Scheduler, Ticket
 from slm_runtime.settings import RuntimeSettings
 from slm_runtime.shutdown import MODEL_LOAD_FAILED, Shutdown
 from slm_runtime.workers import SlotThreads
@@ -222,14 +222,21 @@ class ModelService:
 
     # --- admission --------------------------------------------------------------------------------------
 
-    async def admit(self, deadline: float, labels: tuple[str, str]) -> Lease:
-        """A lease on a slot, the wait for it observed as queue time; ServerBusyError when the queue is full or
-        the server is stopping, RequestTimeoutError when no slot frees up before ``deadline``."""
+    def reserve(self) -> Ticket:
+        """A place for a generation request before it is read (see :meth:`Scheduler.reserve`); ServerBusyError
+        when the server holds all the requests it may. (A stopping server refuses at :meth:`admit`, and one whose
+        model failed says so there.)"""
+        return self.scheduler.reserve()
+
+    async def admit(self, deadline: float, labels: tuple[str, str], ticket: Ticket | None = None) -> Lease:
+        """A lease on a slot, the wait for it observed as queue time; ServerBusyError when the queue is full (and
+        ``ticket`` reserved no place) or the server is stopping, RequestTimeoutError when no slot frees up before
+        ``deadline``."""
         if self.shutdown.draining:
             raise ServerBusyError()
         queued = time.perf_counter()
         try:
-            lease = await asyncio.wait_for(self.scheduler.acquire(), max(0.0, deadline - queued))
+            lease = await asyncio.wait_for(self.scheduler.acquire(ticket), max(0.0, deadline - queued))
         except TimeoutError as exc:
             raise RequestTimeoutError(
                 f"timed out after {self.settings.server.request_timeout:g}s waiting for a free slot"

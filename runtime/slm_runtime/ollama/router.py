@@ -21,7 +21,7 @@ from slm_runtime.ollama.protocol import (
 from slm_runtime.ollama.wire import keep_alive_seconds
 from slm_runtime.streaming import held
 
-__all__ = ["router"]
+__all__ = ["GENERATION_ENDPOINTS", "router"]
 
 router = APIRouter(tags=["ollama"])
 
@@ -91,3 +91,7 @@ async def pull(body: PullRequest, service: Service) -> Response:
 @router.delete("/api/delete", summary="Not supported (403)", include_in_schema=False)
 async def manage(request: Request) -> Response:
     raise serving.unsupported(request.url.path.removeprefix("/api/"))
+
+
+GENERATION_ENDPOINTS = (generate, chat)
+"""The routes whose requests take a generation slot (the admission gate guards them)."""

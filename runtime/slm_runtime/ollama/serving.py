@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, Callable
@@ -39,7 +38,7 @@ from slm_runtime.ollama.wire import (
     tool_request,
 )
 from slm_runtime.options import RequestOptions
-from slm_runtime.prompts import check_token_ids, tokenize_prompt
+from slm_runtime.prompts import check_token_ids, tokenize, tokenize_prompt
 from slm_runtime.request_context import begin_request
 from slm_runtime.service import ModelService
 from slm_runtime.settings import EngineSettings
@@ -178,7 +177,7 @@ async def generate(service: ModelService, body: GenerateRequest, request: Reques
     context.record.prompt_text = body.prompt
     if body.context:
         check_token_ids(engine, body.context, "context")
-        tokens = [*body.context, *(await asyncio.to_thread(engine.tokenize, text, add_special=False))]
+        tokens = [*body.context, *(await tokenize(engine, text, add_special=False))]
     else:
         tokens = await tokenize_prompt(engine, text)
     stops = prompts.generate_stops(body.template, body.raw)

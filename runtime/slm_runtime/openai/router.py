@@ -14,7 +14,7 @@ from slm_runtime.openai import serving
 from slm_runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from slm_runtime.streaming import held
 
-__all__ = ["router"]
+__all__ = ["GENERATION_ENDPOINTS", "router"]
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -44,3 +44,7 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
 @router.post("/embeddings", summary="Embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request, service: Service) -> Response:
     return await held(service.residency, None, serving.embeddings(service, body, request))
+
+
+GENERATION_ENDPOINTS = (chat_completions, completions)
+"""The routes whose requests take a generation slot (the admission gate guards them)."""

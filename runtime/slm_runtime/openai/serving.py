@@ -29,7 +29,7 @@ from slm_runtime.openai.protocol import (
 )
 from slm_runtime.openai.wire import prompt_messages, refuse, stops, tool_request
 from slm_runtime.options import RequestOptions
-from slm_runtime.prompts import check_token_ids, tokenize_prompt
+from slm_runtime.prompts import check_token_ids, tokenize, tokenize_prompt
 from slm_runtime.request_context import RequestContext, begin_request
 from slm_runtime.service import ModelService
 from slm_runtime.streaming import (
@@ -228,7 +228,7 @@ async def completions(service: ModelService, body: CompletionRequest, request: R
     _choices(len(texts) * n, service)
     engine = await context.engine()
     context.record.prompt_text = texts[0]
-    prompts = [await asyncio.to_thread(engine.tokenize, text, add_special=True) for text in texts]
+    prompts = [await tokenize(engine, text, add_special=True) for text in texts]
     events = _run(context, prompts, _options(body, body.max_tokens, logprobs=body.logprobs), PlainShaper, n)
     stream = bool(body.stream)
     envelope = Envelope("cmpl", "text_completion", body.model)

@@ -19,7 +19,7 @@ from slm_runtime.prompts.builder import PromptBuilder
 from slm_runtime.prompts.gotemplate import translate_go_template
 from slm_runtime.prompts.templates import DefaultTemplate, JinjaChatTemplate, OllamaTemplate, select_template
 from slm_runtime.prompts.thinking import ThinkingSplitter, opens_thinking, thinking_tags
-from slm_runtime.prompts.tokens import check_token_ids, fit_context, tokenize_prompt
+from slm_runtime.prompts.tokens import check_token_ids, fit_context, tokenize, tokenize_prompt
 
 __all__ = [
     "ChatMessage",
@@ -36,6 +36,7 @@ __all__ = [
     "opens_thinking",
     "select_template",
     "thinking_tags",
+    "tokenize",
     "tokenize_prompt",
     "translate_go_template",
 ]

@@ -12,7 +12,7 @@ import pytest
 from runtime_fast import wait_for
 
 from slm_runtime.bridge import TokenBridge
-from slm_runtime.engines.base import SamplingParams, TokenSink
+from slm_runtime.engines.base import GeneratedToken, SamplingParams, TokenSink
 from slm_runtime.engines.fake import BOS, FakeEngine
 from slm_runtime.errors import InvalidRequestError, RequestTimeoutError
 from slm_runtime.scheduler import Scheduler
@@ -107,5 +107,44 @@ def test_a_start_that_raises_frees_the_slot_and_reaches_the_caller() -> None:
 
     try:
         asyncio.run(scenario())
+    finally:
+        engine.close()
+
+
+def test_the_decoder_is_let_go_only_after_the_token_was_handled() -> None:
+    """``wait_delivered`` (what the decoder calls between steps) returns after the request's coroutine has handled
+    the token, not merely after the token reached the loop: the loop's per-token work never overlaps a step."""
+    engine = HeldEngine()
+
+    async def scenario() -> list[str]:
+        scheduler = Scheduler(1, 0)
+        lease = await scheduler.acquire()
+        bridge = TokenBridge()
+        mailbox = bridge.mailbox(asyncio.get_running_loop())
+        tokens = bridge.tokens(engine, lease, [BOS], PARAMS, deadline=time.perf_counter() + 5, timeout=5)
+        handled: list[str] = []
+
+        async def consume() -> None:
+            async for token in tokens:
+                handled.append(token.text)
+
+        consumer = asyncio.create_task(consume())
+        await wait_for(lambda: bool(engine.handed), "the generation to be handed over")
+        _, sink = engine.handed[0]
+        seen: list[str] = []
+
+        def decoder() -> None:
+            for text in "abc":
+                sink(GeneratedToken(ord(text), text))
+                mailbox.wait_delivered(timeout=5)
+                seen.append("".join(handled))
+            sink(None)
+
+        await asyncio.to_thread(decoder)
+        await consumer
+        return seen
+
+    try:
+        assert asyncio.run(scenario()) == ["a", "ab", "abc"]
     finally:
         engine.close()

@@ -17,7 +17,7 @@ def test_items_from_threads_arrive_in_order_per_queue() -> None:
 
         def produce(index: int) -> None:
             for value in range(200):
-                mailbox.put(queues[index], value)
+                mailbox.put(queues[index].put_nowait, value)
 
         threads = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
         for thread in threads:
@@ -45,11 +45,11 @@ def test_a_burst_is_delivered_by_one_drain() -> None:
         mailbox._drain = counted  # type: ignore[method-assign]
         queue: asyncio.Queue[int] = asyncio.Queue()
         for value in range(8):  # the loop is not running: all eight wait for one scheduled drain
-            mailbox.put(queue, value)
+            mailbox.put(queue.put_nowait, value)
         loop.run_until_complete(asyncio.sleep(0))
         assert drains == 1
         assert [queue.get_nowait() for _ in range(8)] == list(range(8))
-        mailbox.put(queue, 8)  # after a drain, the next item schedules a new one
+        mailbox.put(queue.put_nowait, 8)  # after a drain, the next item schedules a new one
         loop.run_until_complete(asyncio.sleep(0))
         assert drains == 2
     finally:
@@ -60,7 +60,7 @@ def test_a_closed_loop_refuses_items() -> None:
     loop = asyncio.new_event_loop()
     loop.close()
     with pytest.raises(RuntimeError):
-        Mailbox(loop).put(asyncio.Queue(), 1)
+        Mailbox(loop).put(asyncio.Queue().put_nowait, 1)
 
 
 def test_a_producer_can_wait_until_the_loop_has_handled_its_items() -> None:
@@ -78,7 +78,7 @@ def test_a_producer_can_wait_until_the_loop_has_handled_its_items() -> None:
         await asyncio.sleep(0)
 
         def produce() -> None:
-            mailbox.put(queue, 1)
+            mailbox.put(queue.put_nowait, 1)
             mailbox.wait_delivered(timeout=5)
             events.append("producer resumed")
 

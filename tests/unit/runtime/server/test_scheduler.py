@@ -108,3 +108,43 @@ def test_the_lowest_free_slot_is_handed_out_first() -> None:
         assert (await scheduler.acquire()).slot == 2
 
     asyncio.run(scenario())
+
+
+def test_tickets_count_as_places_and_their_acquire_is_never_refused() -> None:
+    async def scenario() -> None:
+        scheduler = Scheduler(slots=1, max_queue=1)
+        running = await scheduler.acquire()
+        ticket = scheduler.reserve()  # the queue's one place, taken before the request is read
+        assert (scheduler.waiting, scheduler.reserved) == (0, 1)
+        with pytest.raises(ServerBusyError):
+            scheduler.reserve()
+        with pytest.raises(ServerBusyError):
+            await scheduler.acquire()  # without a ticket: the place is taken
+        waiter = asyncio.create_task(scheduler.acquire(ticket))
+        await asyncio.sleep(0)
+        assert (scheduler.waiting, scheduler.reserved) == (1, 0)
+        running.release()
+        (await waiter).release()
+        assert scheduler.running == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_released_ticket_gives_its_place_back_once() -> None:
+    async def scenario() -> None:
+        scheduler = Scheduler(slots=1, max_queue=0)
+        ticket = scheduler.reserve()
+        with pytest.raises(ServerBusyError):
+            scheduler.reserve()
+        ticket.release()
+        ticket.release()  # idempotent: must not free a place twice
+        assert scheduler.reserved == 0
+        other = scheduler.reserve()
+        lease = await scheduler.acquire(other)
+        other.release()  # used: releasing it afterwards changes nothing
+        assert (scheduler.running, scheduler.reserved) == (1, 0)
+        with pytest.raises(ServerBusyError):
+            await scheduler.acquire(ticket)  # a released ticket holds no place
+        lease.release()
+
+    asyncio.run(scenario())
