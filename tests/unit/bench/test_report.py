@@ -204,6 +204,7 @@ def test_overload_ratio_and_waits_by_place(monkeypatch: pytest.MonkeyPatch) -> N
     assert "| 3 | 1 | 900 [900–900] |" in text
     assert "1 of 3 requests saw more stream ends" in text
     assert "| refused (503) per s | – | 800.0 [800.0–800.0] |" in text
+    assert "| 503s the server counted per s | – | 800.0 [800.0–800.0] |" in text
 
 
 def test_sampling_ratios() -> None:
@@ -258,7 +259,8 @@ def test_report_renders_each_present_result(tmp_path: Path, monkeypatch: pytest.
 def test_only_rewrites_one_section_and_puts_a_new_one_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state, out = tmp_path / "state", tmp_path / "benchmarks.md"
     slot_gaps, constrained = report.SECTIONS["slot_gaps"].heading, report.SECTIONS["constrained"].heading
-    out.write_text(f"# Benchmarks\n\n{slot_gaps}\n\nkept\n\n{constrained}\n\nalso kept\n")
+    onnx = report.SECTIONS["onnx"].heading  # before constrained decoding here, after it in the report's order
+    out.write_text(f"# Benchmarks\n\n{slot_gaps}\n\nkept\n\n{onnx}\n\nalso kept\n\n{constrained}\n")
     write(state, "overload", overload_result(script_params(overload, monkeypatch)))
     write(state, "prompt_reuse", prompt_reuse_result(script_params(prompt_reuse, monkeypatch)))
     for name in ("overload", "prompt_reuse"):
@@ -266,13 +268,14 @@ def test_only_rewrites_one_section_and_puts_a_new_one_in_order(tmp_path: Path, m
         assert report.main() == 0
     lines = out.read_text().splitlines()
     reuse, over = report.SECTIONS["prompt_reuse"].heading, report.SECTIONS["overload"].heading
-    assert lines.index(slot_gaps) < lines.index(reuse) < lines.index(constrained) < lines.index(over)
+    assert lines.index(slot_gaps) < lines.index(reuse) < lines.index(over) < lines.index(onnx)
     assert lines[lines.index(slot_gaps) + 2] == "kept"
-    assert lines[lines.index(constrained) + 2] == "also kept"
+    assert lines[lines.index(onnx) + 2] == "also kept"
+    assert lines[-1] == constrained
 
     (state / "overload.json").unlink()
     monkeypatch.setattr(sys, "argv", ["report.py", "--state", str(state), "--out", str(out), "--only", "overload"])
     assert report.main() == 0
     text = out.read_text()
     assert text.count(over) == 1
-    assert text.endswith(f"{over}\n\nNot run (`bench/overload.py`).\n")
+    assert f"{over}\n\nNot run (`bench/overload.py`).\n\n{onnx}\n" in text
