@@ -9,7 +9,7 @@ Two ``slm-runtime serve`` processes on the same GGUF (Gemma 3 270M Q4_K_M by def
 Every request is a streaming ``POST /v1/chat/completions``, greedy, --tokens new tokens at most. Each run starts
 its texts with the run number, so nothing is reused across runs.
 
-- ``multi_turn``: one conversation (a ~200-token system prompt, then --turns questions, each sent with the whole
+- ``multi_turn``: one conversation (a ~100-token system prompt, then --turns questions, each sent with the whole
   history: the earlier questions and the answers the server gave), replayed turn by turn as a client would;
 - ``multi_turn_concurrent``: 4 such conversations at once, each its own client;
 - ``shared_prefix``: a ~1,000-token system prompt shared by --users users with different questions: one user first,
@@ -182,9 +182,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         ]
         summary[scenario] = {
             "by_position": rows,
-            "later_speedup": benchlib.ratio(
-                benchlib.percentile(later_off, 50), benchlib.percentile(later_on, 50)
-            ),
+            "later_speedup": benchlib.ratio(benchlib.percentile(later_off, 50), benchlib.percentile(later_on, 50)),
             "identical_answers": sum(a == b for a, b in pairs),
             "answers": len(pairs),
         }
