@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Sampling cost at temperature > 0: llama.cpp's sampler chain against the numpy draw (engines/draw.py).
 
-    .venv/bin/python bench/sampling_cost.py [--model GGUF] [--steps 96] [--runs 3] [--tokens 48] [--threads 2]
-                                            [--concurrency 4 8] [--settle 5] [--foreign 0.2]
-                                            [--out .state/bench/sampling_cost.json]
+    .venv/bin/python bench/sampling_cost.py [--model GGUF] [--steps 96] [--runs 3] [--tokens 64] [--threads 2]
+                                            [--concurrency 4 8] [--out .state/bench/sampling_cost.json]
 
 One llama.cpp engine in this process (``--parallel 8``, batch-invariant defaults). Two measurements:
 
@@ -14,15 +13,21 @@ One llama.cpp engine in this process (``--parallel 8``, batch-invariant defaults
   microseconds per token (median, p90) per sampler and ``ratio`` (the chain's median over the draw's), and the share
   of steps the draw left to llama.cpp's cuts (``deferred_share``);
 - ``decode``: at temperature 0.8 (the other options at their defaults: top-k 40, top-p 0.9, repeat penalty 1.1),
-  ``concurrency`` generations started together, once with every sequence sampled by the chain and once by the draw
-  (the order alternating from run to run, runs redone when other work took the CPUs): tokens/s per sequence while
-  all were generating, and ``ratio`` (draw over chain, per run).
+  ``concurrency`` generations of ``--tokens`` tokens started together, ``--runs`` times (distinct prompts); every
+  sequence has both samplers (:class:`Alternating`) and the decode steps alternate between them: every sequence
+  is sampled by the chain in one step and by the draw in the next (the other sampler accepts the token chosen, so
+  both keep the same penalty window). Each step is timed on the decoder thread (one decode of the batch and its
+  sampling), only steps in which all ``concurrency`` sequences were generating are counted. Adjacent steps share
+  whatever else the machine was doing, so the figures hold under other load: per sampler the median step time
+  and decode tokens/s per sequence, and ``ratio`` (the draw's tokens/s over the chain's: their median step times,
+  per run).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import threading
@@ -31,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
-from constrained_decoding import all_running_rate
 
 log = logging.getLogger("bench.sampling_cost")
 
@@ -57,7 +61,8 @@ def load(model: Path, args: argparse.Namespace) -> Any:
 
 
 class Samplers:
-    """Makes the engine's samplers: the chain, the draw, or both timed side by side (:class:`SideBySide`)."""
+    """Makes the engine's samplers (``variant``): the chain, the draw, both timed side by side (``both``:
+    :class:`SideBySide`) or both taking turns step by step (``alternating``: :class:`Alternating`)."""
 
     def __init__(self) -> None:
         from slm_runtime.engines import llama_cpp
@@ -65,6 +70,7 @@ class Samplers:
         self._module = llama_cpp
         self._original = llama_cpp.make_sampler
         self.variant = "draw"
+        self.phase = Phase()
         self.made: list[Any] = []
         llama_cpp.make_sampler = self._make
 
@@ -82,7 +88,8 @@ class Samplers:
             raise RuntimeError(f"the engine does not draw in numpy for {params}")
         if self.variant == "draw":
             return draw
-        self.made.append(SideBySide(ChainSampler(sampler_chain(vocab, n_vocab, params, seed, None)), draw))
+        chain = ChainSampler(sampler_chain(vocab, n_vocab, params, seed, None))
+        self.made.append(SideBySide(chain, draw) if self.variant == "both" else Alternating(chain, draw, self.phase))
         return self.made[-1]
 
     def restore(self) -> None:
@@ -154,45 +161,113 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def wave(engine: Any, samplers: Samplers, variant: str, concurrency: int, first: int, tokens: int) -> float:
-    """``concurrency`` generations at temperature 0.8 started together; tokens/s per sequence while all ran."""
+class Phase:
+    """Which sampler the sequences use in the current step, and each step's time by sampler (decoder thread)."""
+
+    def __init__(self) -> None:
+        self.variant = VARIANTS[0]
+        self.steps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        self.wanted = 0
+        self._calls = 0
+        self._generating = False
+        self._last: float | None = None
+
+    def observe(self, sequences: int, tokens: int) -> None:
+        """After each ``llama_decode`` call of a step: the step counts when its one call was all wanted sequences
+        generating one token each (no prompt chunk beside them)."""
+        self._generating = self._calls == 0 and sequences == tokens == self.wanted
+        self._calls += 1
+
+    def after_step(self) -> None:
+        """After each step's sampling: time it, then hand the next step to the other sampler."""
+        now = time.perf_counter()
+        if self._last is not None and self._calls == 1 and self._generating:
+            self.steps[self.variant].append(now - self._last)
+        self._last = now
+        self._calls = 0
+        self.variant = VARIANTS[1] if self.variant == VARIANTS[0] else VARIANTS[0]
+
+    def reset(self, wanted: int) -> None:
+        self.steps = {v: [] for v in VARIANTS}
+        self.wanted = wanted
+        self._last = None
+
+
+class Alternating:
+    """One sequence's chain and draw, taking turns as :class:`Phase` says; the other accepts the token chosen."""
+
+    def __init__(self, chain: Any, draw: Any, phase: Phase) -> None:
+        self.chain = chain
+        self.draw = draw
+        self.phase = phase
+
+    def choose(self, step: Any) -> int:
+        if self.phase.variant == "chain":
+            token = int(self.chain.choose(step))
+            self.draw.remember(token)
+        else:
+            token = int(self.draw.choose(step))
+            self.chain.accept(token)
+        return token
+
+    def close(self) -> None:
+        self.chain.close()
+        self.draw.close()
+
+
+def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: int) -> dict[str, list[float]]:
+    """``concurrency`` generations at temperature 0.8 started together, the steps alternating between samplers."""
     from slm_runtime.engines.base import SamplingParams
 
-    samplers.variant = variant
-    stamps: list[list[float]] = [[] for _ in range(concurrency)]
+    samplers.variant = "alternating"
+    samplers.phase.reset(concurrency)
 
     def generate(slot: int) -> None:
         params = SamplingParams(max_tokens=tokens, temperature=0.8, seed=first + slot)
         prompt = engine.tokenize(benchlib.prompt(first + slot))
         for _ in engine.stream(slot, prompt, params, threading.Event()):
-            stamps[slot].append(time.perf_counter())
+            pass
 
     threads = [threading.Thread(target=generate, args=(slot,)) for slot in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    rate = all_running_rate(stamps)
-    log.info("x%d %-5s %.1f tok/s per sequence", concurrency, variant, rate)
-    return rate
+    steps = samplers.phase.steps
+    log.info(
+        "x%d: %d chain steps of %.1f ms, %d draw steps of %.1f ms (medians)",
+        concurrency,
+        len(steps["chain"]),
+        1e3 * statistics.median(steps["chain"] or [math.nan]),
+        len(steps["draw"]),
+        1e3 * statistics.median(steps["draw"] or [math.nan]),
+    )
+    return steps
 
 
 def decode(engine: Any, samplers: Samplers, args: argparse.Namespace) -> dict[str, Any]:
+    engine.observe_steps(samplers.phase.observe)
+    engine.after_steps(samplers.phase.after_step)
     cases: dict[str, Any] = {}
-    for concurrency in args.concurrency:
-        wave(engine, samplers, "draw", concurrency, 1, args.tokens)  # warm-up, not counted
-
-        def run(number: int, concurrency: int = concurrency) -> dict[str, float]:
-            order = VARIANTS if number % 2 else VARIANTS[::-1]
-            first = 10_000 * number + 100 * concurrency
-            return {v: wave(engine, samplers, v, concurrency, first + 10 * i, args.tokens) for i, v in enumerate(order)}
-
-        runs = benchlib.clean_runs(run, args.runs, args.foreign, args.settle)
-        cases[f"x{concurrency}"] = {
-            "tok_s": {v: benchlib.spread([r[v] for r in runs.results], 1) for v in VARIANTS},
-            "ratio": benchlib.spread([benchlib.ratio(r["draw"], r["chain"]) for r in runs.results]),
-            "noise": runs.noise(),
-        }
+    try:
+        for concurrency in args.concurrency:
+            wave(engine, samplers, concurrency, 1, 8)  # warm-up, not counted
+            runs = [
+                wave(engine, samplers, concurrency, 10_000 * run + 100 * concurrency, args.tokens)
+                for run in range(1, args.runs + 1)
+            ]
+            every = {v: [s for r in runs for s in r[v]] for v in VARIANTS}
+            cases[f"x{concurrency}"] = {
+                "steps": {v: len(every[v]) for v in VARIANTS},
+                "step_ms": {v: round(1e3 * statistics.median(every[v]), 2) for v in VARIANTS},
+                "tok_s": {v: round(1 / statistics.median(every[v]), 1) for v in VARIANTS},
+                "ratio": benchlib.spread(
+                    [benchlib.ratio(statistics.median(r["chain"]), statistics.median(r["draw"])) for r in runs]
+                ),
+            }
+    finally:
+        engine.observe_steps(None)
+        engine.after_steps(None)
     return cases
 
 
@@ -201,12 +276,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="GGUF file (default: Gemma 3 270M Q4_K_M)")
     parser.add_argument("--steps", type=int, default=96, help="tokens per parameter set sampled by both")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=48, help="most new tokens per generation in the decode waves")
+    parser.add_argument("--tokens", type=int, default=64, help="most new tokens per generation in the decode waves")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--context-length", type=int, default=512, help="tokens per sequence (slot)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8], choices=range(1, PARALLEL + 1))
-    parser.add_argument("--settle", type=float, default=5, help=benchlib.SETTLE_HELP)
-    parser.add_argument("--foreign", type=float, default=0.2, help=benchlib.FOREIGN_HELP)
     parser.add_argument("--out", type=Path, default=benchlib.STATE / "sampling_cost.json")
     return parser.parse_args()
 
@@ -231,9 +304,8 @@ def main() -> int:
         print(f"sampling cost {name}: chain/draw {case['ratio']:.1f}x per token")
     for key, case in result["decode"].items():
         ratio = case["ratio"]
-        print(
-            f"decode {key} at T=0.8: draw/chain {ratio['median']:.2f} (min {ratio['min']:.2f}, max {ratio['max']:.2f})"
-        )
+        spread = f"(min {ratio['min']:.2f}, max {ratio['max']:.2f})"
+        print(f"decode {key} at T=0.8: draw/chain tokens/s {ratio['median']:.2f} {spread}")
     return 0
 
 

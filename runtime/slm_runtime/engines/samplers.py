@@ -76,6 +76,10 @@ class ChainSampler:
     def choose(self, step: StepLogits) -> int:
         return int(quick_calls().sample(self._chain, step.ctx, step.index))
 
+    def accept(self, token: int) -> None:
+        """Put a token another sampler chose into the chain's state (its penalty window), as ``choose`` does."""
+        quick_calls().accept(self._chain, token)
+
     def close(self) -> None:
         import llama_cpp
 
