@@ -20,7 +20,8 @@ One llama.cpp engine in this process (``--parallel 8``, batch-invariant defaults
   sampling), only steps in which all ``concurrency`` sequences were generating are counted. Adjacent steps share
   whatever else the machine was doing, so the figures hold under other load: per sampler the median step time
   and decode tokens/s per sequence, and ``ratio`` (the draw's tokens/s over the chain's: their median step times,
-  per run).
+  per run); also the decoder thread's CPU time per step (``decoder_cpu_ms``, ``cpu_ratio``: the chain's over the
+  draw's), which other processes disturb less than wall time.
 """
 
 from __future__ import annotations
@@ -164,13 +165,14 @@ def percentile(values: list[float], share: float) -> float:
 class Phase:
     """Which sampler the sequences use in the current step, and each step's time by sampler (decoder thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: int = 0) -> None:
         self.variant = VARIANTS[0]
         self.steps: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        self.wanted = 0
+        self.cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        self.wanted = wanted
         self._calls = 0
         self._generating = False
-        self._last: float | None = None
+        self._last: tuple[float, float] | None = None
 
     def observe(self, sequences: int, tokens: int) -> None:
         """After each ``llama_decode`` call of a step: the step counts when its one call was all wanted sequences
@@ -180,17 +182,13 @@ class Phase:
 
     def after_step(self) -> None:
         """After each step's sampling: time it, then hand the next step to the other sampler."""
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.thread_time())
         if self._last is not None and self._calls == 1 and self._generating:
-            self.steps[self.variant].append(now - self._last)
+            self.steps[self.variant].append(now[0] - self._last[0])
+            self.cpu[self.variant].append(now[1] - self._last[1])
         self._last = now
         self._calls = 0
         self.variant = VARIANTS[1] if self.variant == VARIANTS[0] else VARIANTS[0]
-
-    def reset(self, wanted: int) -> None:
-        self.steps = {v: [] for v in VARIANTS}
-        self.wanted = wanted
-        self._last = None
 
 
 class Alternating:
@@ -215,12 +213,12 @@ class Alternating:
         self.draw.close()
 
 
-def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: int) -> dict[str, list[float]]:
+def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: int) -> Phase:
     """``concurrency`` generations at temperature 0.8 started together, the steps alternating between samplers."""
     from slm_runtime.engines.base import SamplingParams
 
     samplers.variant = "alternating"
-    samplers.phase.reset(concurrency)
+    phase = samplers.phase = Phase(concurrency)
 
     def generate(slot: int) -> None:
         params = SamplingParams(max_tokens=tokens, temperature=0.8, seed=first + slot)
@@ -233,7 +231,7 @@ def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: 
         thread.start()
     for thread in threads:
         thread.join()
-    steps = samplers.phase.steps
+    steps = phase.steps
     log.info(
         "x%d: %d chain steps of %.1f ms, %d draw steps of %.1f ms (medians)",
         concurrency,
@@ -242,12 +240,12 @@ def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: 
         len(steps["draw"]),
         1e3 * statistics.median(steps["draw"] or [math.nan]),
     )
-    return steps
+    return phase
 
 
 def decode(engine: Any, samplers: Samplers, args: argparse.Namespace) -> dict[str, Any]:
-    engine.observe_steps(samplers.phase.observe)
-    engine.after_steps(samplers.phase.after_step)
+    engine.observe_steps(lambda sequences, tokens: samplers.phase.observe(sequences, tokens))
+    engine.after_steps(lambda: samplers.phase.after_step())
     cases: dict[str, Any] = {}
     try:
         for concurrency in args.concurrency:
@@ -256,13 +254,21 @@ def decode(engine: Any, samplers: Samplers, args: argparse.Namespace) -> dict[st
                 wave(engine, samplers, concurrency, 10_000 * run + 100 * concurrency, args.tokens)
                 for run in range(1, args.runs + 1)
             ]
-            every = {v: [s for r in runs for s in r[v]] for v in VARIANTS}
+            every = {v: [s for r in runs for s in r.steps[v]] for v in VARIANTS}
+            cpu = {v: [s for r in runs for s in r.cpu[v]] for v in VARIANTS}
             cases[f"x{concurrency}"] = {
                 "steps": {v: len(every[v]) for v in VARIANTS},
                 "step_ms": {v: round(1e3 * statistics.median(every[v]), 2) for v in VARIANTS},
                 "tok_s": {v: round(1 / statistics.median(every[v]), 1) for v in VARIANTS},
                 "ratio": benchlib.spread(
-                    [benchlib.ratio(statistics.median(r["chain"]), statistics.median(r["draw"])) for r in runs]
+                    [
+                        benchlib.ratio(statistics.median(r.steps["chain"]), statistics.median(r.steps["draw"]))
+                        for r in runs
+                    ]
+                ),
+                "decoder_cpu_ms": {v: round(1e3 * statistics.median(cpu[v]), 2) for v in VARIANTS},
+                "cpu_ratio": benchlib.spread(
+                    [benchlib.ratio(statistics.median(r.cpu["chain"]), statistics.median(r.cpu["draw"])) for r in runs]
                 ),
             }
     finally:

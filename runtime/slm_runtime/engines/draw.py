@@ -32,7 +32,7 @@ Where the arithmetic here cannot settle the set (a tie across the k-th place, or
 within the rounding bound of top_p; a logit that is not finite), llama.cpp decides: its own cuts
 (:func:`~slm_runtime.engines.samplers.cuts_chain`) run over the whole vocabulary in token order with the penalized
 logits, as ``llama_sampler_sample`` would run them, and the draw is made from what they leave (:attr:`TokenDraw.
-deferred` counts these steps: a few in a thousand on Gemma 3 at the defaults).
+deferred` counts these steps: about one in a thousand on Gemma 3 270M).
 
 :func:`fast_draw_applies` says where this applies; the chain samples elsewhere: under a grammar; for a top-p over the
 whole vocabulary (top-k 0), a cut that depends on a float32 sum of 262,144 exponentials in token order, whose
