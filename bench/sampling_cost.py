@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Sampling cost at temperature > 0: llama.cpp's sampler chain against the numpy draw (engines/draw.py).
 
-    .venv/bin/python bench/sampling_cost.py [--model GGUF] [--steps 96] [--runs 3] [--tokens 64] [--threads 2]
-                                            [--concurrency 4 8] [--out .state/bench/sampling_cost.json]
+    .venv/bin/python bench/sampling_cost.py [--model GGUF] [--steps 96] [--runs 3] [--tokens 160] [--threads 2]
+                                            [--concurrency 4 8] [--settle 5] [--out .state/bench/sampling_cost.json]
 
 One llama.cpp engine in this process (``--parallel 8``, batch-invariant defaults). Two measurements:
 
@@ -121,7 +121,7 @@ class SideBySide:
         self.draw.close()
 
 
-def per_token(engine: Any, samplers: Samplers, steps: int) -> dict[str, Any]:
+def per_token(engine: Any, samplers: Samplers, steps: int, settle_s: float) -> dict[str, Any]:
     from slm_runtime.engines.base import SamplingParams
 
     samplers.variant = "both"
@@ -129,6 +129,7 @@ def per_token(engine: Any, samplers: Samplers, steps: int) -> dict[str, Any]:
     try:
         for number, (name, options) in enumerate(PARAMETER_SETS.items()):
             samplers.made.clear()
+            benchlib.settle(settle_s)
             params = SamplingParams(max_tokens=steps, temperature=0.8, seed=number, **options)
             prompt = engine.tokenize(benchlib.prompt(1000 + number))
             list(engine.stream(0, prompt, params, threading.Event()))
@@ -213,11 +214,12 @@ class Alternating:
         self.draw.close()
 
 
-def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: int) -> Phase:
+def wave(engine: Any, samplers: Samplers, concurrency: int, first: int, tokens: int, settle_s: float) -> Phase:
     """``concurrency`` generations at temperature 0.8 started together, the steps alternating between samplers."""
     from slm_runtime.engines.base import SamplingParams
 
     samplers.variant = "alternating"
+    benchlib.settle(settle_s)
     phase = samplers.phase = Phase(concurrency)
 
     def generate(slot: int) -> None:
@@ -249,9 +251,9 @@ def decode(engine: Any, samplers: Samplers, args: argparse.Namespace) -> dict[st
     cases: dict[str, Any] = {}
     try:
         for concurrency in args.concurrency:
-            wave(engine, samplers, concurrency, 1, 8)  # warm-up, not counted
+            wave(engine, samplers, concurrency, 1, 8, 0)  # warm-up, not counted
             runs = [
-                wave(engine, samplers, concurrency, 10_000 * run + 100 * concurrency, args.tokens)
+                wave(engine, samplers, concurrency, 10_000 * run + 100 * concurrency, args.tokens, args.settle)
                 for run in range(1, args.runs + 1)
             ]
             every = {v: [s for r in runs for s in r.steps[v]] for v in VARIANTS}
@@ -282,10 +284,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="GGUF file (default: Gemma 3 270M Q4_K_M)")
     parser.add_argument("--steps", type=int, default=96, help="tokens per parameter set sampled by both")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=64, help="most new tokens per generation in the decode waves")
+    parser.add_argument("--tokens", type=int, default=160, help="most new tokens per generation in the decode waves")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--context-length", type=int, default=512, help="tokens per sequence (slot)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8], choices=range(1, PARALLEL + 1))
+    parser.add_argument("--settle", type=float, default=5, help=benchlib.SETTLE_HELP)
     parser.add_argument("--out", type=Path, default=benchlib.STATE / "sampling_cost.json")
     return parser.parse_args()
 
@@ -300,7 +303,7 @@ def main() -> int:
     engine = load(model, args)
     samplers = Samplers()
     try:
-        result["per_token"] = per_token(engine, samplers, args.steps)
+        result["per_token"] = per_token(engine, samplers, args.steps, args.settle)
         result["decode"] = decode(engine, samplers, args)
     finally:
         samplers.restore()
