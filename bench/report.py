@@ -638,10 +638,10 @@ def section_sampling(result: Result | None) -> list[str]:
     decode = [
         [
             key.removeprefix("x"),
-            sp(case["tok_s"]["chain"]),
-            sp(case["tok_s"]["draw"]),
-            f"**{sp(case['ratio'], 2)}**",
-            _case_noise(case),
+            f"{num(case['step_ms']['chain'])} / {num(case['step_ms']['draw'])}",
+            f"{num(case['tok_s']['chain'])} / {num(case['tok_s']['draw'])}",
+            f"**{sp(case['ratio'], 3)}**",
+            sp(case["cpu_ratio"], 3),
         ]
         for key, case in result.get("decode", {}).items()
     ]
@@ -667,11 +667,18 @@ def section_sampling(result: Result | None) -> list[str]:
         ),
         "",
         f"Decode: N generations of up to {p['tokens']} tokens at the default sampling options started together, "
-        f"every sequence sampled by the chain or by the numpy draw, {p['runs']} runs alternating which goes "
-        "first; tokens/s per sequence while all were generating.",
+        "the engine's steps alternating between sampling every sequence with the chain and with the numpy draw "
+        f"(adjacent steps share the machine's other load), {p['runs']} runs; per step the wall time, the tokens/s "
+        "per sequence it gives, and the decoder thread's CPU time.",
         "",
         *table(
-            ["sequences", "chain tok/s per sequence", "numpy tok/s per sequence", "numpy ÷ chain (per run)", "noise"],
+            [
+                "sequences",
+                "step ms chain / numpy",
+                "tok/s per sequence chain / numpy",
+                "numpy ÷ chain tok/s (per run)",
+                "chain ÷ numpy decoder CPU (per run)",
+            ],
             decode,
         ),
         "",
@@ -743,6 +750,11 @@ def section_overload(result: Result | None) -> list[str]:
         "(requests sent before it that had no first token yet when it was sent); wait: sent to first token, ms:",
         "",
         *table(["place", "requests", "wait ms"], places),
+        "",
+        f"Time to first token without a queue (alone phases): {sp(queue.get('unqueued_ttft_ms'))} ms; the admitted "
+        "requests' wait beyond what their place explains (their place's stream ends plus that), ms p50 / p99 / max: "
+        + " / ".join(num(queue.get("wait_beyond_place_ms", {}).get(k)) for k in ("p50", "p99", "max"))
+        + ".",
         "",
         "In a first-come-first-served queue a request gets a slot at the (place + 1)-th stream end at the latest: "
         f"{excess['positive']} of {queue['requests']} requests saw more stream ends before their first token than "

@@ -85,7 +85,10 @@ def overload_result(params: dict[str, Any]) -> dict[str, Any]:
             "tok_s": {"alone": benchlib.spread([100.0], 2), "hammered": benchlib.spread([95.0], 2)},
             "ratio": benchlib.spread([0.95]),
             "refusals_per_s": benchlib.spread([800.0], 1),
-            "queue": overload.queue_summary([(0, 0.2, 0), (0, 0.3, 0), (3, 0.9, 2)]),
+            "queue": overload.queue_summary(
+                [overload.Place(0, 0.2, 0, 0.0), overload.Place(0, 0.3, 0, 0.0), overload.Place(3, 0.9, 2, 0.25)],
+                [0.15, 0.18],
+            ),
             "noise": {"foreign_cpu": benchlib.spread([0.1, 0.1])},
         }
     )
@@ -94,14 +97,20 @@ def overload_result(params: dict[str, Any]) -> dict[str, Any]:
 def sampling_result() -> dict[str, Any]:
     params = {"steps": 96, "runs": 3, "tokens": 48, "threads": 2, "context_length": 512, "parallel": 8}
     case = {"steps": 95, "chain_us": {"median": 900.0, "p90": 1100.0}, "draw_us": {"median": 150.0, "p90": 180.0}}
-    decode = {"tok_s": {"chain": benchlib.spread([20.0]), "draw": benchlib.spread([24.0])}}
+    decode = {
+        "steps": {"chain": 120, "draw": 120},
+        "step_ms": {"chain": 50.0, "draw": 41.7},
+        "tok_s": {"chain": 20.0, "draw": 24.0},
+        "decoder_cpu_ms": {"chain": 48.0, "draw": 40.0},
+        "cpu_ratio": benchlib.spread([1.2]),
+    }
     return {
         "params": params,
         "per_token": {
             "defaults": {"options": {}, **case, "ratio": 6.0, "deferred_share": 0.0},
             "top_k_1": {"options": {"top_k": 1}, **case, "ratio": 6.0, "deferred_share": 0.0125},
         },
-        "decode": {"x4": {**decode, "ratio": benchlib.spread([1.2]), "noise": benchlib.Clean(foreign=[0.1]).noise()}},
+        "decode": {"x4": {**decode, "ratio": benchlib.spread([1.2])}},
     }
 
 
@@ -211,7 +220,7 @@ def test_sampling_ratios() -> None:
     text = "\n".join(report.section_sampling(sampling_result()))
     assert "| `defaults` | the defaults | 900.0 (1100.0) | 150.0 (180.0) | **6.0×** | 0.0% |" in text
     assert "| `top_k_1` | top_k 1 |" in text
-    assert "| 4 | 20.0 [20.0–20.0] | 24.0 [24.0–24.0] | **1.20 [1.20–1.20]** |" in text
+    assert "| 4 | 50.0 / 41.7 | 20.0 / 24.0 | **1.200 [1.200–1.200]** | 1.200 [1.200–1.200] |" in text
 
 
 def test_single_stream_short_prompt_rows(monkeypatch: pytest.MonkeyPatch) -> None:
