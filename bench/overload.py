@@ -2,7 +2,7 @@
 """Overload: generation throughput while a full queue refuses impatient clients, and queue waits against places.
 
     .venv/bin/python bench/overload.py [--model PATH] [--rounds 3] [--parallel 8] [--max-queue 8] [--hammer 56]
-        [--tokens 64] [--threads 2] [--context-length 2048] [--warm 5] [--window 20] [--settle 5]
+        [--tokens 64] [--threads 2] [--context-length 2048] [--warm 5] [--window 20] [--settle 5] [--foreign 0.2]
         [--out .state/bench/overload.json]
 
 One ``slm-runtime serve --parallel P --max-queue Q`` (Gemma 3 270M Q4_K_M by default, --threads threads) and two
@@ -14,7 +14,8 @@ phases, alternating over --rounds rounds (which goes first alternates too):
   arrives, and an answered request is followed at once by the next. The slots stay busy, Q requests wait, and the
   rest are refused over and over.
 
-Each phase runs --warm seconds (the queue fills), then --window seconds are measured. The clients speak HTTP/1.1
+Each phase runs --warm seconds (the queue fills), then --window seconds are measured; before each phase the script
+waits up to --settle seconds for a quiet machine. The clients speak HTTP/1.1
 over one kept-alive connection each, with a minimal client of their own (no HTTP library), so that what the
 refused traffic costs is the server's, not the benchmark's; the client side still shares the machine.
 
@@ -34,7 +35,9 @@ Figures (in .state/bench/overload.json):
   place explains (a little may come from prompt reads that take longer than the median);
 - ``server``: the server's own counters per phase: mean queue time of the requests it admitted
   (``slm_request_queue_seconds``) and the 503s it counted (``slm_requests_total{outcome="busy"}``);
-- ``noise``: the share of the CPUs that other work used during each window.
+- ``noise``: the share of the CPUs that other work used during each kept round, and how many rounds were redone
+  (a round during which other work used more than --foreign of the CPUs is redone, at most --rounds extra times,
+  then the least disturbed --rounds are kept; each phase also records its own share, ``foreign_cpu``).
 """
 
 from __future__ import annotations
@@ -172,7 +175,10 @@ async def run_phase(name: str, url: tuple[str, int], clients: int, args: argpars
         tasks += [
             asyncio.create_task(client(url, phase, numbers, args.tokens, stop)) for _ in range(clients - args.parallel)
         ]
-    await asyncio.wait_for(asyncio.gather(*tasks), args.warm + args.window + args.run_timeout)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), args.warm + args.window + args.run_timeout)
+    except TimeoutError:
+        raise benchlib.TooSlowError(f"the {name} phase overran by {args.run_timeout:.0f}s") from None
     return phase
 
 
@@ -314,24 +320,34 @@ def runtime_server(model: Path, args: argparse.Namespace) -> benchlib.Server:
     return benchlib.Server("slm-runtime", command, "/readyz", port)
 
 
+@dataclass
+class Round:
+    """Both phases of one round, and what the queue analysis needs of them."""
+
+    results: dict[str, dict[str, Any]]
+    ttft0: float
+    places: list[Place]
+
+
+def measure_round(server: benchlib.Server, number: int, args: argparse.Namespace) -> Round:
+    order = ("alone", "hammered") if number % 2 else ("hammered", "alone")
+    phases = {name: measure_phase(server, name, args) for name in order}
+    results = {name: result for name, (result, _) in phases.items()}
+    ttft0 = unqueued_ttft(phases["alone"][1], args)
+    ratio = benchlib.ratio(results["hammered"]["tok_s"], results["alone"]["tok_s"])
+    log.info("round %d: hammered/alone %.3f", number, ratio)
+    return Round(results, ttft0, queue_places(phases["hammered"][1], args, ttft0))
+
+
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     server = runtime_server(model, args)
-    rounds: list[dict[str, Any]] = []
-    places: list[Place] = []
-    ttft0: list[float] = []
     try:
         server.start()
         asyncio.run(benchlib.wave(server.url, [benchlib.completion_body(benchlib.prompt(i), 8) for i in range(8)]))
-        for number in range(args.rounds):
-            order = ("alone", "hammered") if number % 2 == 0 else ("hammered", "alone")
-            phases = {name: measure_phase(server, name, args) for name in order}
-            rounds.append({name: result for name, (result, _) in phases.items()})
-            ttft0.append(unqueued_ttft(phases["alone"][1], args))
-            places += queue_places(phases["hammered"][1], args, ttft0[-1])
-            ratio = benchlib.ratio(rounds[-1]["hammered"]["tok_s"], rounds[-1]["alone"]["tok_s"])
-            log.info("round %d: hammered/alone %.3f", number + 1, ratio)
+        runs = benchlib.clean_runs(lambda n: measure_round(server, n, args), args.rounds, args.foreign, args.settle)
     finally:
         server.stop()
+    rounds = [r.results for r in runs.results]
     hammered = [r["hammered"] for r in rounds]
     return {
         "rounds": rounds,
@@ -341,10 +357,8 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         },
         "ratio": benchlib.spread([benchlib.ratio(r["hammered"]["tok_s"], r["alone"]["tok_s"]) for r in rounds]),
         "refusals_per_s": benchlib.spread([h["refusals"]["per_s"] for h in hammered], 1),
-        "queue": queue_summary(places, ttft0),
-        "noise": {
-            "foreign_cpu": benchlib.spread([r[name]["foreign_cpu"] for r in rounds for name in ("alone", "hammered")])
-        },
+        "queue": queue_summary([p for r in runs.results for p in r.places], [r.ttft0 for r in runs.results]),
+        "noise": runs.noise(),
     }
 
 
@@ -361,6 +375,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warm", type=float, default=5, help="seconds of each phase before the window")
     parser.add_argument("--window", type=float, default=20, help="seconds measured per phase")
     parser.add_argument("--settle", type=float, default=5, help=benchlib.SETTLE_HELP)
+    parser.add_argument("--foreign", type=float, default=0.2, help=benchlib.FOREIGN_HELP)
     parser.add_argument("--run-timeout", type=float, default=120, help="seconds a phase may overrun before it fails")
     parser.add_argument("--out", type=Path, default=benchlib.STATE / "overload.json")
     return parser.parse_args()

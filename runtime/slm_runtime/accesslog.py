@@ -71,21 +71,26 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            headers = dict(scope.get("headers") or [])
-            client = scope.get("client")
-            fields: dict[str, Any] = {
-                "client": f"{client[0]}:{client[1]}" if client else "-",
-                "caller": key_fingerprint(headers.get(b"authorization", b"").decode("latin-1")),
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status or 499,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "model": record.model or "-",
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-            }
-            if record.outcome:
-                fields["outcome"] = record.outcome
-            if self.log_prompts and record.prompt_text is not None:
-                fields["prompt"] = record.prompt_text
-            log.info(" ".join(f"{k}={v!r}" if k == "prompt" else f"{k}={v}" for k, v in fields.items()))
+            if log.isEnabledFor(logging.INFO):
+                self._log(scope, record, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, record: AccessRecord, status: int, seconds: float) -> None:
+        """One line for the request (built only when the access log is on: a storm of refusals builds none)."""
+        headers = dict(scope.get("headers") or [])
+        client = scope.get("client")
+        fields: dict[str, Any] = {
+            "client": f"{client[0]}:{client[1]}" if client else "-",
+            "caller": key_fingerprint(headers.get(b"authorization", b"").decode("latin-1")),
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status or 499,
+            "duration_ms": round(seconds * 1000, 1),
+            "model": record.model or "-",
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+        }
+        if record.outcome:
+            fields["outcome"] = record.outcome
+        if self.log_prompts and record.prompt_text is not None:
+            fields["prompt"] = record.prompt_text
+        log.info(" ".join(f"{k}={v!r}" if k == "prompt" else f"{k}={v}" for k, v in fields.items()))

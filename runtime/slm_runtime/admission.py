@@ -43,8 +43,10 @@ __all__ = [
 TICKET_STATE = "admission_ticket"
 """The request-state attribute that carries a request's :class:`~slm_runtime.scheduler.Ticket` to the scheduler."""
 
-REFUSALS_PER_SECOND = 100.0
-"""The rate 503s go out at once a storm of them has used up :data:`REFUSAL_BURST`."""
+REFUSALS_PER_SECOND = 50.0
+"""The rate 503s go out at once a storm of them has used up :data:`REFUSAL_BURST`. A refusal costs the event loop
+about half a millisecond (most of it uvicorn's HTTP parsing and two socket writes): 50 per second keep it under 3%
+of a core, and the impatient clients' own work in proportion."""
 
 REFUSAL_BURST = 20
 """Refusals answered at once before pacing starts (so an occasional 503 is never delayed)."""
