@@ -48,9 +48,11 @@ def rfc3339_now() -> str:
 class ClosingStreamingResponse(StreamingResponse):
     """A StreamingResponse that closes its body iterator however the response ends, then calls ``on_close``.
 
-    Its status line and headers go out with its first chunk (a generation's first token), not before it: the
-    client then wakes once for both, after the first decode step rather than in the middle of it, where on a small
-    machine its work and the server's own took CPU from the step and delayed the token they were waiting for.
+    Its status line and headers go out with its first chunk (a generation's first token, written right after them),
+    not before it: the client reads both at once after the first decode step rather than the headers in the middle
+    of it, where on a small machine its work and the server's took CPU from the step that makes the first token.
+    (Errors before the first token still end the stream as its only chunk; those before admission never start
+    one, see :func:`respond`.)
     """
 
     on_close: Callable[[], None] | None = None
