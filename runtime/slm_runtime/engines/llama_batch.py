@@ -15,7 +15,7 @@ Every sequence has its own cache stream and its prompt is evaluated in the same 
 (see :mod:`slm_runtime.engines.batch_plan`): with greedy sampling its tokens are the same whether it runs alone
 or beside seven others.
 
-With ``reuse_prefixes`` (the ``prompt_cache`` setting, on by default) a finished sequence leaves its cells in place,
+With ``reuse_prefixes`` (the ``prompt_cache`` setting) a finished sequence leaves its cells in place,
 and a new request skips re-evaluating the longest prefix it shares with what any slot holds: its own slot's cells
 (multi-turn chat) or another slot's, copied with llama.cpp's sequence copy (a shared system prompt). Only cells that
 a prompt chunk of at least :data:`~slm_runtime.engines.batch_plan.MIN_CHUNK` tokens computed are reused (a

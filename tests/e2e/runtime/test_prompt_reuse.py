@@ -1,4 +1,4 @@
-"""Prompt reuse (the prompt cache, on by default) on the real model: greedy output is the same with it on and off.
+"""Prompt reuse (the prompt cache, --prompt-cache) on the real model: greedy output is the same with it on and off.
 
 A new request skips re-reading the longest exact prefix any slot holds: its own slot's (a multi-turn chat) or another
 slot's, copied across KV streams (a shared system prompt), idle or still generating. These tests check that the
