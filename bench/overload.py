@@ -32,7 +32,10 @@ Figures (in .state/bench/overload.json):
   ``excess_releases`` counts, per request, the stream ends before it got its slot (its first token minus the
   unqueued TTFT) beyond place + 1, and ``wait_beyond_place_ms`` is its wait minus the wait its place explains
   (until the (place + 1)-th stream end, plus the unqueued TTFT): positive values mean it waited longer than its
-  place explains (a little may come from prompt reads that take longer than the median);
+  place explains (a little may come from prompt reads that take longer than the median); ``overtaken`` counts the
+  requests that a request sent later got its first token before (the order of first tokens against the order of
+  arrival, which a FIFO queue keeps whatever the prompt reads take); each round's hammered phase has its own
+  ``queue``;
 - ``server``: the server's own counters per phase: mean queue time of the requests it admitted
   (``slm_request_queue_seconds``) and the 503s it counted (``slm_requests_total{outcome="busy"}``);
 - ``noise``: the share of the CPUs that other work used during each kept round, and how many rounds were redone
@@ -210,6 +213,12 @@ class Place:
     wait: float
     excess: int
     beyond: float
+    overtaken: int
+    """Requests sent after it (by more than :data:`SAME_MOMENT` s) whose first token came before its own."""
+
+
+SAME_MOMENT = 0.005
+"""Requests sent this close together may reach the server in either order."""
 
 
 def unqueued_ttft(phase: Phase, args: argparse.Namespace) -> float:
@@ -235,7 +244,10 @@ def queue_places(phase: Phase, args: argparse.Namespace, ttft0: float) -> list[P
         releases = sum(1 for end in ends if end < slot_by)
         explained = (ends[place] - attempt.sent if place < len(ends) else math.inf) + ttft0
         wait = attempt.first - attempt.sent
-        rows.append(Place(place, wait, releases - (place + 1), wait - explained))
+        overtaken = sum(
+            1 for other in answered if other.sent > attempt.sent + SAME_MOMENT and other.first < attempt.first
+        )
+        rows.append(Place(place, wait, releases - (place + 1), wait - explained, overtaken))
     return rows
 
 
@@ -261,6 +273,10 @@ def queue_summary(rows: list[Place], ttft0: list[float]) -> dict[str, Any]:
             "p50": round(benchlib.percentile(beyond, 50), 1),
             "p99": round(benchlib.percentile(beyond, 99), 1),
             "max": round(max(beyond), 1) if beyond else math.nan,
+        },
+        "overtaken": {
+            "requests": sum(row.overtaken > 0 for row in rows),
+            "max": max((row.overtaken for row in rows), default=0),
         },
     }
 
@@ -334,9 +350,11 @@ def measure_round(server: benchlib.Server, number: int, args: argparse.Namespace
     phases = {name: measure_phase(server, name, args) for name in order}
     results = {name: result for name, (result, _) in phases.items()}
     ttft0 = unqueued_ttft(phases["alone"][1], args)
+    places = queue_places(phases["hammered"][1], args, ttft0)
+    results["hammered"]["queue"] = queue_summary(places, [ttft0])
     ratio = benchlib.ratio(results["hammered"]["tok_s"], results["alone"]["tok_s"])
     log.info("round %d: hammered/alone %.3f", number, ratio)
-    return Round(results, ttft0, queue_places(phases["hammered"][1], args, ttft0))
+    return Round(results, ttft0, places)
 
 
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
