@@ -86,7 +86,11 @@ def overload_result(params: dict[str, Any]) -> dict[str, Any]:
             "ratio": benchlib.spread([0.95]),
             "refusals_per_s": benchlib.spread([800.0], 1),
             "queue": overload.queue_summary(
-                [overload.Place(0, 0.2, 0, 0.0, 0), overload.Place(0, 0.3, 0, 0.0, 0), overload.Place(3, 0.9, 2, 0.25, 1)],
+                [
+                    overload.Place(0, 0.2, 0, 0.0, 0),
+                    overload.Place(0, 0.3, 0, 0.0, 0),
+                    overload.Place(3, 0.9, 2, 0.25, 1),
+                ],
                 [0.15, 0.18],
             ),
             "noise": {"foreign_cpu": benchlib.spread([0.1, 0.1])},
