@@ -110,6 +110,7 @@ class TokenBridge:
                 release()
                 raise
 
+        lease.begin()
         if params.json_schema is None:
             # Without a JSON schema a start only hands the generation over (the costly part of a start is
             # compiling a schema's grammar): a thread hop would cost more than it, before the first token.

@@ -30,16 +30,25 @@ __all__ = ["Lease", "Scheduler", "Ticket"]
 
 
 class Lease:
-    """One acquired slot. ``release()`` is idempotent."""
+    """One acquired slot. ``begin()`` and ``release()`` are idempotent."""
 
     def __init__(self, scheduler: Scheduler, slot: int) -> None:
         self._scheduler = scheduler
         self.slot = slot
         self._released = False
+        self._begun = False
+
+    def begin(self) -> None:
+        """The generation is being handed to the engine: the slot no longer counts as arriving."""
+        if not self._begun and not self._released:
+            self._begun = True
+            self._scheduler._begun += 1
 
     def release(self) -> None:
         if not self._released:
             self._released = True
+            if self._begun:
+                self._scheduler._begun -= 1
             self._scheduler._give_back(self.slot)
 
 
@@ -85,6 +94,8 @@ class Scheduler:
         self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
         self._reserved = 0
         """Tickets handed out and neither used nor released (requests on their way to ``acquire``)."""
+        self._begun = 0
+        """Leases whose generation was handed to the engine (:meth:`Lease.begin`) and not released."""
         self._on_change = on_change
 
     @property
@@ -99,6 +110,14 @@ class Scheduler:
     def reserved(self) -> int:
         """Requests holding a ticket that have not asked for their slot yet."""
         return self._reserved
+
+    @property
+    def arriving(self) -> int:
+        """Requests the engine will get soon: holding a ticket, waiting for a slot, or holding one not begun.
+
+        Safe to read from another thread (the engine's decoder): it reads only lengths and counters, so it may be a
+        step out of date (a waiter that just gave up still counts), never an error."""
+        return self._reserved + len(self._waiters) + self.slots - len(self._free) - self._begun
 
     def has_room(self) -> bool:
         """Whether one more request fits: running, waiting and reserved together stay within slots + max_queue."""

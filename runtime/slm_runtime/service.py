@@ -96,6 +96,8 @@ class ModelService:
         await asyncio.to_thread(lambda: list(engine.stream(0, warm_prompt, params, threading.Event())))
         engine.observe_steps(self.metrics.batch_step)
         engine.after_steps(self.bridge.mailbox(asyncio.get_running_loop()).wait_delivered)
+        scheduler = self.scheduler
+        engine.expect_arrivals(lambda: scheduler.arriving)
         return engine, template
 
     async def load(self) -> None:

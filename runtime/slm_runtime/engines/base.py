@@ -100,6 +100,9 @@ class ModelInfo:
 StepObserver = Callable[[int, int], None]
 """Called after each decode step with (sequences in the step, tokens in the step)."""
 
+ArrivalCount = Callable[[], int]
+"""How many generations the server has admitted and not started yet (see :meth:`Engine.expect_arrivals`)."""
+
 TokenSink = Callable[[GeneratedToken | BaseException | None], None]
 """Receives one generation on the engine's thread: its tokens, then at most one error, then exactly one None
 once the generation has stopped and its slot may take the next one."""
@@ -133,6 +136,12 @@ class Engine(Protocol):
         The server passes :meth:`slm_runtime.mailbox.Mailbox.wait_delivered`: the event loop then streams a step's
         tokens out while the compute threads are idle instead of preempting one of them mid-step.
         """
+        ...
+
+    def expect_arrivals(self, count: ArrivalCount | None) -> None:
+        """Let the engine ask how many generations are on their way to :meth:`start` (admitted by the server, not
+        started yet; None: never ask). An engine that batches may wait a moment for them when it is idle, so that a
+        burst of requests is read together; one that does not ignores it."""
         ...
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

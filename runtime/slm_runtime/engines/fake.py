@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from slm_runtime.engines.base import (
+    ArrivalCount,
     Embeddings,
     Engine,
     GeneratedToken,
@@ -118,6 +119,9 @@ class FakeEngine(Engine):
 
     def after_steps(self, callback: Callable[[], None] | None) -> None:
         self._after_step = callback
+
+    def expect_arrivals(self, count: ArrivalCount | None) -> None:
+        """Never asked: the fake engine's steps cost nothing to share."""
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return ([BOS] if add_special else []) + [byte + _FIRST_BYTE for byte in text.encode("utf-8")]

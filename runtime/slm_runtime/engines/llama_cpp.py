@@ -18,7 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
+from slm_runtime.engines.base import (
+    ArrivalCount,
+    Embeddings,
+    Engine,
+    ModelInfo,
+    SamplingParams,
+    StepObserver,
+    TokenSink,
+)
 from slm_runtime.engines.constrained import GrammarSampler
 from slm_runtime.engines.draw import TokenDraw, fast_draw_applies
 from slm_runtime.engines.first_bytes import FirstByteIndex
@@ -179,6 +187,10 @@ class LlamaCppEngine(Engine):
     def after_steps(self, callback: Callable[[], None] | None) -> None:
         """Run ``callback`` on the decoder thread between steps (see Mailbox.wait_delivered)."""
         self._decoder.after_step = callback
+
+    def expect_arrivals(self, count: ArrivalCount | None) -> None:
+        """An idle decoder waits briefly for a burst of admitted requests (see BatchDecoder._gather)."""
+        self._decoder.arrivals = count
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_runtime.engines.base import (
+    ArrivalCount,
     Embeddings,
     Engine,
     GeneratedToken,
@@ -158,6 +159,9 @@ class OnnxGenaiEngine(Engine):
     def after_steps(self, callback: Callable[[], None] | None) -> None:
         """Never called: each slot decodes on its own thread with onnxruntime's own thread pool, and waiting for
         the event loop between steps would only slow the other slots' delivery."""
+
+    def expect_arrivals(self, count: ArrivalCount | None) -> None:
+        """Never asked: each slot starts on its own generator at once, with nothing to read together."""
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         tokens = [int(t) for t in self._tokenizer.encode(text)]

@@ -17,7 +17,15 @@ import httpx
 import uvicorn
 
 from slm_runtime.app import create_app
-from slm_runtime.engines.base import Embeddings, Engine, ModelInfo, SamplingParams, StepObserver, TokenSink
+from slm_runtime.engines.base import (
+    ArrivalCount,
+    Embeddings,
+    Engine,
+    ModelInfo,
+    SamplingParams,
+    StepObserver,
+    TokenSink,
+)
 from slm_runtime.settings import RuntimeSettings, settings_from_sources
 
 __all__ = [
@@ -74,6 +82,9 @@ class SharedEngine(Engine):
 
     def after_steps(self, callback: Callable[[], None] | None) -> None:
         self._engine.after_steps(callback)
+
+    def expect_arrivals(self, count: ArrivalCount | None) -> None:
+        self._engine.expect_arrivals(count)
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self._engine.tokenize(text, add_special=add_special)

@@ -148,3 +148,31 @@ def test_a_released_ticket_gives_its_place_back_once() -> None:
         lease.release()
 
     asyncio.run(scenario())
+
+
+def test_arriving_counts_requests_on_their_way_to_the_engine() -> None:
+    async def scenario() -> None:
+        scheduler = Scheduler(slots=2, max_queue=2)
+        assert scheduler.arriving == 0
+        ticket = scheduler.reserve()  # a request being read
+        assert scheduler.arriving == 1
+        first = await scheduler.acquire(ticket)  # it has a slot, its generation not handed over yet
+        assert scheduler.arriving == 1
+        first.begin()
+        first.begin()  # idempotent
+        assert scheduler.arriving == 0
+        second = await scheduler.acquire()
+        assert scheduler.arriving == 1
+        waiter = asyncio.create_task(scheduler.acquire())
+        await asyncio.sleep(0)
+        assert scheduler.arriving == 2  # the one not begun and the one waiting for a slot
+        second.release()  # released before it began: the slot goes to the waiter, which has not begun either
+        third = await waiter
+        assert scheduler.arriving == 1
+        third.begin()
+        first.release()
+        third.release()
+        third.begin()  # a released lease cannot begin
+        assert (scheduler.arriving, scheduler.running) == (0, 0)
+
+    asyncio.run(scenario())
