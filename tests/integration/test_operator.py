@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from harness import OperatorProcess, SLMs, eventually, example, install_crd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from cluster import Cluster, binaries
+from slm_operator.controller import handlers
+from slm_operator.controller.cache import Cache
+from slm_operator.controller.compact import Kept
+from slm_operator.controller.kube import ApiConnection
+from slm_operator.controller.watch import Watcher
 
 pytestmark = pytest.mark.cluster
 
@@ -321,3 +328,56 @@ def test_one_hundred_slmdeployments_reach_ready(slms: SLMs) -> None:
         return [i["metadata"]["name"] for i in items["items"] if (i.get("status") or {}).get("phase") != "Ready"]
 
     eventually(lambda: not not_ready(), what="100 SLMDeployments Ready", timeout=600, interval=3)
+
+
+def test_own_watch_lists_then_follows_creates_label_moves_and_deletes(api: client.ApiClient, namespace: str) -> None:
+    """The operator's own watch of an owned kind (controller/watch.py) on the real apiserver: its first listing
+    (in pages) fills the cache, then each event changes one record (an expired watch: tests/unit's test_cache)."""
+    core = client.CoreV1Api(api)
+
+    def service(name: str, instance: str) -> client.V1Service:
+        labels = {"app.kubernetes.io/managed-by": "slm-operator", "app.kubernetes.io/instance": instance}
+        spec = client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)], selector={"app": name})
+        return client.V1Service(metadata=client.V1ObjectMeta(name=name, labels=labels), spec=spec)
+
+    for i in range(3):  # more than a page of 2
+        core.create_namespaced_service(namespace, service(f"listed-{i}", "first"))
+
+    async def scenario() -> None:
+        cache: Cache[Kept] = Cache()
+        seen: list[str] = []
+        watched = handlers.WATCHED["owned_service"]
+        connection = ApiConnection(api.configuration)
+        watcher = Watcher(
+            connection, watched, cache, namespace=namespace, on_change=lambda e, k, r: seen.append(e), page=2
+        )
+        session = connection.session(0, aiohttp.ClientTimeout(total=None))
+        task = asyncio.get_running_loop().create_task(watcher.run(session))
+
+        async def until(check: Callable[[], bool], what: str) -> None:
+            for _ in range(200):
+                if check():
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"timed out waiting for {what}; cache {list(cache.keys())}, events {seen}")
+
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), 30)
+            first = cache.get((namespace, "first"))
+            assert sorted(kept.name for kept in first) == ["listed-0", "listed-1", "listed-2"]
+            # listed items carry their kind (list items have none; drift comparisons look at it)
+            assert first[0].body()["kind"] == "Service" and first[0].body()["apiVersion"] == "v1"
+            await asyncio.to_thread(core.create_namespaced_service, namespace, service("later", "second"))
+            await until(lambda: [k.name for k in cache.get((namespace, "second"))] == ["later"], "the create")
+            patch = {"metadata": {"labels": {"app.kubernetes.io/instance": "second"}}}
+            await asyncio.to_thread(core.patch_namespaced_service, "listed-0", namespace, patch)
+            await until(lambda: len(cache.get((namespace, "second"))) == 2, "the label move")
+            await asyncio.to_thread(core.delete_namespaced_service, "listed-1", namespace)
+            await until(lambda: [k.name for k in cache.get((namespace, "first"))] == ["listed-2"], "the delete")
+            assert watcher.lists == 1 and "DELETED" in seen
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await session.close()
+
+    asyncio.run(scenario())

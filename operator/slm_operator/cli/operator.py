@@ -14,9 +14,10 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the rest of the CLI must not need the operator extra
 
-    importlib.import_module("slm_operator.controller.handlers")
+    handlers = importlib.import_module("slm_operator.controller.handlers")
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     namespaces = args.namespace or []
+    handlers.WATCH_NAMESPACES[:] = namespaces or [None]  # the operator's own watches follow kopf's
     kopf.run(
         standalone=True,  # leadership comes from our Lease, not kopf's peering CRDs
         clusterwide=not namespaces,

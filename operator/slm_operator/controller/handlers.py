@@ -12,34 +12,40 @@ Level-triggered, with events only to act sooner (see docs/operator-scale.md):
   restores owned objects edited or deleted by hand and retries failed reconciles; an SLMDeployment with
   unchanged inputs costs a comparison of two tuples, not a render.
 
-Owned objects and pods are read from kopf indexes (watch caches) that hold only what a reconcile reads. Writes go
-out on the event loop through one aiohttp session (``AsyncWriter``); kopf itself writes nothing (no
-change-detecting handlers: no diff-base or progress annotations, no finalizers).
+SLMDeployments are read from a kopf index, owned objects and pods from watches of the operator's own (watch.py,
+cache.py) that turn each event into a record at once; both hold only what a reconcile reads. Writes go out on the
+event loop through one aiohttp session (``AsyncWriter``); kopf itself writes nothing (no change-detecting handlers:
+no diff-base or progress annotations, no finalizers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
+import functools
 import logging
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
 from slm_operator.api.enums import Phase
 from slm_operator.api.errors import ManifestError
 from slm_operator.api.resource import GROUP, PLURAL, VERSION
 from slm_operator.controller import metrics
+from slm_operator.controller.cache import Cache
 from slm_operator.controller.compact import Kept, KeptSLM, canonical, keep, keep_slm
 from slm_operator.controller.kopfpatch import share_toggle_waits
-from slm_operator.controller.kube import PLURALS, AsyncWriter, KubeClient, Writes, load_kube_config
+from slm_operator.controller.kube import PLURALS, ApiConnection, AsyncWriter, KubeClient, Writes, load_kube_config
 from slm_operator.controller.leader import LeaseElector
 from slm_operator.controller.reconcile import LiveObjects, invalid_status, reconcile
 from slm_operator.controller.status import transition_events
+from slm_operator.controller.watch import Watched, Watcher
 from slm_operator.render import OWNED_KINDS
 from slm_operator.render.meta import MANAGED_BY
 from slm_operator.render.scaling import KEDA_API_VERSION
@@ -54,7 +60,9 @@ OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 PROCESS = ProcessSettings.from_env()
 # How often a cluster without KEDA is asked again whether it serves ScaledObjects now (KEDA installed later).
 KEDA_RECHECK_SECONDS = 60.0
-LIST_CHUNK = 200  # objects per page of kopf's initial listings
+LIST_CHUNK = 200  # objects per page of kopf's initial listing of SLMDeployments
+WATCH_PAGE = 100  # objects per page of the owned kinds' and pods' listings (at most ~5.5 MiB of pods decoded at once)
+WATCH_SECONDS = 300  # a watch request ends after this and is made again (a silently dropped one cannot last)
 
 Key = tuple[str, str]  # (namespace, name) of an SLMDeployment
 
@@ -69,42 +77,39 @@ def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
     return (namespace or "", labels.get(INSTANCE_LABEL, ""))
 
 
-def _register_index(api_version: str, kind: str) -> None:
-    group, _, version = api_version.rpartition("/")
-
-    async def index(
-        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> Any:
-        key, kept = _key(namespace, labels), keep(body)
-        controller: Controller | None = getattr(memo, "controller", None)
-        if controller is not None and controller.applied:
-            watched(controller, key, kind, kept)
-        return {key: kept}
-
-    kopf.index(group, version, PLURALS[kind], id=_index_id(kind), labels=OWNED)(index)
-
-
-for _api_version, _kind in OWNED_KINDS:
-    # kopf watches a kind only while the cluster serves it (ServiceMonitor: where the Prometheus Operator is).
-    _register_index(_api_version, _kind)
-
 OWNED_SELECTOR = ",".join(f"{k}={v}" for k, v in OWNED.items())
 POD_SELECTOR = f"{OWNED_SELECTOR},app.kubernetes.io/component=model-server"
 INDEXES = ("slm_bodies", "owned_pods", *(_index_id(kind) for _, kind in OWNED_KINDS))
+# Namespaces the operator watches (`slm operator run --namespace`); [None]: the whole cluster.
+WATCH_NAMESPACES: list[str | None] = [None]
 
 
-# Index functions are async: kopf runs a sync handler in a thread of its executor, a hand-off per watch event.
+def _owned_key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return _key(meta.get("namespace"), meta.get("labels") or {})
 
 
+def _keep_pod(obj: Mapping[str, Any]) -> Kept:
+    return keep(obj, pod=True)
+
+
+# The owned kinds and pods are watched by the operator itself (watch.py: each event made a record at once, the body
+# dropped); kopf watches only the SLMDeployments. A kind the cluster does not serve (ServiceMonitor without the
+# Prometheus Operator) is an empty cache, asked again now and then.
+WATCHED: dict[str, Watched[Kept]] = {
+    **{
+        _index_id(kind): Watched(api_version, kind, PLURALS[kind], OWNED_SELECTOR, _owned_key, keep)
+        for api_version, kind in OWNED_KINDS
+    },
+    "owned_pods": Watched("v1", "Pod", "pods", POD_SELECTOR, _owned_key, _keep_pod),
+}
+
+
+# An async index function: kopf runs a sync one in a thread of its executor, a hand-off per watch event.
 @kopf.index(GROUP, VERSION, PLURAL)
 async def slm_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Every SLMDeployment as last seen (what a reconcile reads of it)."""
     return {(namespace or "", name): keep_slm(body)}
-
-
-@kopf.index("", "v1", "pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
-async def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
-    return {_key(namespace, labels): keep(body, pod=True)}
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -147,13 +152,22 @@ class Controller:
     # the last apply of each owned object
     applied: dict[tuple[str, str, str, str], tuple[int, str, float]] = field(default_factory=dict)
     running: set[Key] = field(default_factory=set)
+    # Reconciles at once (one per writer connection). Each holds its rendered manifests and decoded live objects
+    # (about 50 KiB) until its applies are answered: 1,000 SLMDeployments created at once, each reconciled by its
+    # own event, held all of theirs together (the creation's high-water mark of memory).
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PROCESS.workers))
     again: set[Key] = field(default_factory=set)
     started: bool = False  # an event handler ran: every index holds its first listing
     reconciles: int = 0
+    # The watches of the owned kinds and pods (watch.py); set once each holds its first listing.
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The context of kopf's event handlers (kopf.event posts through it), copied by the first one to run.
+    context: contextvars.Context | None = None  # watches, and reconciles their events started
 
 
 @kopf.on.startup()
-def configure(
+async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -163,21 +177,16 @@ def configure(
     # schema would prune kopf's default status.kopf field); no diff-base at all (see _NoDiffBase).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase(prefix=GROUP, key="last-handled-configuration")
-    # The owned kinds and pods are filtered by the apiserver, not after decoding every object of the cluster.
-    for _, kind in OWNED_KINDS:
-        settings.watching.label_selectors[PLURALS[kind]] = OWNED_SELECTOR
-    settings.watching.label_selectors["pods"] = POD_SELECTOR
-    # A restart lists every watched kind at once: in chunks, the decoded lists (about 55 KiB of Python objects per
-    # pod) do not all sit in memory together, and the process does not keep that peak as resident memory.
+    # A restart lists every SLMDeployment at once: in chunks, the decoded lists do not all sit in memory together.
     settings.watching.chunk_size = LIST_CHUNK
     # We post our own Events on transitions; kopf's per-handler chatter would be writes in every reconcile.
     settings.posting.level = logging.WARNING
     # Reconnect watches regularly so a silently dropped connection cannot freeze the caches for long.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + 30
     # Bounded API latency: a stuck request is retried instead of hanging a worker.
     settings.networking.request_timeout = 60
-    # Sync handlers (this one) run in threads; the reconciles themselves are async.
+    # Blocking calls (Lease, discovery) run in threads; the reconciles themselves are async.
     settings.execution.max_workers = 4
     api = load_kube_config(connections=4)
     operator_settings = load_settings()
@@ -187,23 +196,80 @@ def configure(
     if PROCESS.metrics_port:
         memo.metrics_server = metrics.serve_metrics(PROCESS.metrics_port, ready=elector.is_leader)
     # Only one operator replica acts: a Lease (coordination.k8s.io) elects it; the others wait here.
-    elector.acquire_blocking()
+    await asyncio.to_thread(elector.acquire_blocking)
     kube = KubeClient(api, operator_settings.field_manager)
+    caches: dict[str, Cache[Kept]] = {name: Cache() for name in WATCHED}
     controller = Controller(
         settings=operator_settings,
         kube=kube,
         writer=AsyncWriter(api.configuration, operator_settings.field_manager, PROCESS.workers),
-        indexes={name: kwargs[name] for name in INDEXES if name in kwargs},
-        service_monitor_crd=kube.has_kind("monitoring.coreos.com/v1", "ServiceMonitor"),
+        indexes={"slm_bodies": kwargs["slm_bodies"], **caches},
+        service_monitor_crd=False,
     )
-    controller.keda = _keda(controller)
     memo.controller = controller
+    _start_watches(controller, ApiConnection(api.configuration), caches)
+    controller.service_monitor_crd = await asyncio.to_thread(
+        kube.has_kind, "monitoring.coreos.com/v1", "ServiceMonitor"
+    )
+    controller.keda = await asyncio.to_thread(_keda, controller)
     logger.info(
         "slm-operator ready: leader %s, ServiceMonitor CRD %s, KEDA ScaledObject %s",
         elector.identity,
         controller.service_monitor_crd,
         controller.keda,
     )
+
+
+def _start_watches(controller: Controller, connection: ApiConnection, caches: Mapping[str, Cache[Kept]]) -> None:
+    """One watch per owned kind and pods (per watched namespace), all on one session of their own (a watch holds its
+    connection, which must not take one from the writer's pool); ``controller.listed`` once every one has listed."""
+    session = connection.session(0, aiohttp.ClientTimeout(total=None, sock_connect=30))
+    watchers = [
+        Watcher(
+            connection,
+            WATCHED[name],
+            caches[name],
+            namespace=namespace,
+            on_change=functools.partial(_owned_changed, controller, WATCHED[name].kind),
+            page=WATCH_PAGE,
+            server_timeout=WATCH_SECONDS,
+            recheck_seconds=KEDA_RECHECK_SECONDS,
+        )
+        for name in WATCHED
+        for namespace in WATCH_NAMESPACES
+    ]
+
+    async def listed() -> None:
+        await asyncio.gather(*(watcher.ready.wait() for watcher in watchers))
+        controller.listed.set()
+
+    async def close() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await session.close()
+
+    for coroutine in [*(watcher.run(session) for watcher in watchers), listed(), close()]:
+        _keep_task(controller, asyncio.get_running_loop().create_task(coroutine))
+
+
+def _keep_task(controller: Controller, task: asyncio.Task[Any]) -> None:
+    controller.tasks.add(task)
+    task.add_done_callback(controller.tasks.discard)
+
+
+def _owned_changed(controller: Controller, kind: str, event: str, key: Key, kept: Kept | None) -> None:
+    """A watch event of an owned object or pod. An apply of this operator is no longer awaited once the watch shows
+    the version it answered; an owned Deployment that changed (pods became ready, a rollout moved on, a hand edit)
+    or was deleted asks for a reconcile of its SLMDeployment now, so that status follows at once instead of at the
+    next resync. Listings and our own creations are left to the SLMDeployment's events and the resync."""
+    if kept is not None and controller.applied and kind != "Pod":
+        watched(controller, key, kind, kept)
+    known = key in controller.inputs or key in controller.statuses
+    if kind == "Deployment" and event in ("MODIFIED", "DELETED") and controller.context is not None and known:
+        # In the context of kopf's handlers (kopf.event needs it), as the resync loop is.
+        task = asyncio.get_running_loop().create_task(request_reconcile(controller, key), context=controller.context)
+        _keep_task(controller, task)
 
 
 @kopf.on.cleanup()
@@ -213,6 +279,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     controller = getattr(memo, "controller", None)
     if controller is not None:
+        for running in list(controller.tasks):
+            running.cancel()
+        await asyncio.gather(*controller.tasks, return_exceptions=True)
         await controller.writer.close()
     server = getattr(memo, "metrics_server", None)
     if server is not None:
@@ -434,7 +503,8 @@ async def request_reconcile(controller: Controller, key: Key) -> None:
             controller.again.discard(key)
             controller.reconciles += 1
             try:
-                await _reconcile_once(controller, key)
+                async with controller.slots:
+                    await _reconcile_once(controller, key)
             except Exception:
                 metrics.RECONCILES.labels(result="error").inc()
                 controller.inputs.pop(key, None)  # the resync loop tries again
@@ -463,13 +533,7 @@ async def resync_once(controller: Controller) -> int:
     metrics.set_phase_counts(phases)
     for gone in set(controller.inputs) - set(index.keys()):
         _forget(controller, gone)
-    limit = asyncio.Semaphore(PROCESS.workers)
-
-    async def one(key: Key) -> None:
-        async with limit:
-            await request_reconcile(controller, key)
-
-    await asyncio.gather(*(one(key) for key in changed))
+    await asyncio.gather(*(request_reconcile(controller, key) for key in changed))
     return len(changed)
 
 
@@ -506,6 +570,7 @@ async def on_spec(type: str, namespace: str | None, name: str, memo: kopf.Memo, 
     The name is the one the create/update/resume handler had: kopf logs "Handler 'on_spec' succeeded." for each
     event, which tests/integration/test_chart.py and test_real_node_slm.py look for in the operator's log."""
     controller: Controller = memo.controller
+    await controller.listed.wait()  # the owned objects as they are, not as an empty cache would have them
     _start(controller, memo)
     key = (namespace or "", name)
     if type == "DELETED":
@@ -527,20 +592,5 @@ def _unchanged(controller: Controller, key: Key, kept: KeptSLM) -> bool:
 def _start(controller: Controller, memo: kopf.Memo) -> None:
     if not controller.started:
         controller.started = True
+        controller.context = contextvars.copy_context()
         memo.resync_task = asyncio.get_running_loop().create_task(_resync_forever(controller))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def owned_deployment_changed(
-    type: str, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any
-) -> None:
-    """An owned Deployment changed (pods became ready, a rollout moved on) or was deleted: reconcile its
-    SLMDeployment now, so that status follows at once instead of at the next resync. The initial listing and our
-    own creations are left to the SLMDeployment's events."""
-    controller: Controller = memo.controller
-    _start(controller, memo)
-    if type not in ("MODIFIED", "DELETED"):
-        return
-    key = _key(namespace, labels)
-    if key in controller.inputs or key in controller.statuses:
-        await request_reconcile(controller, key)

@@ -23,7 +23,17 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from slm_operator.api.resource import GROUP, KIND, PLURAL, VERSION
 from slm_operator.controller import metrics
 
-__all__ = ["PLURALS", "ApiError", "AsyncWriter", "KubeClient", "Writes", "load_kube_config", "object_path"]
+__all__ = [
+    "PLURALS",
+    "ApiConnection",
+    "ApiError",
+    "AsyncWriter",
+    "KubeClient",
+    "Writes",
+    "collection_path",
+    "load_kube_config",
+    "object_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +127,15 @@ PLURALS = {
 _RESOURCE_VERSION = re.compile(rb'"resourceVersion":\s*"([^"]*)"')
 
 
+def collection_path(api_version: str, plural: str, namespace: str | None = None) -> str:
+    """The REST path of a collection: of one namespace, or of the whole cluster (``namespace`` None)."""
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace is not None else f"{prefix}/{plural}"
+
+
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     """The REST path of a namespaced object of a kind in PLURALS."""
-    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}/{name}"
+    return f"{collection_path(api_version, PLURALS[kind], namespace)}/{name}"
 
 
 @dataclass
@@ -143,18 +158,14 @@ class ApiError(RuntimeError):
         self.status = status
 
 
-class AsyncWriter:
-    """Server-side apply, delete and status patches over one aiohttp session on the operator's event loop: no
-    thread per request, no discovery, connections kept open. Credentials and TLS come from the same
-    ``client.Configuration`` as the synchronous client (in-cluster token, refreshed as it rotates, or the
-    kubeconfig's certificate or token)."""
+class ApiConnection:
+    """How to reach the apiserver over aiohttp, from the same ``client.Configuration`` as the synchronous client
+    (in-cluster token, refreshed as it rotates, or the kubeconfig's certificate or token): the writer and the
+    watches each open their own sessions with it."""
 
-    def __init__(self, configuration: client.Configuration, field_manager: str, connections: int) -> None:
+    def __init__(self, configuration: client.Configuration) -> None:
         self._configuration = configuration
-        self._host = configuration.host.rstrip("/")
-        self._field_manager = field_manager
-        self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self.host = configuration.host.rstrip("/")
 
     def _ssl(self) -> ssl.SSLContext | bool:
         cfg = self._configuration
@@ -165,25 +176,40 @@ class AsyncWriter:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
         return context
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._connections)
-            timeout = aiohttp.ClientTimeout(total=60)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        return self._session
+    def session(self, connections: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        """A new session of at most ``connections`` connections (0: no limit)."""
+        connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=connections)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
-    def _headers(self, content_type: str) -> dict[str, str]:
+    def headers(self, content_type: str = "application/json") -> dict[str, str]:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         token = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")  # refreshes
         if token:
             headers["Authorization"] = token
         return headers
 
+
+class AsyncWriter:
+    """Server-side apply, delete and status patches over one aiohttp session on the operator's event loop: no
+    thread per request, no discovery, connections kept open (``ApiConnection``)."""
+
+    def __init__(self, configuration: client.Configuration, field_manager: str, connections: int) -> None:
+        self._connection = ApiConnection(configuration)
+        self._host = self._connection.host
+        self._field_manager = field_manager
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = self._connection.session(self._connections, aiohttp.ClientTimeout(total=60))
+        return self._session
+
     async def _send(self, method: str, path: str, content_type: str, body: Any, params: dict[str, str]) -> bytes:
         data = json.dumps(body) if body is not None else None
         session = self._session_now()
         async with session.request(
-            method, self._host + path, params=params, data=data, headers=self._headers(content_type)
+            method, self._host + path, params=params, data=data, headers=self._connection.headers(content_type)
         ) as reply:
             if reply.status >= 300:
                 raise ApiError(method, path, reply.status, await reply.text())

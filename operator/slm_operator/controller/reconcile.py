@@ -1,6 +1,6 @@
 """One reconcile of one SLMDeployment: validate, choose the hardware tier, render, apply what differs,
 delete what is no longer wanted, and compute the status. The kopf handlers call ``reconcile``; live
-objects come from kopf indexes (watch caches), so a steady state costs no API requests at all.
+objects come from watch caches (kopf's index, watch.py), so a steady state costs no API requests at all.
 """
 
 from __future__ import annotations
