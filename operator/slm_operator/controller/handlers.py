@@ -27,7 +27,7 @@ import ctypes
 import functools
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,22 +207,40 @@ async def configure(
         service_monitor_crd=False,
     )
     memo.controller = controller
-    _start_watches(controller, ApiConnection(api.configuration), caches)
-    controller.service_monitor_crd = await asyncio.to_thread(
-        kube.has_kind, "monitoring.coreos.com/v1", "ServiceMonitor"
-    )
-    controller.keda = await asyncio.to_thread(_keda, controller)
-    logger.info(
-        "slm-operator ready: leader %s, ServiceMonitor CRD %s, KEDA ScaledObject %s",
-        elector.identity,
-        controller.service_monitor_crd,
-        controller.keda,
-    )
+
+    async def discover() -> None:
+        # What the cluster serves decides what is rendered: known before the first reconcile (controller.listed),
+        # found while the watches list and kopf starts (discovery reads every API group: a restart's first second).
+        while True:
+            try:
+                controller.service_monitor_crd = await asyncio.to_thread(
+                    kube.has_kind, "monitoring.coreos.com/v1", "ServiceMonitor"
+                )
+                controller.keda = await asyncio.to_thread(_keda, controller)
+                break
+            except Exception:  # the reconciles wait for it: asked again, not given up
+                log.exception("discovery failed; asking again in 5s")
+                controller.keda_checked = 0.0
+                await asyncio.sleep(5)
+        logger.info(
+            "slm-operator ready: leader %s, ServiceMonitor CRD %s, KEDA ScaledObject %s",
+            elector.identity,
+            controller.service_monitor_crd,
+            controller.keda,
+        )
+
+    _start_watches(controller, ApiConnection(api.configuration), caches, discover())
 
 
-def _start_watches(controller: Controller, connection: ApiConnection, caches: Mapping[str, Cache[Kept]]) -> None:
+def _start_watches(
+    controller: Controller,
+    connection: ApiConnection,
+    caches: Mapping[str, Cache[Kept]],
+    discovery: Coroutine[Any, Any, None],
+) -> None:
     """One watch per owned kind and pods (per watched namespace), all on one session of their own (a watch holds its
-    connection, which must not take one from the writer's pool); ``controller.listed`` once every one has listed."""
+    connection, which must not take one from the writer's pool); ``controller.listed`` once every one has listed
+    and ``discovery`` is done."""
     session = connection.session(0, aiohttp.ClientTimeout(total=None, sock_connect=30))
     watchers = [
         Watcher(
@@ -240,7 +258,7 @@ def _start_watches(controller: Controller, connection: ApiConnection, caches: Ma
     ]
 
     async def listed() -> None:
-        await asyncio.gather(*(watcher.ready.wait() for watcher in watchers))
+        await asyncio.gather(discovery, *(watcher.ready.wait() for watcher in watchers))
         controller.listed.set()
 
     async def close() -> None:
