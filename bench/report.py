@@ -893,7 +893,7 @@ def _operator_row(r: Mapping[str, Any]) -> list[str]:
         num(_median(r.get("api_requests_per_slm")), 1),
         num(_median(r.get("steady_state_writes")), 0),
         num(_median(r.get("idle_cpu_percent")), 1),
-        num(_median(r.get("operator_rss_mib")), 0),
+        f"{num(_median(r.get('operator_rss_mib')), 0)} ({num(_median(r.get('operator_peak_rss_mib')), 0)})",
         restart_cell,
     ]
 
@@ -910,7 +910,7 @@ OPERATOR_HEAD = [
     "requests / SLM",
     "steady-state writes",
     "idle CPU %",
-    "RSS MiB",
+    "RSS (peak) MiB",
     "restart: to all reconciled, writes, RSS",
 ]
 
@@ -940,7 +940,8 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
         "*Throughput ratio*: the operator's owned-object applies per second over the bare client's. Writes and "
         "requests per SLMDeployment from the apiserver's audit log of the operator's account (Lease renewals "
         f"apart); steady state: {num(result.get('steady_seconds'), 0)} s after all Ready; idle CPU in that window "
-        "(% of one core); restart: a new operator process over the N Ready SLMDeployments, seconds from holding the "
+        "(% of one core); RSS: the operator's resident memory at the end of that window, peak: its high-water mark "
+        "(VmHWM); restart: a new operator process over the N Ready SLMDeployments, seconds from holding the "
         "Lease until it has reconciled each, with one full list of the namespace by the benchmark's client beside "
         "it. See docs/operator-scale.md for what the figures mean and where the operator's time goes.",
         "",
