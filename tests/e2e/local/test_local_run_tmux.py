@@ -111,17 +111,21 @@ def test_set_parameter_verbose_and_ctrl_c(terminal: Terminal) -> None:
     # the server stopped after the 4 tokens the option asked for, and the statistics follow the reply
     terminal.wait_for(lambda lines: "eval count:           4 token(s)" in lines, "4 tokens and the statistics")
 
+    # A fresh conversation: after the cut-off " I'm sorry" the model only apologizes (8 tokens, over before a ^C
+    # can reach it); alone, this question makes the greedy reply repeat it until num_predict.
+    terminal.type("/clear")
+    terminal.wait_for(lambda lines: "Cleared session context" in lines, "the /clear answer")
     terminal.type("/set parameter num_predict 1500")
-    terminal.type("Count from 1 to 1000, separated by commas.")
+    terminal.type("List the numbers from 1 to 1000, one per line.")
 
     def replying(lines: list[str]) -> bool:
-        asked = ">>> Count from 1 to 1000, separated by commas."
+        asked = ">>> List the numbers from 1 to 1000, one per line."
         return asked in lines and any(line.strip() for line in lines[lines.index(asked) + 1 :])
 
     terminal.wait_for(replying, "the reply to start streaming")
     terminal.interrupt()
     lines = terminal.wait_for(lambda lines: lines[-1:] == [">>>"] and "^C" in "\n".join(lines), "^C and a prompt")
-    asked = lines.index(">>> Count from 1 to 1000, separated by commas.")
+    asked = lines.index(">>> List the numbers from 1 to 1000, one per line.")
     assert not any(line.startswith("eval count:") for line in lines[asked:]), "an interrupted reply has no stats"
 
     terminal.type("/bye")

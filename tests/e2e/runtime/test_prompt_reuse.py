@@ -8,6 +8,7 @@ evaluated only the rest).
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,63 @@ def test_a_prompt_barely_longer_than_the_cached_one_re_reads_a_whole_chunk(
         engine.close()
     assert answer == expected
     assert recorder.first_prompt_call() == MIN_CHUNK
+
+
+FRAGMENTS = [
+    "<start_of_turn>user\n",
+    "Tell me a story.",
+    "List the numbers from 1 to 1000, one per line.",
+    "<end_of_turn>\n",
+    "<start_of_turn>model\n",
+    "You are a helpful assistant. Answer briefly. ",
+    "What is 2+2?",
+    " Hello",
+    " the lighthouse",
+    "Once upon a time there was a small town by the sea where fishermen",
+    " and",
+    " why?",
+]
+
+
+def test_random_requests_under_load_answer_as_each_alone(gguf_path: Path, plain: LlamaCppEngine) -> None:
+    """Rounds of 1-4 requests at once on 4 slots with reuse, each prompt an earlier prompt and its answer (cut at a
+    random point, or whole) plus new text: prefixes of every length, in the request's own slot, in an idle one and
+    in a running one. Every answer is the one the engine without reuse gives the same prompt alone."""
+    rng = random.Random(20261201)
+    engine = load(gguf_path, reuse=True, parallel=4)
+    bos = engine.tokenize("")[:1]
+    history: list[list[int]] = []
+    reused = Recorder(engine)
+    asked = 0
+
+    def new_prompt() -> list[int]:
+        prompt = list(rng.choice(history)) if history and rng.random() < 0.6 else list(bos)
+        if len(prompt) > 1 and rng.random() < 0.5:
+            prompt = prompt[: rng.randint(1, len(prompt))]
+        for _ in range(rng.randint(1, 4)):
+            prompt += engine.tokenize(rng.choice(FRAGMENTS), add_special=False)
+        return prompt
+
+    try:
+        for _ in range(12):
+            jobs = [(slot, new_prompt(), rng.randint(1, 32)) for slot in rng.sample(range(4), rng.randint(1, 4))]
+            answers: dict[int, list[int]] = {}
+            threads = [threading.Thread(target=run, args=(engine, *job, answers)) for job in jobs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            for slot, prompt, count in jobs:
+                alone = generate(plain, 0, prompt, SamplingParams(max_tokens=count, temperature=0.0))
+                assert answers[slot] == alone, f"slot {slot}, a prompt of {len(prompt)} tokens"
+                history.append(prompt + answers[slot])
+                asked += len(prompt)
+    finally:
+        engine.close()
+    read = sum(tokens for sequences, tokens in reused.calls if tokens > sequences)
+    # Without reuse every prompt is read whole (read == asked): fewer means prefixes were taken from the cache.
+    assert read < asked, f"{read} of {asked} prompt tokens read: no prefix reused, the cache was not exercised"
+
+
+def run(engine: LlamaCppEngine, slot: int, prompt: list[int], count: int, answers: dict[int, list[int]]) -> None:
+    answers[slot] = generate(engine, slot, prompt, SamplingParams(max_tokens=count, temperature=0.0))
