@@ -188,6 +188,10 @@ class LlamaCppEngine(Engine):
         """Run ``callback`` on the decoder thread between steps (see Mailbox.wait_delivered)."""
         self._decoder.after_step = callback
 
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until the decoder is idle with its kept cells re-read (prompt cache); False at ``timeout``."""
+        return self._decoder.wait_settled(timeout)
+
     def expect_arrivals(self, count: ArrivalCount | None) -> None:
         """An idle decoder waits briefly for a burst of admitted requests (see BatchDecoder._gather)."""
         self._decoder.arrivals = count

@@ -56,8 +56,11 @@ def generate(engine: LlamaCppEngine, slot: int, prompt: list[int], params: Sampl
     return [token.token_id for token in engine.stream(slot, prompt, params, threading.Event())]
 
 
-def conversation(engine: LlamaCppEngine, questions: list[str]) -> tuple[list[list[int]], list[int]]:
-    """A chat replayed turn by turn on slot 0: each turn's prompt is the last one, its answer and a new question.
+def conversation(
+    engine: LlamaCppEngine, questions: list[str], *, settle: bool = False
+) -> tuple[list[list[int]], list[int]]:
+    """A chat replayed turn by turn on slot 0: each turn's prompt is the last one, its answer and a new question
+    (``settle``: the next question waits until the engine is idle, as a person typing it would make it).
     Returns every answer and how many prompt tokens each turn's first prompt call evaluated."""
     recorder = Recorder(engine)
     history = engine.tokenize(SYSTEM)
@@ -69,6 +72,8 @@ def conversation(engine: LlamaCppEngine, questions: list[str]) -> tuple[list[lis
         answers.append(answer)
         evaluated.append(recorder.first_prompt_call())
         history += answer
+        if settle:
+            assert engine.wait_settled(60), "the engine did not settle"
     return answers, evaluated
 
 
@@ -89,6 +94,22 @@ def test_a_multi_turn_chat_answers_the_same_with_reuse_and_reads_only_the_new_pa
     for turn in range(1, len(questions)):
         assert reads[turn] < full_reads[turn] / 2, (turn, reads, full_reads)
         assert reads[turn] >= MIN_CHUNK
+
+
+def test_after_a_pause_a_follow_up_turn_reads_only_its_question(gguf_path: Path, plain: LlamaCppEngine) -> None:
+    questions = [" When was it built?", " And when rebuilt?", " Who automated it?"]
+    expected, _ = conversation(plain, questions)
+    engine = load(gguf_path, reuse=True)
+    try:
+        answers, reads = conversation(engine, questions, settle=True)
+    finally:
+        engine.close()
+    assert answers == expected
+    # While idle, the engine re-read each answer as a chunk, so its cells became exact: the next turn reads its
+    # question and the answer's last token (sampled, never evaluated), at least MIN_CHUNK tokens.
+    for turn in range(1, len(questions)):
+        new_part = 1 + len(plain.tokenize(questions[turn], add_special=False))
+        assert reads[turn] == max(MIN_CHUNK, new_part), (turn, reads)
 
 
 def test_a_shared_system_prompt_is_copied_from_another_idle_slot(gguf_path: Path, plain: LlamaCppEngine) -> None:
