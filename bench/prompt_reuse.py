@@ -2,7 +2,8 @@
 """Prompt reuse: multi-turn chat and a shared system prompt, with the prompt cache on against off, same run.
 
     .venv/bin/python bench/prompt_reuse.py [--model PATH] [--runs 2] [--tokens 64] [--threads 2] [--parallel 4]
-        [--context-length 2048] [--turns 6] [--users 8] [--settle 5] [--out .state/bench/prompt_reuse.json]
+        [--context-length 2048] [--turns 6] [--users 8] [--think-seconds 1] [--settle 5]
+        [--out .state/bench/prompt_reuse.json]
 
 Two ``slm-runtime serve`` processes on the same GGUF (Gemma 3 270M Q4_K_M by default), ``--prompt-cache true`` and
 ``--prompt-cache false``, everything else equal; runs alternate between them (which goes first alternates too).
@@ -11,6 +12,8 @@ its texts with the run number, so nothing is reused across runs.
 
 - ``multi_turn``: one conversation (a ~100-token system prompt, then --turns questions, each sent with the whole
   history: the earlier questions and the answers the server gave), replayed turn by turn as a client would;
+- ``multi_turn_paused``: the same with --think-seconds between an answer and the next question (a person reading
+  and typing; the engine re-reads the kept answer while idle, so the next turn reads only its question);
 - ``multi_turn_concurrent``: 4 such conversations at once, each its own client;
 - ``shared_prefix``: a ~1,000-token system prompt shared by --users users with different questions: one user first,
   then the others one after another (``sequential``), and in a second pass one user then the rest at once (``burst``).
@@ -38,6 +41,7 @@ from benchlib import Server, Timing
 log = logging.getLogger("bench.prompt_reuse")
 
 SIDES = ("on", "off")
+SCENARIOS = ("multi_turn", "multi_turn_paused", "multi_turn_concurrent", "sequential", "burst")
 
 ASSISTANT = (
     "You are the archivist of the lighthouse on the northern cape. The lighthouse was built in 1851 by the harbour "
@@ -95,11 +99,16 @@ async def stream_chat(client: httpx.AsyncClient, body: dict[str, Any]) -> Timing
     return timing
 
 
-async def conversation(client: httpx.AsyncClient, run: int, index: int, turns: int, tokens: int) -> list[Timing]:
-    """One chat replayed turn by turn: each turn sends the history with the server's own earlier answers."""
+async def conversation(
+    client: httpx.AsyncClient, run: int, index: int, turns: int, tokens: int, think: float = 0.0
+) -> list[Timing]:
+    """One chat replayed turn by turn: each turn sends the history with the server's own earlier answers, ``think``
+    seconds after the answer before it (a person reading it and typing the next question)."""
     messages = [{"role": "system", "content": system(run * 10 + index, ASSISTANT)}]
     timings = []
     for turn in range(turns):
+        if turn and think:
+            await asyncio.sleep(think)
         messages.append({"role": "user", "content": QUESTIONS[(turn + index) % len(QUESTIONS)]})
         timing = await stream_chat(client, chat_body(messages, tokens))
         timings.append(timing)
@@ -128,12 +137,19 @@ async def one_run(server: Server, run: int, args: argparse.Namespace) -> dict[st
     limits = httpx.Limits(max_connections=args.users + 8)
     async with httpx.AsyncClient(base_url=server.url, timeout=600, limits=limits) as client:
         single = await conversation(client, run, 0, args.turns, args.tokens)
+        paused = await conversation(client, run, 9, args.turns, args.tokens, args.think_seconds)
         concurrent = await asyncio.gather(
             *(conversation(client, run, 1 + i, args.turns, args.tokens) for i in range(4))
         )
         sequential = await shared_prefix(client, run * 2, args.users, args.tokens, burst=False)
         burst = await shared_prefix(client, run * 2 + 1, args.users, args.tokens, burst=True)
-    return {"multi_turn": [single], "multi_turn_concurrent": concurrent, "sequential": [sequential], "burst": [burst]}
+    return {
+        "multi_turn": [single],
+        "multi_turn_paused": [paused],
+        "multi_turn_concurrent": concurrent,
+        "sequential": [sequential],
+        "burst": [burst],
+    }
 
 
 def make_server(side: str, args: argparse.Namespace, model: Path) -> Server:
@@ -160,7 +176,9 @@ def position_ttfts(runs: list[dict[str, Any]], scenario: str) -> list[list[float
 
 def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for scenario in ("multi_turn", "multi_turn_concurrent", "sequential", "burst"):
+    for scenario in SCENARIOS:
+        if scenario not in results["on"][0]:
+            continue  # a result written before the scenario existed
         on, off = (position_ttfts(results[side], scenario) for side in SIDES)
         rows = []
         for position, (a, b) in enumerate(zip(on, off, strict=True)):
@@ -199,6 +217,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--context-length", type=int, default=2048)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--users", type=int, default=8)
+    parser.add_argument(
+        "--think-seconds", type=float, default=1.0, help="pause before each turn of the paused conversation"
+    )
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=benchlib.STATE / "prompt_reuse.json")
     return parser.parse_args()

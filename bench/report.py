@@ -563,6 +563,7 @@ def section_constrained(result: Result | None) -> list[str]:
 
 PROMPT_REUSE_SCENARIOS = {  # bench/prompt_reuse.py's scenarios: what each replays, what a row of it is
     "multi_turn": ("One conversation replayed turn by turn", "turn"),
+    "multi_turn_paused": ("One conversation, {think} s between an answer and the next question", "turn"),
     "multi_turn_concurrent": ("{conversations} conversations at once, each replayed turn by turn", "turn"),
     "sequential": ("A shared system prompt: one user, then the others one after another", "user"),
     "burst": ("A shared system prompt: one user, then the others all at once", "user"),
@@ -576,7 +577,8 @@ def section_prompt_reuse(result: Result | None) -> list[str]:
     p, scenarios = result["params"], result["scenarios"]
     names = {
         key: what.format(
-            conversations=scenarios[key]["answers"] // max(1, p["runs"] * len(scenarios[key]["by_position"]))
+            conversations=scenarios[key]["answers"] // max(1, p["runs"] * len(scenarios[key]["by_position"])),
+            think=num(p.get("think_seconds"), 1),
         )
         for key, (what, _) in PROMPT_REUSE_SCENARIOS.items()
         if key in scenarios

@@ -51,6 +51,7 @@ def reuse_run(later_ttft: float, turns: int, users: int, text: str = "answer") -
 
     return {
         "multi_turn": [replay(turns)],
+        "multi_turn_paused": [replay(turns)],
         "multi_turn_concurrent": [replay(turns) for _ in range(4)],
         "sequential": [replay(users)],
         "burst": [replay(users)],
@@ -205,6 +206,7 @@ def test_prompt_reuse_tables_from_the_scripts_summary(monkeypatch: pytest.Monkey
     answers = params["runs"] * params["users"]
     assert f"| One conversation replayed turn by turn | turns 2–{params['turns']} | **10.0×** |" in text
     assert "| 4 conversations at once, each replayed turn by turn |" in text
+    assert f"| One conversation, {params['think_seconds']:.1f} s between an answer and the next question |" in text
     assert f"| {answers - 1} / {answers} |" in text  # the burst's one differing answer
     assert "| 1 | 400 [400–400] | 400 [400–400] | 1.0× |" in text
     assert f"| {params['users']} | 40 [40–40] | 400 [400–400] | 10.0× |" in text
