@@ -88,6 +88,8 @@ class GenerationDone:
     prompt_eval_duration_ns: int
     eval_duration_ns: int
     context: list[int] = field(default_factory=list)
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the engine took from its prompt cache (OpenAI's ``usage.prompt_tokens_details``)."""
 
 
 GenerationEvent = Admitted | TextChunk | GenerationDone
@@ -150,6 +152,7 @@ async def _generate(
     generated: list[int] = []
     gen_started = time.perf_counter()
     first_token_at = gen_started
+    cached = 0
     last_token_at = gen_started
     metrics.prompt_tokens.labels(*labels).inc(len(tokens))
     if params.max_tokens <= 0:
@@ -164,6 +167,7 @@ async def _generate(
                 now = time.perf_counter()
                 if not generated:
                     first_token_at = now
+                    cached = token.cached_prompt_tokens
                     metrics.time_to_first_token.labels(*labels).observe(now - request.started)
                 else:
                     inter_token.observe(now - last_token_at)
@@ -192,6 +196,7 @@ async def _generate(
         prompt_eval_duration_ns=int((first_token_at - gen_started) * 1e9),
         eval_duration_ns=int((finished - first_token_at) * 1e9),
         context=[*tokens, *generated],
+        cached_prompt_tokens=cached,
     )
 
 

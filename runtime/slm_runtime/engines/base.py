@@ -67,6 +67,9 @@ class GeneratedToken:
     text: str
     logprob: float | None = None
     top_logprobs: tuple[tuple[int, float], ...] = ()
+    cached_prompt_tokens: int = 0
+    """On a generation's first token: how many of its prompt tokens the engine took from its prompt cache instead of
+    reading them (0 on every later token, and from engines without a prompt cache)."""
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ class Generation:
         self.position = 0
         self.evaluated: list[int] = []
         """Tokens in this sequence's KV cache, in order (what a later request may reuse as its prefix)."""
+        self.cached = 0
+        """Leading prompt tokens whose cells came from the prompt cache (reported with the first token)."""
         self.exact = 0
         """How many leading cells hold what a fresh prompt evaluation would compute (prompt chunks of at least
         MIN_CHUNK tokens): the part a later request may reuse without changing its output."""
@@ -104,12 +106,13 @@ class Generation:
         self._held: list[GeneratedToken | BaseException | None] | None = None
 
     def emit(self, token: int, piece: bytes, logprobs: StepLogprobs | None = None) -> None:
+        cached = self.cached if self.produced == 0 else 0
         self.produced += 1
         text = self._utf8.decode(piece)
         if logprobs is None:
-            self._put(GeneratedToken(token, text))
+            self._put(GeneratedToken(token, text, cached_prompt_tokens=cached))
         else:
-            self._put(GeneratedToken(token, text, logprob=logprobs[0], top_logprobs=logprobs[1]))
+            self._put(GeneratedToken(token, text, logprobs[0], logprobs[1], cached))
 
     def fail(self, error: BaseException) -> None:
         self.failed = True
@@ -495,7 +498,7 @@ class BatchDecoder:
             if length > common:
                 source, common = seq_id, length
         if common and self._take_prefix(generation.seq_id, source, common):
-            generation.position = generation.exact = common
+            generation.position = generation.exact = generation.cached = common
             generation.evaluated = list(prompt[:common])
             generation.prompt_left = prompt[common:]
             log.debug("seq %d reuses %d cached prompt tokens of seq %d", generation.seq_id, common, source)

@@ -20,11 +20,18 @@ __all__ = ["FINGERPRINT", "ChatStream", "CompletionStream", "Envelope", "chat_ch
 FINGERPRINT = f"slm-runtime-{__version__}"
 
 
-def usage(answers: Sequence[Answer], per_prompt: int = 1) -> dict[str, int]:
-    """Token counts of a request: each prompt once (as OpenAI counts it), every choice's completion."""
+def usage(answers: Sequence[Answer], per_prompt: int = 1) -> dict[str, Any]:
+    """Token counts of a request: each prompt once (as OpenAI counts it), every choice's completion, and how many
+    prompt tokens came from the prompt cache (of each prompt's first choice)."""
     prompt = sum(answer.done.prompt_tokens for answer in answers[::per_prompt])
+    cached = sum(answer.done.cached_prompt_tokens for answer in answers[::per_prompt])
     completion = sum(answer.done.completion_tokens for answer in answers)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,34 @@ def test_chat_completion_with_usage(client: openai.OpenAI) -> None:
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
+def test_usage_reports_the_prompt_tokens_served_from_the_prompt_cache(client: openai.OpenAI) -> None:
+    system = "You are the archivist of the lighthouse on the northern cape, built in 1851 and rebuilt in 1903. " * 4
+
+    def ask(question: str, **extra: object) -> openai.types.CompletionUsage:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        answer = client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=messages,
+            max_tokens=4,
+            temperature=0,
+            **extra,  # type: ignore[arg-type]
+        )
+        chunks = list(answer) if extra.get("stream") else [answer]
+        usage = chunks[-1].usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        return usage
+
+    first = ask("When was it built?")
+    second = ask("When was it rebuilt?")
+    streamed = ask("Who keeps it?", stream=True, stream_options={"include_usage": True})
+    # The first request read the long system prompt (at most a few template tokens were already cached); the next
+    # ones took it from the cache, and re-read only their question and at least 16 tokens.
+    assert first.prompt_tokens_details.cached_tokens < 10  # type: ignore[union-attr]
+    for later in (second, streamed):
+        cached = later.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+        assert first.prompt_tokens - 40 < cached <= later.prompt_tokens - 16, (first, later)
+
+
 def test_chat_streaming_equals_non_streaming(client: openai.OpenAI) -> None:
     kwargs = {
         "model": MODEL_NAME,

@@ -29,6 +29,7 @@ def test_chat_completion_whole_with_usage() -> None:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(REPLY),
             "total_tokens": prompt_tokens + len(REPLY),
+            "prompt_tokens_details": {"cached_tokens": 0},  # the fake engine has no prompt cache
         }
         assert app.metric("slm_requests_total", api="openai", outcome="ok") == 1
 
@@ -177,6 +178,7 @@ def test_n_choices_run_at_once_with_seeds_one_apart_and_usage_counts_the_prompt_
             "prompt_tokens": prompt_tokens,
             "completion_tokens": 2 * len(REPLY),
             "total_tokens": prompt_tokens + 2 * len(REPLY),
+            "prompt_tokens_details": {"cached_tokens": 0},
         }
 
     serve(scenario, parallel=2)
