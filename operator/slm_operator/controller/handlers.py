@@ -152,9 +152,9 @@ class Controller:
     # the last apply of each owned object
     applied: dict[tuple[str, str, str, str], tuple[int, str, float]] = field(default_factory=dict)
     running: set[Key] = field(default_factory=set)
-    # Reconciles at once (one per writer connection). Each holds its rendered manifests and decoded live objects
-    # (about 50 KiB) until its applies are answered: 1,000 SLMDeployments created at once, each reconciled by its
-    # own event, held all of theirs together (the creation's high-water mark of memory).
+    # Reconciles at once (one per writer connection). Each holds its decoded live objects, rendered manifests and
+    # the JSON of its applies until they are answered: unbounded, 1,000 SLMDeployments created within seconds (one
+    # reconcile per event) held all of theirs together, the high-water mark of memory (docs/operator-scale.md).
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PROCESS.workers))
     again: set[Key] = field(default_factory=set)
     started: bool = False  # an event handler ran: every index holds its first listing
@@ -179,6 +179,9 @@ async def configure(
     settings.persistence.diffbase_storage = _NoDiffBase(prefix=GROUP, key="last-handled-configuration")
     # A restart lists every SLMDeployment at once: in chunks, the decoded lists do not all sit in memory together.
     settings.watching.chunk_size = LIST_CHUNK
+    # kopf's worker of an object keeps the object's last event (its whole body) until it exits, idle_timeout after
+    # the event; the handler hands each event over at once (on_spec), so the worker need not wait long.
+    settings.queueing.idle_timeout = 0.5
     # We post our own Events on transitions; kopf's per-handler chatter would be writes in every reconcile.
     settings.posting.level = logging.WARNING
     # Reconnect watches regularly so a silently dropped connection cannot freeze the caches for long.
@@ -588,9 +591,16 @@ async def on_spec(type: str, namespace: str | None, name: str, memo: kopf.Memo, 
     The name is the one the create/update/resume handler had: kopf logs "Handler 'on_spec' succeeded." for each
     event, which tests/integration/test_chart.py and test_real_node_slm.py look for in the operator's log."""
     controller: Controller = memo.controller
+    # The reconcile reads the index's record, not this event's body: it runs as a task of its own and kopf's worker
+    # lets the body go now. Waiting here (for the listings, for a slot) held 1,000 bodies and kopf's per-event state
+    # at once when 1,000 SLMDeployments were created within seconds or listed after a restart.
+    task = asyncio.get_running_loop().create_task(_follow(controller, memo, type, (namespace or "", name)))
+    _keep_task(controller, task)
+
+
+async def _follow(controller: Controller, memo: kopf.Memo, type: str, key: Key) -> None:
     await controller.listed.wait()  # the owned objects as they are, not as an empty cache would have them
     _start(controller, memo)
-    key = (namespace or "", name)
     if type == "DELETED":
         _forget(controller, key)
         return
