@@ -61,6 +61,9 @@ REREAD_CHUNK = 32
 """The most tokens an idle re-read evaluates in one call (about 60 ms on 2 CPU cores for Gemma 3 270M): a request
 that arrives meanwhile waits at most that long for the decoder."""
 
+REREAD_RETRY_SECONDS = 0.5
+"""How often an idle decoder that holds a re-read back for arriving requests looks again (a start wakes it)."""
+
 COST_SMOOTHING = 0.2
 """Weight of the newest measurement in the running averages of what a step costs (:class:`StepCosts`)."""
 
@@ -252,7 +255,8 @@ class BatchDecoder:
                     if reread is not None:
                         break
                     self._lock.notify_all()  # idle with nothing to do: wake wait_settled()
-                    self._lock.wait()
+                    # A re-read held back for arriving requests is looked at again if they never come.
+                    self._lock.wait(None if self._pending_reread() is None else REREAD_RETRY_SECONDS)
                 if self._closed:
                     break
                 if reread is None:
@@ -283,11 +287,18 @@ class BatchDecoder:
         """Wait until the decoder is idle with no re-read left to do; False at ``timeout``."""
         with self._lock:
             return self._lock.wait_for(
-                lambda: not self._incoming and not self._running and self._next_reread() is None, timeout
+                lambda: not self._incoming and not self._running and self._pending_reread() is None, timeout
             )
 
     def _next_reread(self) -> int | None:
-        """A slot whose kept cells an idle re-read would make exact (prompt cache), if any."""
+        """A slot whose kept cells an idle re-read would make exact (prompt cache), if any, and none while requests
+        the server admitted are on their way (they come first)."""
+        seq_id = self._pending_reread()
+        if seq_id is None or (self.arrivals is not None and self.arrivals() > 0):
+            return None
+        return seq_id
+
+    def _pending_reread(self) -> int | None:
         if not self.reuse_prefixes:
             return None
         return next((seq_id for seq_id, kept in list(self._kept.items()) if kept.rereading), None)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from pathlib import Path
 
 import openai
 import pytest
-from runtime_e2e import API_KEY, MODEL_NAME, LiveServer
+from runtime_e2e import API_KEY, MODEL_NAME, LiveServer, make_settings
+from starlette.testclient import TestClient
+
+from slm_runtime.app import create_app
+from slm_runtime.engines.llama_cpp import LlamaCppEngine
 
 pytestmark = pytest.mark.model
 
@@ -40,29 +46,35 @@ def test_chat_completion_with_usage(client: openai.OpenAI) -> None:
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
-def test_usage_reports_the_prompt_tokens_served_from_the_prompt_cache(client: openai.OpenAI) -> None:
+def test_usage_reports_the_prompt_tokens_served_from_the_prompt_cache(gguf_path: Path) -> None:
+    settings = make_settings(gguf_path, prompt_cache=True)
+    app = create_app(settings, engine_loader=LlamaCppEngine.load)
     system = "You are the archivist of the lighthouse on the northern cape, built in 1851 and rebuilt in 1903. " * 4
+    with TestClient(app, base_url="http://runtime") as http:
+        while http.get("/readyz").status_code != 200:
+            time.sleep(0.02)
+        client = openai.OpenAI(base_url="http://runtime/v1", api_key=API_KEY, max_retries=0, http_client=http)
 
-    def ask(question: str, **extra: object) -> openai.types.CompletionUsage:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-        answer = client.chat.completions.create(
-            model=MODEL_NAME,
-            messages=messages,
-            max_tokens=4,
-            temperature=0,
-            **extra,  # type: ignore[arg-type]
-        )
-        chunks = list(answer) if extra.get("stream") else [answer]
-        usage = chunks[-1].usage
-        assert usage is not None and usage.prompt_tokens_details is not None
-        return usage
+        def ask(question: str, **extra: object) -> openai.types.CompletionUsage:
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+            answer = client.chat.completions.create(
+                model=MODEL_NAME,
+                messages=messages,
+                max_tokens=4,
+                temperature=0,
+                **extra,  # type: ignore[arg-type]
+            )
+            chunks = list(answer) if extra.get("stream") else [answer]
+            usage = chunks[-1].usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            return usage
 
-    first = ask("When was it built?")
-    second = ask("When was it rebuilt?")
-    streamed = ask("Who keeps it?", stream=True, stream_options={"include_usage": True})
-    # The first request read the long system prompt (at most a few template tokens were already cached); the next
-    # ones took it from the cache, and re-read only their question and at least 16 tokens.
-    assert first.prompt_tokens_details.cached_tokens < 10  # type: ignore[union-attr]
+        first = ask("When was it built?")
+        second = ask("When was it rebuilt?")
+        streamed = ask("Who keeps it?", stream=True, stream_options={"include_usage": True})
+    # The first request read the whole prompt; the next ones took the system prompt from the cache and re-read only
+    # their question and at least 16 tokens.
+    assert first.prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
     for later in (second, streamed):
         cached = later.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
         assert first.prompt_tokens - 40 < cached <= later.prompt_tokens - 16, (first, later)
