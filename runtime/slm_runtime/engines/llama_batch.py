@@ -313,10 +313,7 @@ class BatchDecoder:
         start = len(kept.tokens)
         if not kept.unread:
             start = max(0, min(kept.exact, len(tokens) - MIN_CHUNK))
-            window_kept = self.n_swa == 0 or llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id) <= max(
-                0, start - self.n_swa
-            )
-            if len(tokens) < MIN_CHUNK or kept.exact >= len(tokens) or not window_kept:
+            if len(tokens) < MIN_CHUNK or kept.exact >= len(tokens) or not self._window_holds(seq_id, start):
                 self._kept[seq_id] = replace(kept, rereading=False)
                 return
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, start, -1)
@@ -528,7 +525,20 @@ class BatchDecoder:
         if not llama_cpp.llama_memory_seq_rm(memory, seq_id, length, -1):
             return False
         # Sliding-window layers keep only the last window of cells: the prefix's last window must still be there.
-        return self.n_swa == 0 or llama_cpp.llama_memory_seq_pos_min(memory, seq_id) <= max(0, length - self.n_swa)
+        return self._window_holds(seq_id, length)
+
+    def _window_holds(self, seq_id: int, length: int) -> bool:
+        """Whether ``seq_id``'s sliding-window cells still hold the last window before position ``length``.
+
+        ``llama_memory_seq_pos_min`` reports the sliding-window cache, and -1 when the sequence has no cell there:
+        after a long sequence (more positions than those cells) the first positions are gone, and once the cells
+        after a short prefix are removed nothing of it is left. -1 is then no window at all, not position 0."""
+        import llama_cpp
+
+        if self.n_swa == 0:
+            return True
+        lowest = llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id)
+        return bool(0 <= lowest <= max(0, length - self.n_swa))
 
     def _clear(self, seq_id: int) -> None:
         import llama_cpp

@@ -231,3 +231,21 @@ def test_random_requests_under_load_answer_as_each_alone(gguf_path: Path, plain:
 
 def run(engine: LlamaCppEngine, slot: int, prompt: list[int], count: int, answers: dict[int, list[int]]) -> None:
     answers[slot] = generate(engine, slot, prompt, SamplingParams(max_tokens=count, temperature=0.0))
+
+
+def test_a_short_prompt_after_a_long_sequence_on_its_slot_answers_as_alone(
+    gguf_path: Path, plain: LlamaCppEngine
+) -> None:
+    """A sequence longer than the sliding-window cells (Gemma 3: 512 + one batch) leaves its first positions only in
+    the global layers' cells. A short prompt that shares a few leading tokens with it must not reuse them: the
+    sliding-window layers no longer hold them (llama.cpp then reports no cell at all, -1, not position 0)."""
+    long_prompt = plain.tokenize("Session 1. " + SYSTEM * 8 + " When was it built?")
+    assert len(long_prompt) > 1024
+    short = plain.tokenize("Session 10. You are the archivist of the lighthouse. When was it built?")
+    expected = generate(plain, 0, short)
+    engine = load(gguf_path, reuse=True)
+    try:
+        generate(engine, 0, long_prompt)
+        assert generate(engine, 0, short) == expected
+    finally:
+        engine.close()
