@@ -46,7 +46,7 @@ from slm_runtime.engines.llama_native import quick_calls
 from slm_runtime.engines.logprobs import StepLogprobs, step_logprobs
 from slm_runtime.engines.samplers import StepLogits, TokenSampler
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "KeptCells", "shared_prefix"]
+__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "KeptCells", "prefix_source", "shared_prefix"]
 
 GATHER_SECONDS = 0.03
 """The longest an idle decoder waits for generations the server has admitted but not started yet (a burst of
@@ -63,6 +63,11 @@ that arrives meanwhile waits at most that long for the decoder."""
 
 REREAD_RETRY_SECONDS = 0.5
 """How often an idle decoder that holds a re-read back for arriving requests looks again (a start wakes it)."""
+
+MIN_COPIED_PREFIX = MIN_CHUNK
+"""The fewest cached tokens worth taking from another slot: llama.cpp copies that slot's whole KV stream (all its
+layers, every cell up to the context length), so a prefix of a few tokens (``<bos>`` and a turn marker, which most
+prompts share) would cost more to copy than to read. Its own slot's prefix is free and always taken."""
 
 COST_SMOOTHING = 0.2
 """Weight of the newest measurement in the running averages of what a step costs (:class:`StepCosts`)."""
@@ -498,13 +503,12 @@ class BatchDecoder:
         if not self.reuse_prefixes or limit <= 0:
             self._clear(generation.seq_id)
             return
-        source, common = generation.seq_id, 0 if kept is None else shared_prefix(kept.reusable, prompt, limit)
+        own = 0 if kept is None else shared_prefix(kept.reusable, prompt, limit)
         candidates = [(seq_id, cells.reusable) for seq_id, cells in self._kept.items()]
         candidates += [(other.seq_id, other.evaluated[: other.exact]) for other in sources]
-        for seq_id, tokens in candidates:
-            length = shared_prefix(tokens, prompt, limit)
-            if length > common:
-                source, common = seq_id, length
+        source, common = prefix_source(
+            generation.seq_id, own, [(seq_id, shared_prefix(tokens, prompt, limit)) for seq_id, tokens in candidates]
+        )
         if common and self._take_prefix(generation.seq_id, source, common):
             generation.position = generation.exact = generation.cached = common
             generation.evaluated = list(prompt[:common])
@@ -549,6 +553,19 @@ class BatchDecoder:
 
 def _smooth(average: float, value: float) -> float:
     return value if average <= 0.0 else average + COST_SMOOTHING * (value - average)
+
+
+def prefix_source(seq_id: int, own: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """Where a new sequence on ``seq_id`` takes its cached prefix from, and how long it is.
+
+    ``own`` is the prefix its own slot holds (kept in place, free); ``others`` pairs another slot with the prefix it
+    holds. Another slot's prefix costs a copy of that slot's whole KV stream (llama.cpp copies streams, not cells), so
+    it is taken only when it saves at least :data:`MIN_COPIED_PREFIX` more tokens than the own slot's."""
+    source, common = seq_id, own
+    for other, length in others:
+        if other != seq_id and length > common and length >= own + MIN_COPIED_PREFIX:
+            source, common = other, length
+    return source, common
 
 
 def shared_prefix(first: Sequence[int], second: Sequence[int], limit: int) -> int:

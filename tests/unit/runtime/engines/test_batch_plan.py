@@ -199,3 +199,18 @@ def test_fillers_never_push_the_generating_call_past_n_batch() -> None:
     seqs = [Seq(0, next_token=1, position=4), Seq(2, next_token=2, position=4)]
     assert plan_step(seqs, 2, {1: 0}) == [[BatchEntry(0, (1,), 4, True), BatchEntry(2, (2,), 4, True)]]
     assert len(plan_step(seqs, 3, {1: 0})[0]) == 3
+
+
+def test_a_prefix_from_another_slot_is_copied_only_when_it_saves_a_chunk_more_than_the_own_slot() -> None:
+    from slm_runtime.engines.llama_batch import MIN_COPIED_PREFIX, prefix_source
+
+    # Nothing held anywhere: start from scratch on the own slot.
+    assert prefix_source(2, 0, []) == (2, 0)
+    # A few shared leading tokens (<bos>, a turn marker) are not worth copying a whole KV stream.
+    assert prefix_source(2, 0, [(0, 3), (1, MIN_COPIED_PREFIX - 1)]) == (2, 0)
+    assert prefix_source(2, 0, [(0, 3), (1, MIN_COPIED_PREFIX)]) == (1, MIN_COPIED_PREFIX)
+    # The own slot's prefix is free: another slot must beat it by a whole chunk.
+    assert prefix_source(2, 40, [(0, 40 + MIN_COPIED_PREFIX - 1)]) == (2, 40)
+    assert prefix_source(2, 40, [(0, 40 + MIN_COPIED_PREFIX)]) == (0, 40 + MIN_COPIED_PREFIX)
+    # Among slots worth copying from, the longest prefix wins.
+    assert prefix_source(2, 0, [(0, 40), (1, 100), (3, 60)]) == (1, 100)
