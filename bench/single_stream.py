@@ -64,7 +64,7 @@ def load_llama(model: Path, threads: int, context: int) -> Any:
 
 def in_process_run(llm: Any, text: str, tokens: int, limit: float) -> Timing:
     """One streamed completion straight from llama_cpp.Llama; a timestamp per chunk that carries text."""
-    llm.reset()  # forget the previous prompt: no KV prefix reuse, as in our server (--prompt-cache off)
+    llm.reset()  # forget the previous prompt: each text starts with its run number, so our server reuses none either
     timing = Timing(sent=time.perf_counter())
     chunks = llm.create_completion(text, max_tokens=tokens, temperature=0.0, repeat_penalty=1.0, stream=True)
     for chunk in chunks:

@@ -176,7 +176,7 @@ class EngineSettings(_Section):
         "under concurrency, but output may vary with load.",
     )
     prompt_cache: bool = Field(
-        False,
+        True,
         description="Reuse the KV cache of the longest matching prompt prefix any slot holds (llama.cpp): "
         "multi-turn chat and shared system prompts skip re-reading it (docs/batching.md, Prompt cache).",
     )
