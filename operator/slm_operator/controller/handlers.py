@@ -12,8 +12,10 @@ Level-triggered, with events only to act sooner (see docs/operator-scale.md):
   restores owned objects edited or deleted by hand and retries failed reconciles; an SLMDeployment with
   unchanged inputs costs a comparison of two tuples, not a render.
 
-SLMDeployments are read from a kopf index, owned objects and pods from watches of the operator's own (watch.py,
-cache.py) that turn each event into a record at once; both hold only what a reconcile reads. Writes go out on the
+SLMDeployments are kept by the event handler (a record per object, cache.py), owned objects and pods by watches of
+the operator's own (watch.py) that turn each event into a record at once; both hold only what a reconcile reads.
+kopf has no index: with one, kopf holds a restart's whole first listing until every object is indexed, and runs
+two handlers per object. Writes go out on the
 event loop through one aiohttp session (``AsyncWriter``); kopf itself writes nothing (no change-detecting handlers:
 no diff-base or progress annotations, no finalizers).
 """
@@ -40,7 +42,6 @@ from slm_operator.api.resource import GROUP, PLURAL, VERSION
 from slm_operator.controller import metrics
 from slm_operator.controller.cache import Cache
 from slm_operator.controller.compact import Kept, KeptSLM, canonical, keep, keep_slm
-from slm_operator.controller.kopfpatch import share_toggle_waits
 from slm_operator.controller.kube import PLURALS, ApiConnection, AsyncWriter, KubeClient, Writes, load_kube_config
 from slm_operator.controller.leader import LeaseElector
 from slm_operator.controller.reconcile import LiveObjects, invalid_status, reconcile
@@ -65,8 +66,6 @@ WATCH_PAGE = 100  # objects per page of the owned kinds' and pods' listings (at 
 WATCH_SECONDS = 300  # a watch request ends after this and is made again (a silently dropped one cannot last)
 
 Key = tuple[str, str]  # (namespace, name) of an SLMDeployment
-
-share_toggle_waits()  # a restart's first listings are held for the indexes in linear, not quadratic, time
 
 
 def _index_id(kind: str) -> str:
@@ -103,13 +102,6 @@ WATCHED: dict[str, Watched[Kept]] = {
     },
     "owned_pods": Watched("v1", "Pod", "pods", POD_SELECTOR, _owned_key, _keep_pod),
 }
-
-
-# An async index function: kopf runs a sync one in a thread of its executor, a hand-off per watch event.
-@kopf.index(GROUP, VERSION, PLURAL)
-async def slm_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Every SLMDeployment as last seen (what a reconcile reads of it)."""
-    return {(namespace or "", name): keep_slm(body)}
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -171,7 +163,7 @@ async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
     # Progress in our own annotations, should a change-detecting handler ever be added (the CRD's structural status
     # schema would prune kopf's default status.kopf field); no diff-base at all (see _NoDiffBase).
@@ -206,7 +198,7 @@ async def configure(
         settings=operator_settings,
         kube=kube,
         writer=AsyncWriter(api.configuration, operator_settings.field_manager, PROCESS.workers),
-        indexes={"slm_bodies": kwargs["slm_bodies"], **caches},
+        indexes={"slm_bodies": Cache[KeptSLM](), **caches},
         service_monitor_crd=False,
     )
     memo.controller = controller
@@ -334,8 +326,7 @@ def _live(key: Key, indexes: Mapping[str, Any]) -> LiveObjects:
 
 
 def _newest(records: Any) -> KeptSLM | None:
-    """The one live object of a name: the newest stored record (an older one is a deleted object that the index
-    has not dropped yet)."""
+    """The one live object of a name: the newest stored record (the event handler keeps one per name)."""
     ordered = sorted(records, key=lambda kept: kept.created)
     return ordered[-1] if ordered else None
 
@@ -471,6 +462,7 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
     controller.keda = _keda(controller)
     writes = Writes()
     started = time.perf_counter()
+    rendered = started
     try:
         result = reconcile(
             {**body, "status": previous},
@@ -491,13 +483,17 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
         controller.inputs[key] = seen
         return
     finally:
-        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        rendered = time.perf_counter()
+        metrics.RECONCILE_SECONDS.observe(rendered - started)
+        metrics.STAGE_SECONDS.labels(stage="render").observe(rendered - started)
     # An apply answered a moment ago whose object the watch has not shown yet looks missing or stale in the index:
     # not sent again while the watch catches up (at most a resync period; the next resync compares again).
     awaiting = [m for m in writes.applies if _awaiting_watch(controller, key, m)]
     if awaiting:
         writes.applies = [m for m in writes.applies if m not in awaiting]
     versions = await controller.writer.write(writes)
+    if writes.applies:
+        metrics.STAGE_SECONDS.labels(stage="apply").observe(time.perf_counter() - rendered)
     _remember_applies(controller, key, writes.applies, versions)
     metrics.RECONCILES.labels(result="changed" if writes.applies or writes.deletes else "unchanged").inc()
     if result.fell_back_to:
@@ -513,8 +509,9 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
     controller.inputs[key] = None if awaiting else seen
 
 
-async def request_reconcile(controller: Controller, key: Key) -> None:
-    """Reconcile ``key`` now; if a reconcile of it is running, once more after it (never two at once)."""
+async def request_reconcile(controller: Controller, key: Key, since: float | None = None) -> None:
+    """Reconcile ``key`` now; if a reconcile of it is running, once more after it (never two at once). ``since``:
+    the perf_counter of the event that asked for it (the wait for a slot is measured from there)."""
     if key in controller.running:
         controller.again.add(key)
         return
@@ -525,6 +522,9 @@ async def request_reconcile(controller: Controller, key: Key) -> None:
             controller.reconciles += 1
             try:
                 async with controller.slots:
+                    if since is not None:
+                        metrics.STAGE_SECONDS.labels(stage="slot").observe(time.perf_counter() - since)
+                        since = None
                     await _reconcile_once(controller, key)
             except Exception:
                 metrics.RECONCILES.labels(result="error").inc()
@@ -584,22 +584,30 @@ async def _resync_forever(controller: Controller) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def on_spec(type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A new, changed or (after a restart) listed SLMDeployment: reconcile it now. kopf runs event handlers only
-    once every index holds its first listing, so a restarted operator sees the owned objects that exist.
+async def on_spec(type: str, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new, changed or (after a restart) listed SLMDeployment: keep its record and reconcile it once the owned
+    objects and pods are listed (``_follow``), so a restarted operator sees the owned objects that exist.
 
     The name is the one the create/update/resume handler had: kopf logs "Handler 'on_spec' succeeded." for each
     event, which tests/integration/test_chart.py and test_real_node_slm.py look for in the operator's log."""
     controller: Controller = memo.controller
-    # The reconcile reads the index's record, not this event's body: it runs as a task of its own and kopf's worker
+    key = (namespace or "", name)
+    records: Cache[KeptSLM] = controller.indexes["slm_bodies"]
+    if type == "DELETED":
+        records.remove(key)
+    else:
+        records.put(key, key, keep_slm(body))
+    # The reconcile reads the record, not this event's body: it runs as a task of its own and kopf's worker
     # lets the body go now. Waiting here (for the listings, for a slot) held 1,000 bodies and kopf's per-event state
     # at once when 1,000 SLMDeployments were created within seconds or listed after a restart.
-    task = asyncio.get_running_loop().create_task(_follow(controller, memo, type, (namespace or "", name)))
+    task = asyncio.get_running_loop().create_task(_follow(controller, memo, type, key, time.perf_counter()))
     _keep_task(controller, task)
 
 
-async def _follow(controller: Controller, memo: kopf.Memo, type: str, key: Key) -> None:
+async def _follow(controller: Controller, memo: kopf.Memo, type: str, key: Key, since: float) -> None:
     await controller.listed.wait()  # the owned objects as they are, not as an empty cache would have them
+    listed = time.perf_counter()
+    metrics.STAGE_SECONDS.labels(stage="listing").observe(listed - since)
     _start(controller, memo)
     if type == "DELETED":
         _forget(controller, key)
@@ -607,7 +615,7 @@ async def _follow(controller: Controller, memo: kopf.Memo, type: str, key: Key) 
     kept = _newest(controller.indexes["slm_bodies"].get(key, []))
     if kept is not None and _unchanged(controller, key, kept):
         return  # our own status write coming back, or an event that changed nothing a reconcile reads
-    await request_reconcile(controller, key)
+    await request_reconcile(controller, key, listed)
 
 
 def _unchanged(controller: Controller, key: Key, kept: KeptSLM) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "MANAGED",
     "RECONCILES",
     "RECONCILE_SECONDS",
+    "STAGE_SECONDS",
     "serve_metrics",
     "set_phase_counts",
 ]
@@ -24,6 +25,15 @@ RECONCILE_SECONDS = Histogram(
     "slm_operator_reconcile_duration_seconds",
     "Time spent in one reconcile.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+# Where the time from an SLMDeployment's watch event to its applies goes (docs/operator-scale.md): "listing" from the
+# event to the own watches' first listings (0 once listed), "slot" waiting for one of the reconcile slots, "render"
+# the reconcile less its writes, "apply" the writes of a reconcile that applied something (answered by the apiserver).
+STAGE_SECONDS = Histogram(
+    "slm_operator_stage_seconds",
+    "Time of each stage from an SLMDeployment's event to its applies.",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30),
 )
 MANAGED = Gauge("slm_operator_managed_slmdeployments", "SLMDeployments managed, by phase.", ["phase"])
 FALLBACKS = Counter("slm_operator_hardware_fallbacks_total", "Moves to a fallback accelerator.", ["to"])

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import kopf
-from test_resync import KEY, RecordingWriter, controller
+from test_resync import KEY, RecordingWriter, controller, slm
 
 from slm_operator.controller import handlers
 
@@ -19,7 +19,9 @@ def test_the_handler_returns_at_once_and_the_reconcile_follows_the_listings() ->
         ctl.started = False
         memo: Any = kopf.Memo()
         memo.controller = ctl
-        await asyncio.wait_for(handlers.on_spec(type="ADDED", namespace=KEY[0], name=KEY[1], memo=memo), 1)
+        await asyncio.wait_for(
+            handlers.on_spec(type="ADDED", namespace=KEY[0], name=KEY[1], body=kopf.Body(slm()), memo=memo), 1
+        )
         await asyncio.sleep(0.01)
         assert writer.writes == [] and len(ctl.tasks) == 1  # handed over; waiting for the listings
         ctl.listed.set()
@@ -28,3 +30,21 @@ def test_the_handler_returns_at_once_and_the_reconcile_follows_the_listings() ->
         return sorted(writer.writes)
 
     assert asyncio.run(scenario()) == ["apply Deployment/assistant", "apply Service/assistant"]
+
+
+def test_the_handler_keeps_each_slmdeployments_record_and_drops_it_when_deleted() -> None:
+    async def scenario() -> None:
+        ctl = controller(RecordingWriter())
+        ctl.listed.set()
+        memo: Any = kopf.Memo()
+        memo.controller = ctl
+        records = ctl.indexes["slm_bodies"]
+        changed = {**slm(), "metadata": {**slm()["metadata"], "generation": 2, "resourceVersion": "2"}}
+        await handlers.on_spec(type="MODIFIED", namespace=KEY[0], name=KEY[1], body=kopf.Body(changed), memo=memo)
+        assert [kept.version for kept in records.get(KEY)] == ["2"]  # replaced, not added
+        await handlers.on_spec(type="DELETED", namespace=KEY[0], name=KEY[1], body=kopf.Body(changed), memo=memo)
+        assert records.get(KEY) == []
+        await asyncio.wait_for(asyncio.gather(*ctl.tasks), 5)
+        assert KEY not in ctl.inputs and KEY not in ctl.statuses
+
+    asyncio.run(scenario())

@@ -8,7 +8,8 @@ import copy
 from typing import Any
 
 from slm_operator.controller import handlers
-from slm_operator.controller.compact import compact_owned, compact_pod, compact_slm, keep, keep_slm
+from slm_operator.controller.cache import Cache
+from slm_operator.controller.compact import KeptSLM, compact_owned, compact_pod, compact_slm, keep, keep_slm
 from slm_operator.controller.handlers import Controller, resync_once
 from slm_operator.controller.kube import Writes
 from slm_operator.render.meta import ACCELERATOR_ANNOTATION
@@ -44,8 +45,9 @@ def slm() -> dict[str, Any]:
 
 
 def controller(writer: RecordingWriter) -> Controller:
-    indexes: dict[str, dict[Any, list[Any]]] = {name: {} for name in handlers.INDEXES}
-    indexes["slm_bodies"][KEY] = [keep_slm(slm())]
+    indexes: dict[str, Any] = {name: {} for name in handlers.INDEXES}
+    indexes["slm_bodies"] = Cache[KeptSLM]()  # kept by the event handler
+    indexes["slm_bodies"].put(KEY, KEY, keep_slm(slm()))
     return Controller(
         settings=OperatorSettings(),
         kube=None,  # type: ignore[arg-type]  # discovery is not asked: keda is known
@@ -81,7 +83,7 @@ def test_unchanged_inputs_cost_no_reconcile_and_drift_is_repaired() -> None:
     assert asyncio.run(resync_once(ctl)) == 1
     assert writer.writes == ["status Pending"]
     # the watch shows the status written
-    ctl.indexes["slm_bodies"][KEY] = [keep_slm({**slm(), "status": ctl.statuses[KEY][0]})]
+    ctl.indexes["slm_bodies"].put(KEY, KEY, keep_slm({**slm(), "status": ctl.statuses[KEY][0]}))
     writer.writes.clear()
     assert asyncio.run(resync_once(ctl)) == 0  # then nothing changed: no reconcile at all
     ctl.indexes["owned_service"].pop(KEY)  # deleted by hand
