@@ -10,10 +10,11 @@ status read (without the copies of the whole manifest that kubectl and kopf keep
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from slm_operator.api.resource import GROUP
 from slm_operator.render.meta import ACCELERATOR_ANNOTATION
@@ -78,7 +79,17 @@ def compact_slm(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def canonical(value: Any) -> str:
     """``value`` as compact JSON text with sorted keys: equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return msgspec.json.encode(value, order="sorted").decode()
+
+
+def _text(value: Any) -> str:
+    """A record's body as compact JSON text (an owned object's spec may still be the apiserver's text: decode.py)."""
+    return msgspec.json.encode(value).decode()
+
+
+def _decoded(text: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = msgspec.json.decode(text)
+    return decoded
 
 
 def _unschedulable(pod: Mapping[str, Any]) -> bool:
@@ -102,8 +113,7 @@ class Kept:
     data: str
 
     def body(self) -> dict[str, Any]:
-        decoded: dict[str, Any] = json.loads(self.data)
-        return decoded
+        return _decoded(self.data)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -121,8 +131,8 @@ class KeptSLM:
     data: str
 
     def body(self) -> dict[str, Any]:
-        decoded: dict[str, Any] = json.loads(self.data)
-        decoded["status"] = json.loads(self.status)
+        decoded = _decoded(self.data)
+        decoded["status"] = _decoded(self.status)
         return decoded
 
 
@@ -134,7 +144,7 @@ def keep(body: Mapping[str, Any], *, pod: bool = False) -> Kept:
     """The index record of an owned object (``pod``: of a model-server pod)."""
     kept = compact_pod(body) if pod else compact_owned(body)
     unschedulable = pod and _unschedulable(body)
-    return Kept(*_fields(kept["metadata"]), unschedulable, json.dumps(kept, separators=(",", ":")))
+    return Kept(*_fields(kept["metadata"]), unschedulable, _text(kept))
 
 
 def keep_slm(body: Mapping[str, Any]) -> KeptSLM:
@@ -154,5 +164,5 @@ def keep_slm(body: Mapping[str, Any]) -> KeptSLM:
         meta_inputs=meta_inputs,
         phase=str(status.get("phase") or "Pending"),
         status=canonical(status),
-        data=json.dumps(kept, separators=(",", ":")),
+        data=_text(kept),
     )

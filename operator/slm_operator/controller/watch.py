@@ -5,7 +5,8 @@ listed object's body until all are indexed: at 1,000 SLMDeployments that is thou
 memory at once (a pod event is about 55 KiB of JSON), and the process keeps that high-water mark as resident memory.
 A ``Watcher`` reads a list page by page and a watch stream line by line, makes each object's record (compact.py)
 as soon as it is decoded and drops the body: what it holds at once is one page or one event. kopf keeps only the
-SLMDeployments (their index and event handler).
+SLMDeployments (their event handler). Pages and events are decoded by decode.py: only the fields the records keep
+become Python objects (a pod's spec and every object's managedFields are skipped).
 
 Semantics of a kopf index, no more: the first listing fills the cache (``ready`` is set after it), the watch
 continues from the listing's resourceVersion, a watch that expired (410 Gone) or failed lists again and replaces
@@ -17,7 +18,6 @@ every SLMDeployment's inputs each period (handlers.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 
 from slm_operator.controller.cache import Cache, Key, apply_event, split_lines
+from slm_operator.controller.decode import Decoded, decode_event, decode_list
 from slm_operator.controller.kube import ApiConnection, ApiError, collection_path
 
 __all__ = ["WatchExpiredError", "Watched", "Watcher"]
@@ -81,6 +82,7 @@ class Watcher(Generic[R]):
         self._server_timeout = server_timeout
         self._recheck = recheck_seconds
         self._path = collection_path(watched.api_version, watched.plural, namespace)
+        self._pod = watched.kind == "Pod"  # a pod's records read only its spec's nodeName
         self.ready = asyncio.Event()  # set once the first listing is in the cache (or the kind is not served)
         self.lists = 0  # listings done (the first, and one after each expired or failed watch)
 
@@ -111,12 +113,13 @@ class Watcher(Generic[R]):
         # again, both on CPU that the cluster's network would not need.
         return {**self._connection.headers(), "Accept-Encoding": "identity"}  # the token may have rotated
 
-    async def _get(self, session: aiohttp.ClientSession, params: dict[str, str]) -> Any:
+    async def _get(self, session: aiohttp.ClientSession, params: dict[str, str]) -> tuple[list[Decoded], str, str]:
+        """One page: its items, the continue token and the list's resourceVersion."""
         url = self._connection.host + self._path
         async with session.get(url, params=params, headers=self._request_headers()) as reply:
             if reply.status >= 300:
                 raise ApiError("GET", self._path, reply.status, await reply.text())
-            return json.loads(await reply.read())
+            return decode_list(await reply.read(), pod=self._pod)
 
     async def _list(self, session: aiohttp.ClientSession) -> str:
         """A full listing, page by page, into the cache; the resourceVersion to watch from."""
@@ -126,14 +129,13 @@ class Watcher(Generic[R]):
         began, pages = time.perf_counter(), 0
         while True:
             pages += 1
-            page = await self._get(session, params)
-            for item in page.pop("items", None) or []:
+            items, token, version = await self._get(session, params)
+            for item in items:
                 # Items of a list carry no kind: the records (and drift comparisons) expect the object's own.
                 item["apiVersion"], item["kind"] = watched.api_version, watched.kind
                 meta = item.get("metadata") or {}
                 ident = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
                 entries.append((ident, watched.key_of(item), watched.record_of(item)))
-            token = (page.get("metadata") or {}).get("continue")
             if not token:
                 break
             params["continue"] = token
@@ -143,7 +145,7 @@ class Watcher(Generic[R]):
         if self._on_change is not None:
             for _, key, record in entries:
                 self._on_change("LISTED", key, record)
-        return str((page.get("metadata") or {}).get("resourceVersion") or "")
+        return version
 
     async def _watch(self, session: aiohttp.ClientSession, version: str) -> str | None:
         """One watch request from ``version``: the version to continue from when it ends, None to list again."""
@@ -165,14 +167,13 @@ class Watcher(Generic[R]):
             async for chunk in reply.content.iter_any():
                 for line in split_lines(pending, chunk):
                     try:
-                        version = self._event(json.loads(line), version)
+                        version = self._event(*decode_event(line, pod=self._pod), version)
                     except WatchExpiredError:
                         return None
         return version
 
-    def _event(self, event: Mapping[str, Any], version: str) -> str:
-        """Apply one watch event; the resourceVersion to continue from."""
-        kind, obj = str(event.get("type")), event.get("object") or {}
+    def _event(self, kind: str, obj: Mapping[str, Any], version: str) -> str:
+        """Apply one watch event (its type and object); the resourceVersion to continue from."""
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise WatchExpiredError

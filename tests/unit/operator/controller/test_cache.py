@@ -67,12 +67,12 @@ def test_watch_events_reach_the_cache_and_the_callback_and_410_means_list_again(
         cache: Cache[str] = Cache()
         seen: list[tuple[str, Any, Any]] = []
         w = watcher(cache, seen)
-        assert w._event({"type": "ADDED", "object": obj("a", "m1", "7")}, "5") == "7"
-        assert w._event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}, "7") == "9"
+        assert w._event("ADDED", obj("a", "m1", "7"), "5") == "7"
+        assert w._event("BOOKMARK", {"metadata": {"resourceVersion": "9"}}, "7") == "9"
         assert seen == [("ADDED", ("ns", "m1"), "a@7")] and cache.get(("ns", "m1")) == ["a@7"]
         with pytest.raises(WatchExpiredError):
-            w._event({"type": "ERROR", "object": {"kind": "Status", "code": 410}}, "9")
+            w._event("ERROR", {"kind": "Status", "code": 410}, "9")
         with pytest.raises(ApiError):
-            w._event({"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}, "9")
+            w._event("ERROR", {"kind": "Status", "code": 500, "message": "boom"}, "9")
 
     asyncio.run(scenario())
