@@ -335,6 +335,9 @@ class RunResult:
     seconds_to_applied: float = 0.0  # from the first create until the last owned object's first apply answered
     idle_cpu_share: float = 0.0  # operator CPU seconds per second in the steady window
     restart: dict[str, Any] = field(default_factory=dict)
+    # From an SLMDeployment's event to its applies, per stage (slm_operator_stage_seconds): mean s, total s, count
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    apiserver_apply_seconds: float = 0.0  # mean time the apiserver took to answer the operator's applies (audit log)
 
     @property
     def objects_per_second(self) -> float:
@@ -365,6 +368,28 @@ def operator_counters(operator: BenchOperator) -> tuple[int, dict[str, int]]:
                 key = f"{sample.labels['verb']} {sample.labels['kind']}"
                 writes[key] = writes.get(key, 0) + int(sample.value)
     return reconciles, writes
+
+
+def operator_stages(operator: BenchOperator) -> dict[str, tuple[float, int]]:
+    """stage -> (seconds, observations) so far of the operator's slm_operator_stage_seconds histogram."""
+    stages: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(operator.metrics_text()):
+        for sample in family.samples:
+            if sample.name in ("slm_operator_stage_seconds_sum", "slm_operator_stage_seconds_count"):
+                entry = stages.setdefault(sample.labels["stage"], [0.0, 0.0])
+                entry[sample.name.endswith("_count")] += sample.value
+    return {stage: (total, int(count)) for stage, (total, count) in stages.items()}
+
+
+def stage_means(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]]) -> dict[str, Any]:
+    """Per stage between two readings of operator_stages: mean seconds, total seconds, observations."""
+    means: dict[str, dict[str, float]] = {}
+    for stage, (total, count) in after.items():
+        total -= before.get(stage, (0.0, 0))[0]
+        count -= before.get(stage, (0.0, 0))[1]
+        if count:
+            means[stage] = {"mean": round(total / count, 4), "total": round(total, 2), "count": count}
+    return means
 
 
 def requests_between(audit_log: Path, start: float, end: float) -> list[Request]:
@@ -608,12 +633,14 @@ def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -
     manifests = slm_objects(namespace, slm_manifests(count))
     with trackers(ctx.api, namespace, count) as (deployments, slms):
         reconciles_before, writes_before = operator_counters(operator)
+        stages_before = operator_stages(operator)
         started, created = ctx.bare.apply_all(manifests, ctx.concurrency)
         progress(f"  created {count} SLMDeployments in {created - started:.1f}s; waiting for Ready")
         deployed = deployments.wait(args.timeout, operator.check_alive)
         ready = slms.wait(max(1.0, args.timeout - (time.time() - started)), operator.check_alive)
     settled = wait_quiet(audit_log, args.settle_seconds, args.settle_limit)
     reconciles_settled, writes_settled = operator_counters(operator)
+    stages = stage_means(stages_before, operator_stages(operator))
     progress(
         f"  Ready after {ready - started:.1f}s, quiet after {settled - started:.1f}s; "
         f"steady state for {args.steady_seconds:g}s"
@@ -627,6 +654,7 @@ def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -
     applying = requests_between(audit_log, started, settled)
     steady = [r for r in requests_between(audit_log, settled, steady_end) if r.write]
     applies = first_applies(applying)
+    owned_applies = [r for r in applying if r.verb == "PATCH" and r.resource not in _NOT_OWNED and r.code < 300]
     return RunResult(
         count=count,
         seconds_to_deployments=deployed - started,
@@ -646,6 +674,10 @@ def measure(ctx: Context, operator: BenchOperator, namespace: str, count: int) -
         objects_applied=len(applies),
         seconds_to_applied=max(applies.values(), default=started) - started,
         idle_cpu_share=idle_cpu,
+        stages=stages,
+        apiserver_apply_seconds=statistics.fmean(r.completed - r.received for r in owned_applies)
+        if owned_applies
+        else 0.0,
     )
 
 
@@ -679,19 +711,26 @@ def restart(ctx: Context, work: Path, lease: str, namespace: str, count: int) ->
             f"the restarted operator to reconcile {count} SLMDeployments",
             lambda: operator_counters(operator)[0] >= count,
             ctx.args.timeout,
-            0.2,
+            0.1,
         )
         reconciled = time.time()
         time.sleep(ctx.args.settle_seconds)
-        requests = [r for r in requests_between(ctx.plane.audit_log, began, time.time()) if not r.lease]
+        everything = requests_between(ctx.plane.audit_log, began, time.time())
+        requests = [r for r in everything if not r.lease]
         rss, _ = operator.memory_mib()
     finally:
         operator.stop()
     listing = statistics.median(full_list_seconds(ctx.api, namespace) for _ in range(3))
     writes = [r for r in requests if r.write]
+    lease_writes = [r.completed for r in everything if r.lease and r.write and r.code < 300]
+    lists = [r.received for r in requests if r.verb == "LIST"]
     result = {
         "seconds_to_reconciled": round(reconciled - began, 3),
         "seconds_leading_to_reconciled": round(reconciled - led, 3),
+        # the same from the audit log's answer to the Lease write and from the operator's first list request (the
+        # Lease is seen by polling /readyz, the reconciles by polling /metrics, both every 0.1-0.2 s)
+        "seconds_lease_to_reconciled": round(reconciled - min(lease_writes, default=led), 3),
+        "seconds_listing_to_reconciled": round(reconciled - min(lists, default=led), 3),
         "full_list_seconds": round(listing, 3),
         "writes": len(writes),
         "writes_by_resource": by_resource(tally(writes)),
@@ -794,6 +833,8 @@ def sample(run: RunResult) -> dict[str, Any]:
         "idle_cpu_percent": round(100 * run.idle_cpu_share, 2),
         "operator_rss_mib": round(run.rss_mib, 1),
         "operator_peak_rss_mib": round(run.peak_rss_mib, 1),
+        "stages": run.stages,
+        "apiserver_apply_seconds": round(run.apiserver_apply_seconds, 4),
     }
 
 
