@@ -171,6 +171,11 @@ def _process_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system, all threads) that one process has used so far; 0 when it is gone."""
+    return _process_ticks(pid) / os.sysconf("SC_CLK_TCK")
+
+
 def _own_ticks() -> int:
     """CPU jiffies of this benchmark and every process under it (the servers it started)."""
     return sum(_process_ticks(pid) for pid in _tree(os.getpid()))

@@ -73,6 +73,9 @@ def make_server(name: str, args: argparse.Namespace, model: Path) -> Server:
         command += ["--context-length", str(c), "--temperature", "0", "--repeat-penalty", "1.0"]
         # The fast variant trades batch invariance for llama.cpp's repacked kernels and flash attention.
         command += ["--batch-invariant", "false" if name == "slm-runtime-fast" else "true"]
+        # As llama-server's requests (cache_prompt false): no prompt cache, and no idle re-read of kept answers
+        # taking CPU from the next server's wave.
+        command += ["--prompt-cache", "false"]
         return Server(name, command, "/readyz", port)
     if name == "llama-cpp-python":
         command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "bench"]

@@ -281,16 +281,29 @@ def queue_summary(rows: list[Place], ttft0: list[float]) -> dict[str, Any]:
     }
 
 
-def server_counters(url: str) -> dict[str, float]:
-    """The server's queue-time sum and count and its busy refusals so far."""
-    text = httpx.get(url + "/metrics", timeout=10).text
-    values = {"queue_sum": 0.0, "queue_count": 0.0, "busy": 0.0}
+COUNTED = {
+    "slm_request_queue_seconds_sum": "queue_sum",
+    "slm_request_queue_seconds_count": "queue_count",
+    "slm_batch_sequences_count": "steps",
+    "slm_batch_sequences_sum": "sequences",
+    "slm_batch_tokens_sum": "step_tokens",
+}
+"""The server's metrics each phase reads before and after (summed over labels)."""
+
+
+def server_counters(server: benchlib.Server) -> dict[str, float]:
+    """The server's queue-time sum and count, its busy refusals, its engine steps (and the sequences and tokens
+    they carried) so far, and the CPU seconds its process has used."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    values = {
+        "busy": 0.0,
+        "cpu_s": benchlib.process_cpu_seconds(server.process.pid) if server.process else 0.0,
+        **dict.fromkeys(COUNTED.values(), 0.0),
+    }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "slm_request_queue_seconds_sum":
-                values["queue_sum"] += sample.value
-            elif sample.name == "slm_request_queue_seconds_count":
-                values["queue_count"] += sample.value
+            if sample.name in COUNTED:
+                values[COUNTED[sample.name]] += sample.value
             elif sample.name == "slm_requests_total" and sample.labels.get("outcome") == "busy":
                 values["busy"] += sample.value
     return values
@@ -299,12 +312,15 @@ def server_counters(url: str) -> dict[str, float]:
 def measure_phase(server: benchlib.Server, name: str, args: argparse.Namespace) -> tuple[dict[str, Any], Phase]:
     clients = args.parallel + (args.hammer if name == "hammered" else 0)
     benchlib.settle(args.settle)
-    before = server_counters(server.url)
+    before = server_counters(server)
     foreign = benchlib.Foreign()
+    began = time.monotonic()
     phase = asyncio.run(run_phase(name, ("127.0.0.1", server.port), clients, args))
+    seconds = time.monotonic() - began
     share = foreign.share()
-    after = server_counters(server.url)
-    count = after["queue_count"] - before["queue_count"]
+    after = server_counters(server)
+    delta = {key: after[key] - before[key] for key in after}
+    count = delta["queue_count"]
     result = {
         "tok_s": round(window_tok_s(phase, args), 2),
         "answered": sum(a.status == 200 for a in phase.attempts),
@@ -312,17 +328,24 @@ def measure_phase(server: benchlib.Server, name: str, args: argparse.Namespace) 
         "refusals": refusals(phase, args),
         "server": {
             "queue_ms_mean": round((after["queue_sum"] - before["queue_sum"]) / count * 1000, 1) if count else None,
-            "busy": after["busy"] - before["busy"],
+            "busy": delta["busy"],
+            # The whole phase (warm-up and window): how full the engine's steps were, how often it stepped, and
+            # how much CPU the server process used (a core is 1.0).
+            "sequences_per_step": round(delta["sequences"] / delta["steps"], 2) if delta["steps"] else None,
+            "steps_per_s": round(delta["steps"] / seconds, 1),
+            "tokens_per_step": round(delta["step_tokens"] / delta["steps"], 1) if delta["steps"] else None,
+            "cpu_cores": round(delta["cpu_s"] / seconds, 2),
         },
         "foreign_cpu": share,
     }
     log.info(
-        "%s: %.1f tok/s, %d answered, %.0f refusals/s, other work %.0f%% of the CPUs",
+        "%s: %.1f tok/s, %d answered, %.0f refusals/s, other work %.0f%% of the CPUs; engine %s",
         name,
         result["tok_s"],
         result["answered"],
         result["refusals"]["per_s"],
         share * 100,
+        result["server"],
     )
     return result, phase
 

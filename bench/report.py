@@ -210,8 +210,9 @@ def section_single(result: Result | None) -> list[str]:
         f"## {title}",
         "",
         f"`llama_cpp.Llama.create_completion(stream=True)` in the benchmark process against `slm-runtime serve "
-        f"--parallel {p['parallel']}` with a streaming `POST /v1/completions` over loopback; {p['tokens']} new "
-        f"tokens, greedy, {p['threads']} threads, {p['runs']} alternating runs after a warm-up.",
+        f"--parallel {p['parallel']} --prompt-cache false` with a streaming `POST /v1/completions` over loopback "
+        f"(neither side reuses a cached prompt); {p['tokens']} new tokens, greedy, {p['threads']} threads, "
+        f"{p['runs']} alternating runs after a warm-up.",
         "",
     ]
     short = result.get("short_prompt")
@@ -287,7 +288,8 @@ def section_concurrency(result: Result | None, images: Path) -> list[str]:
         "llama-cpp-python's server runs one request at a time. `slm-runtime` is the default, batch-invariant "
         "mode (greedy output independent of load: no weight repacking, no flash attention, see "
         "[batching.md](batching.md)); `slm-runtime-fast` is `--batch-invariant false`, with llama.cpp's repacked "
-        "kernels and flash attention like llama-server.",
+        "kernels and flash attention like llama-server. No server reuses cached prompts (slm-runtime "
+        "`--prompt-cache false`, llama-server `cache_prompt: false`; every prompt starts with its own number anyway).",
         "",
     ]
     queued = [n for n in client_counts(result) if n > p["parallel"]]
@@ -727,6 +729,21 @@ def section_overload(result: Result | None) -> list[str]:
             over_rounds("hammered", lambda x: x["server"]["queue_ms_mean"]),
         ],
     ]
+    engine_rows = [
+        ("sequences per engine step (whole phase)", "sequences_per_step", 2),
+        ("engine steps per s", "steps_per_s", 1),
+        ("tokens per engine step (generated and prompt)", "tokens_per_step", 1),
+        ("server process CPU, cores", "cpu_cores", 2),
+    ]
+    for label, key, digits in engine_rows:
+        if any(key in r["alone"]["server"] for r in rounds):
+            rows.append(
+                [
+                    label,
+                    over_rounds("alone", lambda x, k=key: x["server"].get(k), digits),  # type: ignore[misc]
+                    over_rounds("hammered", lambda x, k=key: x["server"].get(k), digits),  # type: ignore[misc]
+                ]
+            )
     places = [
         [place, str(cell["n"]), sp(cell["wait_ms"], 0)]
         for place, cell in sorted(queue["by_place"].items(), key=lambda kv: int(kv[0]))

@@ -64,7 +64,7 @@ def load_llama(model: Path, threads: int, context: int) -> Any:
 
 def in_process_run(llm: Any, text: str, tokens: int, limit: float) -> Timing:
     """One streamed completion straight from llama_cpp.Llama; a timestamp per chunk that carries text."""
-    llm.reset()  # forget the previous prompt: each text starts with its run number, so our server reuses none either
+    llm.reset()  # forget the previous prompt: no KV prefix reuse, as in our server (--prompt-cache false)
     timing = Timing(sent=time.perf_counter())
     chunks = llm.create_completion(text, max_tokens=tokens, temperature=0.0, repeat_penalty=1.0, stream=True)
     for chunk in chunks:
@@ -84,6 +84,9 @@ def runtime_server(model: Path, threads: int, context: int, parallel: int) -> be
     command += ["--port", str(port), "--model-name", "bench", "--parallel", str(parallel)]
     command += ["--threads", str(threads), "--context-length", str(context)]
     command += ["--temperature", "0", "--repeat-penalty", "1.0"]
+    # No prompt cache: the in-process side reuses nothing either, and an idle re-read of the kept answer would take
+    # CPU from the in-process run that follows.
+    command += ["--prompt-cache", "false"]
     return benchlib.Server("slm-runtime", command, "/readyz", port)
 
 
