@@ -65,6 +65,9 @@ KEDA_RECHECK_SECONDS = 60.0
 LIST_CHUNK = 200  # objects per page of kopf's initial listing of SLMDeployments
 WATCH_PAGE = 100  # objects per page of the owned kinds' and pods' listings (at most ~5.5 MiB of pods decoded at once)
 WATCH_SECONDS = 300  # a watch request ends after this and is made again (a silently dropped one cannot last)
+# The writer's connections per reconcile slot: a reconcile sends its applies at once (a Deployment and a Service for
+# most models), which with one connection per slot waited for each other (docs/operator-scale.md, fourth round).
+CONNECTIONS_PER_SLOT = 2
 
 Key = tuple[str, str]  # (namespace, name) of an SLMDeployment
 
@@ -203,7 +206,7 @@ async def configure(
     controller = Controller(
         settings=operator_settings,
         kube=kube,
-        writer=AsyncWriter(api.configuration, operator_settings.field_manager, PROCESS.workers),
+        writer=AsyncWriter(api.configuration, operator_settings.field_manager, CONNECTIONS_PER_SLOT * PROCESS.workers),
         indexes={"slm_bodies": Cache[KeptSLM](), **caches},
         service_monitor_crd=False,
     )
