@@ -944,6 +944,23 @@ def _per_slm_table(r: Mapping[str, Any]) -> list[str]:
     return table(["request", "per SLMDeployment"], ([k, num(v, 2)] for k, v in sorted(rows.items())))
 
 
+STAGES = ("listing", "slot", "render", "apply")
+
+
+def _stages_table(results: list[Mapping[str, Any]]) -> list[str]:
+    """Mean seconds per stage from an SLMDeployment's event to its applies (the median run's sample), with the
+    apiserver's mean time to answer one apply; empty for results without stages."""
+    rows = []
+    for r in sorted(results, key=lambda r: r.get("count", 0)):
+        samples = [s for s in r.get("samples") or [] if s.get("stages")]
+        if samples:
+            stages = samples[len(samples) // 2]
+            cells = [num((stages["stages"].get(stage) or {}).get("mean"), 3) for stage in STAGES]
+            rows.append([str(r.get("count", "?")), *cells, num(stages.get("apiserver_apply_seconds"), 3)])
+    head = ["N", "listing s", "waiting for a slot s", "render s", "apply s", "apiserver s per apply"]
+    return [*table(head, rows), ""] if rows else []
+
+
 def section_operator(result: Result | None, images: Path) -> list[str]:
     title = "Operator scale"
     if result is None:
@@ -988,6 +1005,14 @@ def section_operator(result: Result | None, images: Path) -> list[str]:
             "",
         ]
         results = setting.get("results") or []
+        stages = _stages_table(results)
+        if stages:
+            lines += [
+                "From an SLMDeployment's event to its applies, mean per stage (the operator's "
+                "slm_operator_stage_seconds; apply: the writes of one reconcile, answered):",
+                "",
+                *stages,
+            ]
         if results and largest is None:
             largest = max(results, key=lambda r: r.get("count", 0))
             largest_setting = str(setting.get("name", "?"))
