@@ -46,7 +46,15 @@ from slm_runtime.engines.llama_native import quick_calls
 from slm_runtime.engines.logprobs import StepLogprobs, step_logprobs
 from slm_runtime.engines.samplers import StepLogits, TokenSampler
 
-__all__ = ["BatchDecoder", "DecodeTarget", "Generation", "KeptCells", "prefix_source", "shared_prefix"]
+__all__ = [
+    "MIN_REUSED_PREFIX",
+    "BatchDecoder",
+    "DecodeTarget",
+    "Generation",
+    "KeptCells",
+    "prefix_source",
+    "shared_prefix",
+]
 
 GATHER_SECONDS = 0.03
 """The longest an idle decoder waits for generations the server has admitted but not started yet (a burst of
@@ -64,10 +72,12 @@ that arrives meanwhile waits at most that long for the decoder."""
 REREAD_RETRY_SECONDS = 0.5
 """How often an idle decoder that holds a re-read back for arriving requests looks again (a start wakes it)."""
 
-MIN_COPIED_PREFIX = MIN_CHUNK
-"""The fewest cached tokens worth taking from another slot: llama.cpp copies that slot's whole KV stream (all its
-layers, every cell up to the context length), so a prefix of a few tokens (``<bos>`` and a turn marker, which most
-prompts share) would cost more to copy than to read. Its own slot's prefix is free and always taken."""
+MIN_REUSED_PREFIX = MIN_CHUNK
+"""The fewest cached tokens worth reusing, and the fewest more than its own slot holds worth copying from another
+slot. Most prompts share ``<bos>`` and a turn marker with whatever a slot holds: reusing those few tokens saves a few
+milliseconds, but it would leave equal prompts with unequal lengths to read (equal ones share a call,
+:func:`~slm_runtime.engines.batch_plan.group_chunks`), and a copy from another slot copies that slot's whole KV stream
+(llama.cpp copies streams, not cells)."""
 
 COST_SMOOTHING = 0.2
 """Weight of the newest measurement in the running averages of what a step costs (:class:`StepCosts`)."""
@@ -404,9 +414,9 @@ class BatchDecoder:
                 self._sample(by_id[seq_id], index)
 
     def _measure(self, entries: list[BatchEntry], seconds: float) -> None:
-        """Fold one call's time into :attr:`costs`: a prompt chunk per token, the generating call whole."""
-        if entries[0].tokens and len(entries) == 1 and len(entries[0].tokens) >= MIN_CHUNK:
-            old, total = self.costs.per_prompt_token, seconds / len(entries[0].tokens)
+        """Fold one call's time into :attr:`costs`: prompt chunks per token, the generating call whole."""
+        if all(len(entry.tokens) >= MIN_CHUNK for entry in entries):
+            old, total = self.costs.per_prompt_token, seconds / sum(len(entry.tokens) for entry in entries)
             self.costs = StepCosts(_smooth(old, total), self.costs.generating_call)
         elif all(len(entry.tokens) == 1 for entry in entries):
             self.costs = StepCosts(self.costs.per_prompt_token, _smooth(self.costs.generating_call, seconds))
@@ -556,14 +566,15 @@ def _smooth(average: float, value: float) -> float:
 
 
 def prefix_source(seq_id: int, own: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """Where a new sequence on ``seq_id`` takes its cached prefix from, and how long it is.
+    """Where a new sequence on ``seq_id`` takes its cached prefix from, and how long it is (0: none).
 
-    ``own`` is the prefix its own slot holds (kept in place, free); ``others`` pairs another slot with the prefix it
-    holds. Another slot's prefix costs a copy of that slot's whole KV stream (llama.cpp copies streams, not cells), so
-    it is taken only when it saves at least :data:`MIN_COPIED_PREFIX` more tokens than the own slot's."""
+    ``own`` is the prefix its own slot holds (kept in place); ``others`` pairs another slot with the prefix it holds,
+    which costs a copy of that slot's whole KV stream. A prefix counts from :data:`MIN_REUSED_PREFIX` tokens on, and
+    another slot's only when it is that much longer than the own slot's."""
+    own = own if own >= MIN_REUSED_PREFIX else 0
     source, common = seq_id, own
     for other, length in others:
-        if other != seq_id and length > common and length >= own + MIN_COPIED_PREFIX:
+        if other != seq_id and length > common and length >= own + MIN_REUSED_PREFIX:
             source, common = other, length
     return source, common
 

@@ -16,6 +16,7 @@ import pytest
 from runtime_e2e import make_settings
 
 from slm_runtime.engines.base import GeneratedToken, SamplingParams, TokenSink
+from slm_runtime.engines.batch_plan import MIN_CHUNK
 from slm_runtime.engines.llama_cpp import LlamaCppEngine
 
 pytestmark = pytest.mark.model
@@ -74,6 +75,7 @@ def alone(engine: LlamaCppEngine, prompt: list[int]) -> list[int]:
 
 def test_a_burst_is_read_in_one_step_and_its_first_tokens_go_out_together(engine: LlamaCppEngine) -> None:
     prompts = [engine.tokenize(text) for text in PROMPTS]
+    assert len({len(prompt) for prompt in prompts}) == len(prompts)  # lengths differ: a call of its own each
     expected = [alone(engine, prompt) for prompt in prompts]
     on_the_way = [len(prompts)]
     engine.expect_arrivals(lambda: on_the_way[0])
@@ -90,7 +92,7 @@ def test_a_burst_is_read_in_one_step_and_its_first_tokens_go_out_together(engine
     assert [timeline.tokens[slot] for slot in range(len(prompts))] == expected
     prompt_calls = [i for i, (kind, value) in enumerate(timeline.events) if kind == "call" and value > 0]
     firsts = [i for i, (kind, _) in enumerate(timeline.events) if kind == "first"]
-    assert len(prompt_calls) == len(prompts), timeline.events  # one call per prompt: each read whole
+    assert len(prompt_calls) == len(prompts), timeline.events  # one call per prompt (lengths differ): each read whole
     # Every prompt was read before any sequence generated, and every first token came after the last prompt call.
     assert prompt_calls == list(range(len(prompts))), timeline.events
     assert min(firsts) > max(prompt_calls), timeline.events
@@ -104,3 +106,43 @@ def test_arrivals_that_never_come_do_not_hold_a_request(engine: LlamaCppEngine) 
         assert alone(engine, prompt) == expected  # the wait for it ends, and the request runs as it would alone
     finally:
         engine.expect_arrivals(None)
+
+
+def test_a_burst_of_equal_length_prompts_is_read_in_one_call_and_answers_as_alone(
+    engine: LlamaCppEngine, gguf_path: Path
+) -> None:
+    """Three prompts whose unread parts have the same length arrive together: slot 1 continues a conversation whose
+    first 300+ tokens its cache holds (prompt cache), slots 2 and 3 start from nothing. They are read in one call
+    (one micro-batch with each one's whole chunk, at positions 300+ and 0), and each answers exactly as on an engine
+    that reads it alone without any cache."""
+    history = engine.tokenize(" ".join(PROMPTS) * 6)
+    assert len(history) > 256  # slot 1's KV stream then spans more cells than the others' (a wider attention)
+    size = (
+        MIN_CHUNK + 1
+    )  # every prompt's unread part (slot 1: the answer's token, sampled but never read, and a question)
+    question = engine.tokenize(PROMPTS[0], add_special=False)[: size - 1]
+    assert len(question) == size - 1
+    first_turn = SamplingParams(max_tokens=1, temperature=0.0, repeat_penalty=1.0)
+    answer = [t.token_id for t in engine.stream(1, history, first_turn, threading.Event())]
+    assert engine.wait_settled(60)  # slot 1 keeps the history's cells
+    prompts = [history + answer + question, engine.tokenize(PROMPTS[1])[:size], engine.tokenize(PROMPTS[2])[:size]]
+    reference = LlamaCppEngine.load(make_settings(gguf_path, parallel=1, context_length=1024, prompt_cache=False))
+    try:
+        expected = [alone(reference, prompt) for prompt in prompts]
+    finally:
+        reference.close()
+    on_the_way = [len(prompts)]
+    engine.expect_arrivals(lambda: on_the_way[0])
+    timeline = Timeline(engine)
+    try:
+        for slot, prompt in enumerate(prompts, start=1):
+            on_the_way[0] -= 1
+            engine.start(slot, prompt, GREEDY, threading.Event(), timeline.sink(slot))
+        assert timeline.ended.wait(60)
+    finally:
+        engine.expect_arrivals(None)
+        engine.observe_steps(None)
+    assert [timeline.tokens[slot] for slot in (1, 2, 3)] == expected
+    prompt_calls = [value for kind, value in timeline.events if kind == "call" and value > 0]
+    # One call carried the three unread parts: 3 x size tokens of 3 sequences (slot 1 reused its history).
+    assert prompt_calls == [len(prompts) * (size - 1)], timeline.events

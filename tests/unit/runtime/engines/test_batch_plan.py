@@ -14,6 +14,7 @@ from slm_runtime.engines.batch_plan import (
     MIN_SLICE,
     BatchEntry,
     StepCosts,
+    group_chunks,
     plan_step,
     prompt_budget,
 )
@@ -201,16 +202,55 @@ def test_fillers_never_push_the_generating_call_past_n_batch() -> None:
     assert len(plan_step(seqs, 3, {1: 0})[0]) == 3
 
 
-def test_a_prefix_from_another_slot_is_copied_only_when_it_saves_a_chunk_more_than_the_own_slot() -> None:
-    from slm_runtime.engines.llama_batch import MIN_COPIED_PREFIX, prefix_source
+def test_a_cached_prefix_counts_from_a_chunk_on_and_another_slot_s_must_beat_the_own_by_a_chunk() -> None:
+    from slm_runtime.engines.llama_batch import MIN_REUSED_PREFIX, prefix_source
 
     # Nothing held anywhere: start from scratch on the own slot.
     assert prefix_source(2, 0, []) == (2, 0)
-    # A few shared leading tokens (<bos>, a turn marker) are not worth copying a whole KV stream.
-    assert prefix_source(2, 0, [(0, 3), (1, MIN_COPIED_PREFIX - 1)]) == (2, 0)
-    assert prefix_source(2, 0, [(0, 3), (1, MIN_COPIED_PREFIX)]) == (1, MIN_COPIED_PREFIX)
-    # The own slot's prefix is free: another slot must beat it by a whole chunk.
-    assert prefix_source(2, 40, [(0, 40 + MIN_COPIED_PREFIX - 1)]) == (2, 40)
-    assert prefix_source(2, 40, [(0, 40 + MIN_COPIED_PREFIX)]) == (0, 40 + MIN_COPIED_PREFIX)
+    # A few shared leading tokens (<bos>, a turn marker) are read again, on the own slot as from another.
+    assert prefix_source(2, 3, []) == (2, 0)
+    assert prefix_source(2, MIN_REUSED_PREFIX - 1, [(0, 3), (1, MIN_REUSED_PREFIX - 1)]) == (2, 0)
+    assert prefix_source(2, MIN_REUSED_PREFIX, []) == (2, MIN_REUSED_PREFIX)
+    assert prefix_source(2, 3, [(1, MIN_REUSED_PREFIX)]) == (1, MIN_REUSED_PREFIX)
+    # The own slot's prefix is kept in place: another slot must beat it by a whole chunk.
+    assert prefix_source(2, 40, [(0, 40 + MIN_REUSED_PREFIX - 1)]) == (2, 40)
+    assert prefix_source(2, 40, [(0, 40 + MIN_REUSED_PREFIX)]) == (0, 40 + MIN_REUSED_PREFIX)
     # Among slots worth copying from, the longest prefix wins.
     assert prefix_source(2, 0, [(0, 40), (1, 100), (3, 60)]) == (1, 100)
+
+
+def chunk(seq_id: int, size: int, position: int = 0) -> BatchEntry:
+    return BatchEntry(seq_id, tuple(range(size)), position, True)
+
+
+def test_chunks_of_one_length_on_consecutive_ids_share_a_call() -> None:
+    # A burst of equal-length prompts (cached prefixes of any length before them) is read in one call.
+    burst = [chunk(2, 20, position=100), chunk(0, 20), chunk(1, 20, position=7)]
+    assert group_chunks(burst, 512) == [[chunk(0, 20), chunk(1, 20, position=7), chunk(2, 20, position=100)]]
+
+
+def test_chunks_of_other_lengths_short_chunks_and_gaps_get_calls_of_their_own() -> None:
+    small = MIN_CHUNK - 1
+    assert group_chunks([chunk(0, 20), chunk(1, 21)], 512) == [[chunk(0, 20)], [chunk(1, 21)]]
+    assert group_chunks([chunk(0, small), chunk(1, small)], 512) == [[chunk(0, small)], [chunk(1, small)]]
+    assert group_chunks([chunk(0, 20), chunk(2, 20)], 512) == [[chunk(0, 20)], [chunk(2, 20)]]
+    # A run of equal chunks continues after a different one.
+    assert [
+        [e.seq_id for e in call] for call in group_chunks([chunk(i, 30 if i == 1 else 20) for i in range(4)], 512)
+    ] == [
+        [0],
+        [1],
+        [2, 3],
+    ]
+
+
+def test_a_shared_call_holds_at_most_n_batch_tokens() -> None:
+    calls = group_chunks([chunk(i, 20) for i in range(5)], n_batch=64)
+    assert [[e.seq_id for e in call] for call in calls] == [[0, 1, 2], [3, 4]]
+
+
+def test_a_step_reads_a_burst_of_equal_prompts_in_one_call_beside_the_generating_call() -> None:
+    seqs = [Seq(0, next_token=5, position=9), *[Seq(i, prompt_left=list(range(24))) for i in (1, 2, 3)]]
+    calls = plan_step(seqs, 512)
+    assert [[(e.seq_id, len(e.tokens)) for e in call] for call in calls] == [[(0, 1)], [(1, 24), (2, 24), (3, 24)]]
+    assert all(entry.sample for entry in calls[1])
