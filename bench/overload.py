@@ -327,7 +327,7 @@ def measure_phase(server: benchlib.Server, name: str, args: argparse.Namespace) 
         "short": sum(a.status == 200 and len(a.stamps) < args.tokens for a in phase.attempts),
         "refusals": refusals(phase, args),
         "server": {
-            "queue_ms_mean": round((after["queue_sum"] - before["queue_sum"]) / count * 1000, 1) if count else None,
+            "queue_ms_mean": round(delta["queue_sum"] / count * 1000, 1) if count else None,
             "busy": delta["busy"],
             # The whole phase (warm-up and window): how full the engine's steps were, how often it stepped, and
             # how much CPU the server process used (a core is 1.0).

@@ -735,15 +735,14 @@ def section_overload(result: Result | None) -> list[str]:
         ("tokens per engine step (generated and prompt)", "tokens_per_step", 1),
         ("server process CPU, cores", "cpu_cores", 2),
     ]
+
+    def server_figure(key: str) -> Callable[[Mapping[str, Any]], Any]:
+        return lambda phase: phase["server"].get(key)
+
     for label, key, digits in engine_rows:
         if any(key in r["alone"]["server"] for r in rounds):
-            rows.append(
-                [
-                    label,
-                    over_rounds("alone", lambda x, k=key: x["server"].get(k), digits),  # type: ignore[misc]
-                    over_rounds("hammered", lambda x, k=key: x["server"].get(k), digits),  # type: ignore[misc]
-                ]
-            )
+            pick = server_figure(key)
+            rows.append([label, over_rounds("alone", pick, digits), over_rounds("hammered", pick, digits)])
     places = [
         [place, str(cell["n"]), sp(cell["wait_ms"], 0)]
         for place, cell in sorted(queue["by_place"].items(), key=lambda kv: int(kv[0]))

@@ -13,13 +13,16 @@ whole and read only when its SLMDeployment is reconciled (the drift comparison):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 __all__ = ["Decoded", "decode_event", "decode_list"]
 
 Decoded = dict[str, Any]  # an object as json.loads would give it, less what no record keeps
+
+Spec = TypeVar("Spec")  # what an object's spec decodes to: the raw text (owned objects) or a pod's nodeName
+Obj = TypeVar("Obj")
 
 
 class _Meta(msgspec.Struct, omit_defaults=True):
@@ -35,27 +38,17 @@ class _Meta(msgspec.Struct, omit_defaults=True):
     ownerReferences: Any = msgspec.UNSET  # noqa: N815
 
 
-class _Object(msgspec.Struct, omit_defaults=True):
-    """An owned object (and a watch's ERROR Status: code, message)."""
-
-    apiVersion: Any = msgspec.UNSET  # noqa: N815
-    kind: Any = msgspec.UNSET
-    metadata: _Meta | msgspec.UnsetType = msgspec.UNSET
-    spec: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    status: Any = msgspec.UNSET
-    code: Any = msgspec.UNSET
-    message: Any = msgspec.UNSET
-
-
 class _PodSpec(msgspec.Struct, omit_defaults=True):
     nodeName: Any = msgspec.UNSET  # noqa: N815
 
 
-class _Pod(msgspec.Struct, omit_defaults=True):
+class _Object(msgspec.Struct, Generic[Spec], omit_defaults=True):
+    """An object of a list or watch event (and a watch's ERROR Status: code, message)."""
+
     apiVersion: Any = msgspec.UNSET  # noqa: N815
     kind: Any = msgspec.UNSET
     metadata: _Meta | msgspec.UnsetType = msgspec.UNSET
-    spec: _PodSpec | msgspec.UnsetType = msgspec.UNSET
+    spec: Spec | msgspec.UnsetType = msgspec.UNSET
     status: Any = msgspec.UNSET
     code: Any = msgspec.UNSET
     message: Any = msgspec.UNSET
@@ -66,37 +59,28 @@ class _ListMeta(msgspec.Struct, omit_defaults=True, rename={"continue_": "contin
     continue_: Any = msgspec.UNSET
 
 
-class _List(msgspec.Struct, omit_defaults=True):
+class _List(msgspec.Struct, Generic[Obj], omit_defaults=True):
     metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-    items: list[_Object] | None = None
+    items: list[Obj] | None = None
 
 
-class _PodList(msgspec.Struct, omit_defaults=True):
-    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-    items: list[_Pod] | None = None
-
-
-class _Event(msgspec.Struct, omit_defaults=True):
+class _Event(msgspec.Struct, Generic[Obj], omit_defaults=True):
     type: Any = msgspec.UNSET
-    object: _Object | msgspec.UnsetType = msgspec.UNSET
+    object: Obj | msgspec.UnsetType = msgspec.UNSET
 
 
-class _PodEvent(msgspec.Struct, omit_defaults=True):
-    type: Any = msgspec.UNSET
-    object: _Pod | msgspec.UnsetType = msgspec.UNSET
-
-
+# Keyed by "of pods": an owned object's spec stays raw text, a pod's is only its nodeName.
 _LISTS: dict[bool, msgspec.json.Decoder[Any]] = {
-    False: msgspec.json.Decoder(_List),
-    True: msgspec.json.Decoder(_PodList),
+    False: msgspec.json.Decoder(_List[_Object[msgspec.Raw]]),
+    True: msgspec.json.Decoder(_List[_Object[_PodSpec]]),
 }
 _EVENTS: dict[bool, msgspec.json.Decoder[Any]] = {
-    False: msgspec.json.Decoder(_Event),
-    True: msgspec.json.Decoder(_PodEvent),
+    False: msgspec.json.Decoder(_Event[_Object[msgspec.Raw]]),
+    True: msgspec.json.Decoder(_Event[_Object[_PodSpec]]),
 }
 
 
-def _builtins(obj: _Object | _Pod) -> Decoded:
+def _builtins(obj: _Object[Any]) -> Decoded:
     spec = obj.spec
     if isinstance(spec, msgspec.Raw):  # to_builtins takes no Raw: put back after
         obj.spec = msgspec.UNSET

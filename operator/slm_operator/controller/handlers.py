@@ -471,7 +471,6 @@ async def _reconcile_once(controller: Controller, key: Key) -> None:
     controller.keda = _keda(controller)
     writes = Writes()
     started = time.perf_counter()
-    rendered = started
     try:
         result = reconcile(
             {**body, "status": previous},

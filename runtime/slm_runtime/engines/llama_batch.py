@@ -574,7 +574,7 @@ def prefix_source(seq_id: int, own: int, others: Sequence[tuple[int, int]]) -> t
     own = own if own >= MIN_REUSED_PREFIX else 0
     source, common = seq_id, own
     for other, length in others:
-        if other != seq_id and length > common and length >= own + MIN_REUSED_PREFIX:
+        if length > common and length >= own + MIN_REUSED_PREFIX:
             source, common = other, length
     return source, common
 

@@ -163,8 +163,7 @@ def test_cancelling_one_sequence_leaves_the_others_untouched(
     assert 3 <= len(received) < GREEDY.max_tokens
     assert received == alone[1][: len(received)]
     # Once slot 1 was free, slots 0 and 2 went on with a filler between them, after the cells slot 1 kept.
-    kept = len(inputs[1]) + len(received)
-    assert any(entry.seq_id == 1 and entry.position >= len(inputs[1]) for entry in fillers), kept
+    assert any(entry.seq_id == 1 and entry.position >= len(inputs[1]) for entry in fillers)
     # The same slot serves the same prompt again (reusing the prompt cells it kept), unchanged.
     assert generate(batch_engine, 1, inputs[1]) == alone[1]
 

@@ -117,9 +117,8 @@ def test_a_burst_of_equal_length_prompts_is_read_in_one_call_and_answers_as_alon
     that reads it alone without any cache."""
     history = engine.tokenize(" ".join(PROMPTS) * 6)
     assert len(history) > 256  # slot 1's KV stream then spans more cells than the others' (a wider attention)
-    size = (
-        MIN_CHUNK + 1
-    )  # every prompt's unread part (slot 1: the answer's token, sampled but never read, and a question)
+    # Every prompt's unread part (slot 1's: the answer's token, sampled but never read, and a question).
+    size = MIN_CHUNK + 1
     question = engine.tokenize(PROMPTS[0], add_special=False)[: size - 1]
     assert len(question) == size - 1
     first_turn = SamplingParams(max_tokens=1, temperature=0.0, repeat_penalty=1.0)

@@ -47,7 +47,7 @@ def test_chat_completion_with_usage(client: openai.OpenAI) -> None:
 
 
 def test_usage_reports_the_prompt_tokens_served_from_the_prompt_cache(gguf_path: Path) -> None:
-    settings = make_settings(gguf_path, prompt_cache=True)
+    settings = make_settings(gguf_path)  # the prompt cache is on by default
     app = create_app(settings, engine_loader=LlamaCppEngine.load)
     system = "You are the archivist of the lighthouse on the northern cape, built in 1851 and rebuilt in 1903. " * 4
     with TestClient(app, base_url="http://runtime") as http:

@@ -74,7 +74,14 @@ def overload_result(params: dict[str, Any]) -> dict[str, Any]:
             "answered": 40,
             "short": 0,
             "refusals": {"per_s": refused, "latency_ms": latency},
-            "server": {"queue_ms_mean": 300.0 if refused else None, "busy": refused * params["window"]},
+            "server": {
+                "queue_ms_mean": 300.0 if refused else None,
+                "busy": refused * params["window"],
+                "sequences_per_step": 7.2 if refused else 7.0,
+                "steps_per_s": 14.0,
+                "tokens_per_step": 12.3,
+                "cpu_cores": 1.9,
+            },
             "foreign_cpu": 0.1,
         }
 
@@ -220,6 +227,20 @@ def test_overload_ratio_and_waits_by_place(monkeypatch: pytest.MonkeyPatch) -> N
     assert "1 of 3 requests saw more stream ends" in text
     assert "| refused (503) per s | – | 800.0 [800.0–800.0] |" in text
     assert "| 503s the server counted per s | – | 800.0 [800.0–800.0] |" in text
+    assert "| sequences per engine step (whole phase) | 7.00 [7.00–7.00] | 7.20 [7.20–7.20] |" in text
+    assert "| server process CPU, cores | 1.90 [1.90–1.90] | 1.90 [1.90–1.90] |" in text
+
+
+def test_operator_stages_table_from_the_median_sample() -> None:
+    def sample(slot: float) -> dict[str, Any]:
+        stages = {"listing": 0.001, "slot": slot, "render": 0.002, "apply": 0.3}
+        return {"stages": {k: {"mean": v} for k, v in stages.items()}, "apiserver_apply_seconds": 0.15}
+
+    results = [{"count": 1000, "samples": [sample(9.0), sample(20.0), sample(30.0)]}, {"count": 100, "samples": [{}]}]
+    table = report._stages_table(results)
+    assert "| 1000 | 0.001 | 20.000 | 0.002 | 0.300 | 0.150 |" in table
+    assert not any(line.startswith("| 100 |") for line in table)  # a run without stages has no row
+    assert report._stages_table([{"count": 100, "samples": [{}]}]) == []
 
 
 def test_sampling_ratios() -> None:
