@@ -115,6 +115,41 @@ def test_eight_concurrent_greedy_generations_equal_their_solo_runs(
     assert max(tokens for _, tokens in steps) <= BATCH
 
 
+def test_eight_generating_sequences_in_one_step_keep_their_solo_log_probabilities(
+    batch_engine: LlamaCppEngine,
+) -> None:
+    """Steps of eight generating rows give each sequence the log-probabilities it has alone, bit for bit.
+
+    llama.cpp's CPU backend switches K-quant weights (this model's attention output and FFN down projections) to
+    a tiled kernel from 8 rows per call on, which rounds differently from the one-row kernel: the batch-invariant
+    mode keeps one kernel at every row count. Compared on log-probabilities, which show a difference that greedy
+    tokens may hide."""
+    params = SamplingParams(max_tokens=16, temperature=0.0, repeat_penalty=1.0, logprobs=1)
+    prompts = [batch_engine.tokenize(f"Keeper {i} of the lighthouse writes in the log:") for i in range(PARALLEL)]
+
+    def scored(slot: int, prompt: list[int]) -> list[tuple[int, float | None]]:
+        return [(t.token_id, t.logprob) for t in batch_engine.stream(slot, prompt, params, threading.Event())]
+
+    solo = [scored(0, prompt) for prompt in prompts]
+    steps: list[tuple[int, int]] = []
+    together: dict[int, list[tuple[int, float | None]]] = {}
+    batch_engine.observe_steps(lambda sequences, tokens: steps.append((sequences, tokens)))
+    try:
+        threads = [
+            threading.Thread(target=lambda slot=slot: together.__setitem__(slot, scored(slot, prompts[slot])))
+            for slot in range(PARALLEL)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        batch_engine.observe_steps(None)
+    assert (PARALLEL, PARALLEL) in steps, f"no step generated for all {PARALLEL} sequences at once: {steps}"
+    for slot in range(PARALLEL):
+        assert together[slot] == solo[slot], f"sequence {slot} differs when generating beside {PARALLEL - 1} others"
+
+
 def test_a_prompt_read_between_generating_slots_is_unchanged_by_fillers(
     batch_engine: LlamaCppEngine, inputs: list[list[int]], alone: list[list[int]], fillers: list[BatchEntry]
 ) -> None:
