@@ -63,7 +63,8 @@ MIN_CHUNK = 16
 of a sequence take other CPU kernels, and their cells differ from the same tokens evaluated in a larger chunk (measured
 on llama.cpp's CPU backend with Gemma 3 270M Q4_K_M, a 300-token prompt: one token per call or chunks of 2-8 tokens
 differ from one call by up to 0.7 in a logit; chunks of 12, 15, 16, 17, 31, 32, 64 or 256 tokens, mixed cuts and a
-cached prefix are bit-identical; 16 keeps a margin above the kernels' switch)."""
+cached prefix are bit-identical; 16 keeps a margin above the switch, ggml's tiled kernel from
+:data:`~slm_runtime.engines.cpu_kernels.TILED_MIN_ROWS` rows on)."""
 
 MIN_SLICE = MIN_CHUNK
 """The smallest prompt budget of a step while sequences generate (one minimal chunk: about 30 ms on 2 CPU cores for

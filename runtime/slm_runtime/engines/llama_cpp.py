@@ -118,10 +118,10 @@ class LlamaCppEngine(Engine):
         model_params.n_gpu_layers = 0x7FFFFFFF if settings.engine.gpu_layers < 0 else settings.engine.gpu_layers
         model_params.use_mmap = True
         # Batch invariance: no runtime weight repacking, whose CPU kernels compute a token's row differently
-        # (gemv alone, 4-row gemm in a batch), and no tiled K-quant kernel from 8 rows on (cpu_kernels), so that a
-        # sequence's output does not depend on its neighbours.
+        # (gemv alone, 4-row gemm in a batch), and no tiled K-quant kernel where generating calls reach its floor
+        # (cpu_kernels), so that a sequence's output does not depend on its neighbours.
         model_params.use_extra_bufts = not settings.engine.batch_invariant
-        cpu_kernels.prepare(settings.engine.batch_invariant)
+        cpu_kernels.prepare(settings.engine.batch_invariant, settings.server.parallel)
         model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         try:
             context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)

@@ -1,0 +1,68 @@
+"""Run by test_kernel_switch.py in a process of its own (ggml fixes its kernel switch once per process).
+
+    python kernel_switch_probe.py MODEL.gguf PARALLEL
+
+Loads the llama.cpp engine with PARALLEL slots and the default (batch-invariant) settings, runs one greedy
+generation per slot alone, then all at once: slot 0's prompt is long enough to be read in several chunks while the
+others generate. Prints one JSON object: the switch as the engine left it, whether every generation's tokens and
+log-probabilities were the same, and the largest step seen (sequences, tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+from runtime_e2e import make_settings
+
+from slm_runtime.engines.base import SamplingParams
+from slm_runtime.engines.cpu_kernels import TILED_SWITCH
+from slm_runtime.engines.llama_cpp import LlamaCppEngine
+
+BATCH = 64
+HISTORY = "The lighthouse on the northern cape was built in 1851 and rebuilt after the storm of 1903. "
+
+
+def main() -> None:
+    model, parallel = Path(sys.argv[1]), int(sys.argv[2])
+    engine = LlamaCppEngine.load(
+        make_settings(model, parallel=parallel, context_length=1024, batch_size=BATCH, prompt_cache=False)
+    )
+    params = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0, logprobs=1)
+    texts = [HISTORY * 6 + "Keeper 0 writes in the log:"]
+    texts += [f"Keeper {slot} of the lighthouse writes in the log:" for slot in range(1, parallel)]
+    prompts = [engine.tokenize(text) for text in texts]
+
+    def scored(slot: int) -> list[tuple[int, float | None]]:
+        return [(t.token_id, t.logprob) for t in engine.stream(slot, prompts[slot], params, threading.Event())]
+
+    solo = [scored(slot) for slot in range(parallel)]
+    steps: list[tuple[int, int]] = []
+    together: dict[int, list[tuple[int, float | None]]] = {}
+    engine.observe_steps(lambda sequences, tokens: steps.append((sequences, tokens)))
+    threads = [
+        threading.Thread(target=lambda slot=slot: together.__setitem__(slot, scored(slot))) for slot in range(parallel)
+    ]
+    for thread in threads[1:]:
+        thread.start()
+    threads[0].start()  # after the others, so that its long prompt is read while they generate
+    for thread in threads:
+        thread.join(timeout=300)
+    engine.close()
+    print(
+        json.dumps(
+            {
+                "switch": os.environ.get(TILED_SWITCH),
+                "prompt_tokens": len(prompts[0]),
+                "same": [together.get(slot) == solo[slot] for slot in range(parallel)],
+                "steps": steps,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

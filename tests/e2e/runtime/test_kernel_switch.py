@@ -1,0 +1,53 @@
+"""ggml's tiled-kernel switch as a served engine sets it, each case in a process of its own (the switch is fixed once
+per process, and the test process pins it off: tests/conftest.py).
+
+With fewer slots than the tiled kernel's floor, the engine leaves the kernel on (prompt chunks are read faster) and
+generating calls stay below the floor; from the floor on it turns the kernel off. Either way, generations under load
+keep the tokens and log-probabilities they have alone, also for a prompt read in chunks while others generate."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slm_runtime.engines.batch_plan import MIN_CHUNK
+from slm_runtime.engines.cpu_kernels import TILED_MIN_ROWS, TILED_SWITCH
+
+pytestmark = pytest.mark.model
+
+PROBE = Path(__file__).with_name("kernel_switch_probe.py")
+
+
+@pytest.mark.parametrize(("parallel", "switch"), [(TILED_MIN_ROWS - 1, None), (TILED_MIN_ROWS, "0")])
+def test_generations_under_load_match_their_solo_runs_with_the_switch_the_engine_sets(
+    gguf_path: Path, parallel: int, switch: str | None
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != TILED_SWITCH}
+    run = subprocess.run(
+        [sys.executable, str(PROBE), str(gguf_path), str(parallel)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["switch"] == switch
+    assert result["same"] == [True] * parallel, result
+    steps = [tuple(step) for step in result["steps"]]
+    assert (parallel, parallel) in steps, f"no step generated for all {parallel} slots at once: {steps}"
+    # slot 0's long prompt was read in chunks, call after call right behind the others' generating calls
+    assert result["prompt_tokens"] > 2 * 64
+    beside = [
+        chunk
+        for (sequences, tokens), (one, chunk) in itertools.pairwise(steps)
+        if sequences == tokens >= 2 and one == 1 and chunk >= MIN_CHUNK
+    ]
+    assert len(beside) >= 2, steps
