@@ -1,4 +1,4 @@
-"""llama.cpp's CPU kernel switch that decides whether a generating token's arithmetic depends on its neighbours.
+"""llama.cpp's CPU kernel choice that decides whether a generating token's arithmetic depends on its neighbours.
 
 ggml's CPU backend multiplies K-quant weights (Q2_K to Q6_K and some IQ types: in Gemma 3 270M Q4_K_M the attention
 output and FFN down projections) with a tiled kernel from :data:`TILED_MIN_ROWS` rows per call on, and with the
@@ -6,21 +6,25 @@ one-row dot product below that. The two round differently. A prompt is always re
 :data:`~slm_runtime.engines.batch_plan.MIN_CHUNK` tokens (tiled, alone or not), and a generating call carries one row
 per slot at most, so with fewer slots than that floor every generating token takes the dot product, alone or not.
 From that many slots on, a sequence generating beside the others would get other log-probabilities than alone (0.885
-in a logit over 24 steps of 8 rows, raw API), so the batch-invariant mode turns the tiled kernel off
-(``GGML_CPU_TILED_MM=0``): every K-quant product then takes the dot product, bit-identical at any row count (1 to
-16 rows and prompt chunks cut anywhere, measured), at the cost of slower prompt reading (docs/batching.md).
+in a logit over 24 steps of 8 rows, raw API).
 
-ggml reads the switch once per process, at its first matrix product: :func:`prepare` sets it before an engine loads.
+There the batch-invariant mode chooses per call (:class:`TiledGate`): ggml leaves the tiled kernel to a weight's own
+repacked kernel when the weight's ``extra`` field is set (``src0->extra != NULL`` in ggml-cpu/tiled/tiled.cpp; for
+weights in the plain CPU buffer nothing else reads that field). The gate sets it on the K-quant weights before a
+generating call, so every generating row takes the dot product, and clears it before a prompt call, which keeps the
+faster tiled kernel (a 480-token prompt 0.78x the dot product's time). Where the gate cannot be built (ggml's tensor
+layout not as expected) the process switch ``GGML_CPU_TILED_MM=0`` turns the tiled kernel off for every call
+instead; ggml reads it once per process, at its first matrix product. Measurements: docs/batching.md.
 """
 
 from __future__ import annotations
 
-import logging
+import ctypes
 import os
 import re
-from collections.abc import Mapping
-
-log = logging.getLogger(__name__)
+import threading
+from collections.abc import Sequence
+from typing import Any
 
 TILED_SWITCH = "GGML_CPU_TILED_MM"
 
@@ -28,49 +32,142 @@ TILED_MIN_ROWS = 8
 """The fewest rows per call that take ggml's tiled kernel (``ggml_tiled_min_batch`` in ggml-cpu/tiled/tiled.cpp, as
 vendored by llama-cpp-python 0.3.36)."""
 
-_tiled_on: bool | None = None
-"""Whether ggml's tiled kernel is on in this process, fixed when the first llama.cpp engine loaded."""
+
+def needs_gate(batch_invariant: bool, parallel: int) -> bool:
+    """Whether generating calls can reach the tiled kernel's floor and must be kept off it (:class:`TiledGate`)."""
+    return batch_invariant and parallel >= TILED_MIN_ROWS
 
 
-def tiled_switch_value(
-    batch_invariant: bool, parallel: int, environ: Mapping[str, str]
-) -> tuple[str | None, str | None]:
-    """The value to give the tiled-kernel switch (None: leave it) and a warning when the environment rules out
-    batch invariance."""
-    if not batch_invariant or parallel < TILED_MIN_ROWS:
-        return None, None
-    current = environ.get(TILED_SWITCH)
-    if current is None:
-        return "0", None
-    if _enabled(current):
-        return None, (
-            f"{TILED_SWITCH}={current} keeps ggml's tiled kernel on: with {parallel} slots greedy output may vary "
-            f"with load despite batch_invariant; unset {TILED_SWITCH} (or set engine.batch_invariant false to say so)"
-        )
-    return None, None
+class GgmlTensor(ctypes.Structure):
+    """The head of ggml's ``struct ggml_tensor`` (ggml.h as vendored by llama-cpp-python 0.3.36), read-only except
+    for ``extra``."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * 4),
+        ("nb", ctypes.c_size_t * 4),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * 16),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.c_void_p * 10),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * 64),
+        ("extra", ctypes.c_void_p),
+    ]
 
 
-def prepare(batch_invariant: bool, parallel: int) -> None:
-    """Set the switch for an engine of ``parallel`` slots before it loads (the first engine of the process fixes it)."""
-    global _tiled_on
-    value, warning = tiled_switch_value(batch_invariant, parallel, os.environ)
-    if warning:
-        log.warning(warning)
-    if value is not None:
-        os.environ[TILED_SWITCH] = value
-    if _tiled_on is None:
-        _tiled_on = _enabled(os.environ.get(TILED_SWITCH))
-    elif _tiled_on and value is not None:
-        log.warning(
-            "an engine loaded earlier in this process left ggml's tiled kernel on: with %d slots this engine's greedy "
-            "output may vary with load; load it in a process of its own",
-            parallel,
-        )
+EXTRA_OFFSET = GgmlTensor.extra.offset
+WEIGHT_NAME = re.compile(rb"[A-Za-z0-9_.]+\.weight")
 
 
-def _enabled(value: str | None) -> bool:
-    """ggml's reading of the switch: unset is on, otherwise C's atoi (a leading integer, a non-number is 0)."""
-    if value is None:
-        return True
-    number = re.match(r"\s*[+-]?\d+", value)
-    return number is not None and int(number.group()) != 0
+class TiledGate:
+    """Sets or clears ``extra`` on a model's K-quant weights: set, ggml skips its tiled kernel for them.
+
+    Only the decoder thread calls :meth:`allow`, between its llama_decode calls (a change during a call would split
+    ggml's threads across two kernels). The model's weights belong to this engine alone: the embedding endpoint loads
+    its own copy."""
+
+    def __init__(self, weights: Sequence[int]) -> None:
+        self._weights = tuple(weights)
+        self._marker = ctypes.create_string_buffer(8)
+        self._allowed = True
+
+    @property
+    def weights(self) -> int:
+        return len(self._weights)
+
+    def allow(self, allowed: bool) -> None:
+        if allowed == self._allowed:
+            return
+        value = None if allowed else ctypes.addressof(self._marker)
+        for address in self._weights:
+            ctypes.c_void_p.from_address(address + EXTRA_OFFSET).value = value
+        self._allowed = allowed
+
+
+def kquant_types() -> frozenset[int]:
+    """The weight types ggml's tiled kernel takes (``ggml_tiled_supported``)."""
+    import llama_cpp
+
+    names = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
+    names += ["IQ1_S", "IQ1_M"]
+    return frozenset(int(getattr(llama_cpp, f"GGML_TYPE_{name}")) for name in names)
+
+
+def find_kquant_weights(model: Any, threads: int) -> list[int] | None:
+    """The addresses of ``model``'s K-quant weights, read off one token's graph in a throwaway context: an eval
+    callback is asked about every node before any is computed. None when ggml's tensors do not have the layout
+    :class:`GgmlTensor` expects (checked against ``ggml_get_name`` on the first node); the process switch is then
+    turned off from that first question, before the first matrix product reads it.
+
+    The throwaway decode runs on a thread of its own. ggml computes with OpenMP, whose thread team belongs to the
+    calling thread: a team left behind on the loading thread cost the decoder thread about a quarter of its single
+    stream speed (49 against 62 tokens/s at 8 slots, measured); the team ends with this thread."""
+    result: list[list[int] | None] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(_find_kquant_weights(model, threads))
+        except BaseException as exc:  # re-raised on the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="kquant-weights")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def _find_kquant_weights(model: Any, threads: int) -> list[int] | None:
+    import llama_cpp
+    from llama_cpp import _ggml, _internals
+
+    get_name = _ggml.libggml.ggml_get_name
+    get_name.argtypes, get_name.restype = [ctypes.c_void_p], ctypes.c_void_p
+    types = kquant_types()
+    found: list[int] = []
+    state = {"checked": False, "broken": False}
+
+    def look(node_address: int, ask: bool, _user: Any) -> bool:
+        if not ask or state["broken"]:
+            return False
+        if not state["checked"]:
+            state["checked"] = True
+            if get_name(node_address) - node_address != GgmlTensor.name.offset:
+                state["broken"] = True
+                os.environ[TILED_SWITCH] = "0"
+                return False
+        for source in GgmlTensor.from_address(node_address).src:
+            if source and source not in found:
+                tensor = GgmlTensor.from_address(source)
+                if tensor.type in types and WEIGHT_NAME.fullmatch(tensor.name):
+                    found.append(source)
+        return False
+
+    callback = llama_cpp.ggml_backend_sched_eval_callback(look)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = params.n_batch = params.n_ubatch = 16
+    params.n_seq_max = 1
+    params.n_threads = params.n_threads_batch = threads
+    params.cb_eval = callback
+    context = _internals.LlamaContext(model=model, params=params, verbose=False)
+    batch = llama_cpp.llama_batch_init(1, 0, 1)
+    try:
+        batch.n_tokens = 1
+        batch.token[0] = int(llama_cpp.llama_vocab_bos(model.vocab))
+        batch.pos[0] = 0
+        batch.n_seq_id[0] = 1
+        batch.seq_id[0][0] = 0
+        batch.logits[0] = 1
+        decoded = llama_cpp.llama_decode(context.ctx, batch) == 0
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        context.close()
+    if state["broken"] or not decoded or any(GgmlTensor.from_address(w).extra for w in found):
+        return None
+    return found

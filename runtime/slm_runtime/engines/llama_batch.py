@@ -42,6 +42,7 @@ import numpy as np
 
 from slm_runtime.engines.base import GeneratedToken, StepObserver, TokenSink
 from slm_runtime.engines.batch_plan import MIN_CHUNK, BatchEntry, StepCosts, chunk_size, plan_step, prompt_budget
+from slm_runtime.engines.cpu_kernels import TiledGate
 from slm_runtime.engines.llama_native import quick_calls
 from slm_runtime.engines.logprobs import StepLogprobs, step_logprobs
 from slm_runtime.engines.samplers import StepLogits, TokenSampler
@@ -191,6 +192,9 @@ class DecodeTarget:
     n_swa: int = 0
     """The sliding window of the model's SWA layers when their cache keeps only the window (0: no such layers, or a
     full cache): a prefix is reusable only while the cells of its last window are still there."""
+    tiled_gate: TiledGate | None = None
+    """Keeps generating calls off ggml's tiled kernel and lets prompt calls use it (engines of 8 slots or more in the
+    batch-invariant mode, :mod:`.cpu_kernels`); None: no call can reach the kernel's floor, or the fast mode."""
 
 
 class BatchDecoder:
@@ -233,6 +237,7 @@ class BatchDecoder:
         self.n_ctx_seq = target.n_ctx_seq
         self.n_vocab = target.n_vocab
         self.n_swa = target.n_swa
+        self._gate = target.tiled_gate
         self._batch: Any = llama_cpp.llama_batch_init(target.n_batch, 0, 1)
         self._quick = quick_calls()
         self._scratch: np.ndarray[Any, np.dtype[np.float32]] | None = None
@@ -334,6 +339,7 @@ class BatchDecoder:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, start, -1)
         size = chunk_size(len(tokens) - start, REREAD_CHUNK, self.n_batch)
         self._fill([BatchEntry(seq_id, tuple(tokens[start : start + size]), start, False)])
+        self._allow_tiled(True)
         if llama_cpp.llama_decode(self._ctx, self._batch) != 0:
             log.warning("seq %d: re-reading kept tokens failed; its cells are dropped", seq_id)
             self._clear(seq_id)
@@ -390,6 +396,7 @@ class BatchDecoder:
         budget = prompt_budget(self.n_batch, len(self._running) - generating, generating, self.costs)
         for entries in plan_step(self._running, self.n_batch, self._free_positions(by_id), budget):
             samples = self._fill(entries)
+            self._allow_tiled(not any(not e.filler and by_id[e.seq_id].next_token is not None for e in entries))
             started = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
             self._measure(entries, time.perf_counter() - started)
@@ -412,6 +419,11 @@ class BatchDecoder:
                     generation.prompt_left = generation.prompt_left[len(entry.tokens) :]
             for seq_id, index in samples:
                 self._sample(by_id[seq_id], index)
+
+    def _allow_tiled(self, prompt_call: bool) -> None:
+        """A prompt call may take ggml's tiled kernel (its chunks take it alone too); a generating call must not."""
+        if self._gate is not None:
+            self._gate.allow(prompt_call)
 
     def _measure(self, entries: list[BatchEntry], seconds: float) -> None:
         """Fold one call's time into :attr:`costs`: prompt chunks per token, the generating call whole."""

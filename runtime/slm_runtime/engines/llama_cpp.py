@@ -118,13 +118,13 @@ class LlamaCppEngine(Engine):
         model_params.n_gpu_layers = 0x7FFFFFFF if settings.engine.gpu_layers < 0 else settings.engine.gpu_layers
         model_params.use_mmap = True
         # Batch invariance: no runtime weight repacking, whose CPU kernels compute a token's row differently
-        # (gemv alone, 4-row gemm in a batch), and no tiled K-quant kernel where generating calls reach its floor
-        # (cpu_kernels), so that a sequence's output does not depend on its neighbours.
+        # (gemv alone, 4-row gemm in a batch), and no tiled K-quant kernel in generating calls that reach its floor
+        # (tiled_gate), so that a sequence's output does not depend on its neighbours.
         model_params.use_extra_bufts = not settings.engine.batch_invariant
-        cpu_kernels.prepare(settings.engine.batch_invariant, settings.server.parallel)
         model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         try:
             context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
+            gate = tiled_gate(settings, model)
         except BaseException:
             model.close()
             raise
@@ -136,6 +136,7 @@ class LlamaCppEngine(Engine):
             n_ctx_seq=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
             n_vocab=int(model.n_vocab()),
             n_swa=int(llama_cpp.llama_model_n_swa(model.model)),
+            tiled_gate=gate,
         )
         decoder = BatchDecoder(target, reuse_prefixes=settings.engine.prompt_cache)
         info = cls._describe(model, context, path)
@@ -300,7 +301,7 @@ class LlamaCppEngine(Engine):
         import llama_cpp
 
         n_ctx = self._info.context_length
-        threads = self._settings.engine.threads or os.cpu_count() or 1
+        threads = engine_threads(self._settings)
         self._embedder = llama_cpp.Llama(
             model_path=str(self._settings.model.model),
             n_ctx=n_ctx,
@@ -343,6 +344,26 @@ def make_sampler(
     return GrammarSampler(params, chain, grammar_sampler(vocab, grammar), index, n_vocab)
 
 
+def engine_threads(settings: RuntimeSettings) -> int:
+    return settings.engine.threads or os.cpu_count() or 1
+
+
+def tiled_gate(settings: RuntimeSettings, model: Any) -> cpu_kernels.TiledGate | None:
+    """The gate that keeps generating calls off ggml's tiled kernel, where they can reach its floor (cpu_kernels)."""
+    if not cpu_kernels.needs_gate(settings.engine.batch_invariant, settings.server.parallel):
+        return None
+    weights = cpu_kernels.find_kquant_weights(model, engine_threads(settings))
+    if weights is None:
+        log.warning(
+            "ggml's tensors are not laid out as expected: the tiled kernel is off for every call if this engine is "
+            "the process's first, otherwise greedy output may vary with load (%s)",
+            cpu_kernels.TILED_SWITCH,
+        )
+        return None
+    log.debug("llama.cpp: %d K-quant weights kept off the tiled kernel in generating calls", len(weights))
+    return cpu_kernels.TiledGate(weights) if weights else None
+
+
 def context_params(settings: RuntimeSettings, model: Any) -> Any:
     """One context for every slot: ``parallel`` sequences of ``context_length`` tokens, each its own KV stream."""
     import llama_cpp
@@ -350,7 +371,7 @@ def context_params(settings: RuntimeSettings, model: Any) -> Any:
     parallel = settings.server.parallel
     train = int(model.n_ctx_train())
     per_sequence = settings.model.context_length or (min(DEFAULT_CONTEXT, train) if train > 0 else DEFAULT_CONTEXT)
-    threads = settings.engine.threads or os.cpu_count() or 1
+    threads = engine_threads(settings)
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = per_sequence * parallel
     params.n_batch = min(settings.engine.batch_size, per_sequence * parallel)

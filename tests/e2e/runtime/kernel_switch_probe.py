@@ -1,11 +1,12 @@
-"""Run by test_kernel_switch.py in a process of its own (ggml fixes its kernel switch once per process).
+"""Run by test_kernel_switch.py in a process of its own, with ggml's tiled kernel on as in a served engine's process
+(its switch is fixed once per process, at the first matrix product).
 
     python kernel_switch_probe.py MODEL.gguf PARALLEL
 
 Loads the llama.cpp engine with PARALLEL slots and the default (batch-invariant) settings, runs one greedy
 generation per slot alone, then all at once: slot 0's prompt is long enough to be read in several chunks while the
-others generate. Prints one JSON object: the switch as the engine left it, whether every generation's tokens and
-log-probabilities were the same, and the largest step seen (sequences, tokens).
+others generate. Prints one JSON object: the process switch, how many weights the engine's tiled gate holds, whether
+every generation's tokens and log-probabilities were the same, and every decode call seen (sequences, tokens).
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def main() -> None:
     threads[0].start()  # after the others, so that its long prompt is read while they generate
     for thread in threads:
         thread.join(timeout=300)
+    gate = engine._decoder._gate  # what the engine built; read here only
     engine.close()
     print(
         json.dumps(
             {
                 "switch": os.environ.get(TILED_SWITCH),
+                "gated_weights": 0 if gate is None else gate.weights,
                 "prompt_tokens": len(prompts[0]),
                 "same": [together.get(slot) == solo[slot] for slot in range(parallel)],
                 "steps": steps,

@@ -1,9 +1,10 @@
-"""ggml's tiled-kernel switch as a served engine sets it, each case in a process of its own (the switch is fixed once
-per process, and the test process pins it off: tests/conftest.py).
+"""ggml's tiled kernel in a served engine's process: on, as ggml leaves it (each case runs in a process of its own, the
+switch being fixed once per process, at its first matrix product).
 
-With fewer slots than the tiled kernel's floor, the engine leaves the kernel on (prompt chunks are read faster) and
-generating calls stay below the floor; from the floor on it turns the kernel off. Either way, generations under load
-keep the tokens and log-probabilities they have alone, also for a prompt read in chunks while others generate."""
+With fewer slots than the tiled kernel's floor, generating calls stay below it and need no gate; from the floor on the
+engine gates the model's K-quant weights, so that generating calls take the dot product and prompt calls the tiled
+kernel. Either way, generations under load keep the tokens and log-probabilities they have alone, also for a prompt
+read in chunks while others generate."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ pytestmark = pytest.mark.model
 PROBE = Path(__file__).with_name("kernel_switch_probe.py")
 
 
-@pytest.mark.parametrize(("parallel", "switch"), [(TILED_MIN_ROWS - 1, None), (TILED_MIN_ROWS, "0")])
-def test_generations_under_load_match_their_solo_runs_with_the_switch_the_engine_sets(
-    gguf_path: Path, parallel: int, switch: str | None
+@pytest.mark.parametrize(("parallel", "gated"), [(TILED_MIN_ROWS - 1, 0), (TILED_MIN_ROWS, 36)])
+def test_generations_under_load_match_their_solo_runs_with_the_tiled_kernel_on(
+    gguf_path: Path, parallel: int, gated: int
 ) -> None:
+    """36 gated weights: Gemma 3 270M Q4_K_M's 18 attention output and 18 FFN down projections."""
     env = {key: value for key, value in os.environ.items() if key != TILED_SWITCH}
     run = subprocess.run(
         [sys.executable, str(PROBE), str(gguf_path), str(parallel)],
@@ -39,7 +41,8 @@ def test_generations_under_load_match_their_solo_runs_with_the_switch_the_engine
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["switch"] == switch
+    assert result["switch"] is None
+    assert result["gated_weights"] == gated
     assert result["same"] == [True] * parallel, result
     steps = [tuple(step) for step in result["steps"]]
     assert (parallel, parallel) in steps, f"no step generated for all {parallel} slots at once: {steps}"
