@@ -23,8 +23,10 @@ import ctypes
 import os
 import re
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TILED_SWITCH = "GGML_CPU_TILED_MM"
 
@@ -103,24 +105,32 @@ def find_kquant_weights(model: Any, threads: int) -> list[int] | None:
     :class:`GgmlTensor` expects (checked against ``ggml_get_name`` on the first node); the process switch is then
     turned off from that first question, before the first matrix product reads it.
 
-    The throwaway decode runs on a thread of its own. ggml computes with OpenMP, whose thread team belongs to the
-    calling thread: a team left behind on the loading thread cost the decoder thread about a quarter of its single
-    stream speed (49 against 62 tokens/s at 8 slots, measured); the team ends with this thread."""
-    result: list[list[int] | None] = []
+    The throwaway decode runs on a thread of its own (:func:`on_own_thread`)."""
+    return on_own_thread(lambda: _find_kquant_weights(model, threads))
+
+
+def on_own_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` (llama.cpp computing) on a thread that ends with it, and return its result or raise its error.
+
+    ggml computes with OpenMP, whose thread team belongs to the calling thread and outlives the call. A team left on
+    another long-lived thread than the decoder's cost generation about a quarter of its speed from then on (single
+    stream at 8 slots 49 against 62 tokens/s after a throwaway decode on the loading thread; at 1 slot 45 against 61
+    after one embedding on a server pool thread); the team ends with this thread."""
+    results: list[T] = []
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.append(_find_kquant_weights(model, threads))
+            results.append(work())
         except BaseException as exc:  # re-raised on the caller's thread
             errors.append(exc)
 
-    thread = threading.Thread(target=run, name="kquant-weights")
+    thread = threading.Thread(target=run, name="llama-cpp-compute")
     thread.start()
     thread.join()
     if errors:
         raise errors[0]
-    return result[0]
+    return results[0]
 
 
 def _find_kquant_weights(model: Any, threads: int) -> list[int] | None:

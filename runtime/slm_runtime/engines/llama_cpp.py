@@ -288,14 +288,18 @@ class LlamaCppEngine(Engine):
         if not self._settings.engine.embeddings:
             raise EmbeddingsUnsupportedError("embeddings are turned off (--embeddings false)")
         with self._embed_lock:
-            embedder = self._embedder or self._load_embedder()
-            vectors: list[list[float]] = []
-            counts: list[int] = []
-            for text in texts:
-                vector, count = embedder.embed(text, normalize=False, truncate=True, return_count=True)
-                vectors.append([float(x) for x in vector])
-                counts.append(int(count))
-            return Embeddings(vectors=vectors, token_counts=counts)
+            # On a thread that ends with the call: its OpenMP team would otherwise slow generation (cpu_kernels).
+            return cpu_kernels.on_own_thread(lambda: self._embed(texts))
+
+    def _embed(self, texts: Sequence[str]) -> Embeddings:
+        embedder = self._embedder or self._load_embedder()
+        vectors: list[list[float]] = []
+        counts: list[int] = []
+        for text in texts:
+            vector, count = embedder.embed(text, normalize=False, truncate=True, return_count=True)
+            vectors.append([float(x) for x in vector])
+            counts.append(int(count))
+        return Embeddings(vectors=vectors, token_counts=counts)
 
     def _load_embedder(self) -> Any:
         import llama_cpp

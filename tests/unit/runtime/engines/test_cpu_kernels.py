@@ -4,9 +4,12 @@ and clears ``extra`` on exactly the weights it holds; MIN_CHUNK keeps prompt chu
 from __future__ import annotations
 
 import ctypes
+import threading
+
+import pytest
 
 from slm_runtime.engines.batch_plan import MIN_CHUNK
-from slm_runtime.engines.cpu_kernels import TILED_MIN_ROWS, GgmlTensor, TiledGate, needs_gate
+from slm_runtime.engines.cpu_kernels import TILED_MIN_ROWS, GgmlTensor, TiledGate, needs_gate, on_own_thread
 
 
 def test_the_invariant_mode_gates_engines_whose_generating_calls_reach_the_floor() -> None:
@@ -38,3 +41,21 @@ def test_the_gate_sets_extra_on_its_weights_for_generating_calls_and_clears_it_f
     assert {tensor.extra for tensor in weights} == markers
     gate.allow(True)
     assert [tensor.extra for tensor in weights] == [None, None]
+
+
+def test_work_runs_on_a_thread_that_ends_with_it_and_gives_back_its_result_or_error() -> None:
+    seen: list[threading.Thread] = []
+
+    def work() -> int:
+        seen.append(threading.current_thread())
+        return 42
+
+    assert on_own_thread(work) == 42
+    assert seen[0] is not threading.current_thread()
+    assert not seen[0].is_alive()
+
+    def failing() -> int:
+        raise ValueError("no such model")
+
+    with pytest.raises(ValueError, match="no such model"):
+        on_own_thread(failing)
