@@ -140,7 +140,7 @@ def _find_kquant_weights(model: Any, threads: int) -> list[int] | None:
     get_name = _ggml.libggml.ggml_get_name
     get_name.argtypes, get_name.restype = [ctypes.c_void_p], ctypes.c_void_p
     types = kquant_types()
-    found: list[int] = []
+    found: dict[int, None] = {}  # in graph order
     state = {"checked": False, "broken": False}
 
     def look(node_address: int, ask: bool, _user: Any) -> bool:
@@ -156,7 +156,7 @@ def _find_kquant_weights(model: Any, threads: int) -> list[int] | None:
             if source and source not in found:
                 tensor = GgmlTensor.from_address(source)
                 if tensor.type in types and WEIGHT_NAME.fullmatch(tensor.name):
-                    found.append(source)
+                    found[source] = None
         return False
 
     callback = llama_cpp.ggml_backend_sched_eval_callback(look)
@@ -180,4 +180,4 @@ def _find_kquant_weights(model: Any, threads: int) -> list[int] | None:
         context.close()
     if state["broken"] or not decoded or any(GgmlTensor.from_address(w).extra for w in found):
         return None
-    return found
+    return list(found)

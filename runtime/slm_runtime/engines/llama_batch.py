@@ -339,7 +339,8 @@ class BatchDecoder:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, start, -1)
         size = chunk_size(len(tokens) - start, REREAD_CHUNK, self.n_batch)
         self._fill([BatchEntry(seq_id, tuple(tokens[start : start + size]), start, False)])
-        self._allow_tiled(True)
+        if self._gate is not None:
+            self._gate.allow(True)  # a prompt chunk
         if llama_cpp.llama_decode(self._ctx, self._batch) != 0:
             log.warning("seq %d: re-reading kept tokens failed; its cells are dropped", seq_id)
             self._clear(seq_id)
@@ -396,7 +397,8 @@ class BatchDecoder:
         budget = prompt_budget(self.n_batch, len(self._running) - generating, generating, self.costs)
         for entries in plan_step(self._running, self.n_batch, self._free_positions(by_id), budget):
             samples = self._fill(entries)
-            self._allow_tiled(not any(not e.filler and by_id[e.seq_id].next_token is not None for e in entries))
+            if self._gate is not None:  # prompt calls may take ggml's tiled kernel (alone too), generating calls not
+                self._gate.allow(not any(not e.filler and by_id[e.seq_id].next_token is not None for e in entries))
             started = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
             self._measure(entries, time.perf_counter() - started)
@@ -419,11 +421,6 @@ class BatchDecoder:
                     generation.prompt_left = generation.prompt_left[len(entry.tokens) :]
             for seq_id, index in samples:
                 self._sample(by_id[seq_id], index)
-
-    def _allow_tiled(self, prompt_call: bool) -> None:
-        """A prompt call may take ggml's tiled kernel (its chunks take it alone too); a generating call must not."""
-        if self._gate is not None:
-            self._gate.allow(prompt_call)
 
     def _measure(self, entries: list[BatchEntry], seconds: float) -> None:
         """Fold one call's time into :attr:`costs`: prompt chunks per token, the generating call whole."""

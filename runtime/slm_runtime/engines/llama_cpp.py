@@ -123,8 +123,8 @@ class LlamaCppEngine(Engine):
         model_params.use_extra_bufts = not settings.engine.batch_invariant
         model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         try:
-            context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
             gate = tiled_gate(settings, model)
+            context = _internals.LlamaContext(model=model, params=context_params(settings, model), verbose=False)
         except BaseException:
             model.close()
             raise
