@@ -136,10 +136,19 @@ def _quiet(_: str) -> None:
     return None
 
 
+_TIMED_OUT = 124  # timeout(1)'s exit status, for a command _run stopped waiting for
+
+
 def _run(argv: list[str], *, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:{_SYSTEM_PATH}"}
     env.pop("KUBECONFIG", None)
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout, env=env)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        # A command that hangs is a failed command: cleanup (check=False) goes on to its next step, and a
+        # required step says what hung. containerd restarted on a crashed node's state can answer nothing for
+        # a while; one such `ctr version` once failed every real-node test of a CI run.
+        result = subprocess.CompletedProcess(argv, _TIMED_OUT, "", f"timed out after {timeout:g}s")
     if check and result.returncode != 0:
         raise RealNodeError(f"{shlex.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
     return result

@@ -9,6 +9,9 @@ tests/cluster/images.py), so these tests need no project image and no registry.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from kubernetes import client
 from cluster import Cluster, binaries, load_versions, wait_until
 from cluster.images import http_image
 from cluster.network import NODE_IP, POD_CIDR, SERVICE_CIDR
+from cluster.processes import pid_alive
 from cluster.realnode import (
     BRIDGE,
     NODE_LABEL,
@@ -30,6 +34,8 @@ from cluster.realnode import (
     TAINT,
     TOLERATION,
     RealNode,
+    RealNodeError,
+    _run,
     leftovers,
 )
 
@@ -241,3 +247,56 @@ def test_stopping_the_node_leaves_nothing_behind(real_node: RealNode, api: clien
     finally:
         real_node.start(claim_timeout=60)  # later tests in this session still have their node
     assert wait_until("the node to be Ready again", lambda: real_node.running(), 5)
+
+
+def test_a_command_that_hangs_fails_like_any_failed_command() -> None:
+    """Cleanup goes on past a command that hangs (containerd restarted on a killed session's state once held
+    `ctr version` past its timeout, and the exception failed every real-node test of a CI run); a required
+    step says what hung."""
+    hung = _run(["sleep", "30"], check=False, timeout=0.2)
+    assert hung.returncode != 0 and "timed out after 0.2s" in hung.stderr
+    with pytest.raises(RealNodeError, match=r"sleep 30 failed .*timed out after 0\.2s"):
+        _run(["sleep", "30"], timeout=0.2)
+
+
+def test_a_node_left_behind_by_a_killed_session_is_cleaned_up_by_the_next(
+    real_node: RealNode, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """A test session killed mid-run (a CI run after a stopped session, another checkout's `make test`) leaves
+    its components dead, its pod's containers and shims running and its claim on the machine. The next
+    session's start cleans that up from the dead session's files, and its own node serves the pod again."""
+    core = client.CoreV1Api(api)
+    image = http_image()
+    real_node.import_image(image.archive)
+    core.create_namespaced_pod(namespace, _web_pod(image.reference, {"app": "web"}))
+    wait_until("the pod to be Ready", lambda: _pod_ready(core, namespace, "web"), 90)
+    left_running = [int(entry.split()[1]) for entry in leftovers() if entry.startswith("process ")]
+    assert left_running, "the pod's shim and processes run"
+
+    # The session dies: its components are killed without a teardown, and its claim names a state directory
+    # (here a copy of what the teardown reads) whose processes are gone.
+    for process in real_node.processes.values():
+        pid = process.pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+    wait_until("the components to die", lambda: not any(p.running() for p in real_node.processes.values()), 30)
+    dead_session = tmp_path / "killed-session"
+    (dead_session / "realnode").mkdir(parents=True)
+    shutil.copy(real_node.dir / "containerd.toml", dead_session / "realnode" / "containerd.toml")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    claim = json.loads((RUN_DIR / "claim.json").read_text(encoding="utf-8"))
+    claim.update(state_dir=str(dead_session), pid=finished.pid)
+    (RUN_DIR / "claim.json").write_text(json.dumps(claim), encoding="utf-8")
+
+    try:
+        real_node.start(claim_timeout=60)
+    finally:
+        if not real_node.running():
+            real_node.start(claim_timeout=60)  # later tests in this session still have their node
+    assert real_node.claimed()
+    assert [pid for pid in left_running if pid_alive(pid)] == []
+    ready = wait_until("the pod to be Ready on the new node", lambda: _pod_ready(core, namespace, "web"), 90)
+    assert ready.status is not None
+    answer = wait_until("the pod to answer", lambda: _answer(f"http://{ready.status.pod_ip}:8080/"), 30)
+    assert answer == "hello from init from web\n"
