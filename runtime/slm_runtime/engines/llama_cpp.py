@@ -269,11 +269,12 @@ class LlamaCppEngine(Engine):
         if not schema:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         try:
-            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            converted = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         except Exception as exc:  # the converter raises assorted errors for schemas it cannot express
             raise InvalidRequestError(
                 f"cannot constrain output to this JSON schema ({type(exc).__name__}: {exc})", param="format"
             ) from exc
+        grammar = LlamaGrammar.from_string(strict_json_strings(str(converted._grammar)), verbose=False)
         # llama.cpp crashes the process on a grammar it cannot parse; an empty rule (from e.g. {"enum": []})
         # is the case the converter lets through, so refuse it here.
         for line in str(grammar._grammar).splitlines():
@@ -346,6 +347,19 @@ def make_sampler(
     if index is None:
         raise ValueError("a grammar needs the vocabulary's first-byte index")
     return GrammarSampler(params, chain, grammar_sampler(vocab, grammar), index, n_vocab)
+
+
+JSON_STRING_CHAR = (
+    r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+)
+"""A JSON string's character (RFC 8259): no raw control character, which a JSON parser refuses."""
+
+
+def strict_json_strings(gbnf: str) -> str:
+    """The grammar llama-cpp-python's JSON-schema converter made, with its string character rule as JSON has it: the
+    converter's ``char ::= [^"\\] | ...`` lets a raw newline or tab into a string (a model at temperature 1.5 wrote
+    one into a tool call's argument), which then does not parse."""
+    return "\n".join(JSON_STRING_CHAR if line.startswith("char ::= ") else line for line in gbnf.splitlines())
 
 
 def engine_threads(settings: RuntimeSettings) -> int:

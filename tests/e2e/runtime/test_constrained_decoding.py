@@ -143,7 +143,8 @@ def test_output_always_parses_and_validates(engine: LlamaCppEngine, temperature:
     outputs: dict[int, str] = {}
 
     def run(slot: int, seed: int) -> None:
-        params = SamplingParams(max_tokens=200, temperature=temperature, seed=seed, json_schema=TOOL_CALL)
+        # Room for a long string value at a high temperature (one ran 215 tokens): every generation ends by itself.
+        params = SamplingParams(max_tokens=400, temperature=temperature, seed=seed, json_schema=TOOL_CALL)
         prompt = PROMPTS[slot % len(PROMPTS)]
         outputs[slot] = "".join(t.text for t in engine.stream(slot, engine.tokenize(prompt), params, threading.Event()))
 
@@ -207,6 +208,27 @@ def test_the_first_byte_prefilter_keeps_every_token_the_grammar_allows(engine: L
     finally:
         quick.free(grammar)
     assert min(narrowed) < 0.01  # inside the function name a tiny share of the vocabulary is checked
+
+
+def test_a_string_takes_no_raw_control_character(engine: LlamaCppEngine) -> None:
+    """Inside a string of the schema's output the grammar refuses every token with a raw control character (a newline,
+    a tab) and keeps its escaped form; llama-cpp-python's converter alone let a raw newline through."""
+    vocab, n_vocab = engine._model.vocab, engine.info.vocab_size
+    grammar = grammar_sampler(vocab, engine._grammar(TOOL_CALL))
+    quick = quick_calls()
+    try:
+        for token in engine.tokenize('{"name": "send_email", "arguments": {"to": ["bob', add_special=False):
+            quick.accept(grammar, token)
+        cells = np.zeros(n_vocab, dtype=TOKEN_DATA)
+        cells["id"] = np.arange(n_vocab)
+        quick.apply(grammar, ctypes.byref(candidates(cells, n_vocab)))
+        allowed = set(np.flatnonzero(np.isfinite(cells["logit"])).tolist())
+    finally:
+        quick.free(grammar)
+    pieces = {token: engine.detokenize([token]) for token in range(n_vocab)}
+    raw = {token for token, text in pieces.items() if text and any(ord(c) < 0x20 for c in text)}
+    assert len(raw) > 100 and not raw & allowed
+    assert {token for token, text in pieces.items() if text in ("\\n", "@", "o")} <= allowed
 
 
 class FailingSampler:
