@@ -73,20 +73,21 @@ class TiledGate:
     its own copy."""
 
     def __init__(self, weights: Sequence[int]) -> None:
-        self._weights = tuple(weights)
+        self._extras = tuple(ctypes.c_void_p.from_address(address + EXTRA_OFFSET) for address in weights)
+        """Each weight's ``extra`` field, made once: a switch writes them and creates nothing."""
         self._marker = ctypes.create_string_buffer(8)
         self._allowed = True
 
     @property
     def weights(self) -> int:
-        return len(self._weights)
+        return len(self._extras)
 
     def allow(self, allowed: bool) -> None:
         if allowed == self._allowed:
             return
         value = None if allowed else ctypes.addressof(self._marker)
-        for address in self._weights:
-            ctypes.c_void_p.from_address(address + EXTRA_OFFSET).value = value
+        for extra in self._extras:
+            extra.value = value
         self._allowed = allowed
 
 

@@ -264,17 +264,17 @@ class LlamaCppEngine(Engine):
             raise
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
 
         if not schema:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         try:
-            converted = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            converted = json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:  # the converter raises assorted errors for schemas it cannot express
             raise InvalidRequestError(
                 f"cannot constrain output to this JSON schema ({type(exc).__name__}: {exc})", param="format"
             ) from exc
-        grammar = LlamaGrammar.from_string(strict_json_strings(str(converted._grammar)), verbose=False)
+        grammar = LlamaGrammar.from_string(strict_json_strings(converted), verbose=False)
         # llama.cpp crashes the process on a grammar it cannot parse; an empty rule (from e.g. {"enum": []})
         # is the case the converter lets through, so refuse it here.
         for line in str(grammar._grammar).splitlines():
